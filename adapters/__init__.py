@@ -1,0 +1,35 @@
+"""Adapters, one module per protocol, resolved from a short alias named in ``hub.toml``."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from hub.config import Agency
+from hub.errors import ConfigError
+
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result
+
+# alias -> "module:class"; the one table that maps config names to code.
+ADAPTERS: dict[str, str] = {
+    "file": "adapters.file:FileAdapter",
+    "http": "adapters.http:HttpAdapter",
+}
+
+
+def adapter_class(alias: str, file: str = "hub.toml", key: str = "adapter") -> type[Adapter]:
+    target = ADAPTERS.get(alias)
+    if target is None:
+        hint = difflib.get_close_matches(alias, list(ADAPTERS), n=1)
+        extra = f"; did you mean '{hint[0]}'?" if hint else f"; known adapters: {', '.join(sorted(ADAPTERS))}"
+        raise ConfigError(file, key, f"unknown adapter {alias!r}{extra}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def create_adapter(agency: Agency, settings: AdapterSettings, file: str = "hub.toml") -> Adapter:
+    cls = adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
+    return cls(agency, settings)
+
+
+__all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "create_adapter"]

@@ -1,0 +1,88 @@
+"""The adapter interface: deliver one signed envelope to one agency; optionally feed inbound ones.
+
+An adapter speaks one protocol. It never decides about retries: it says what happened
+(``DELIVERED``, ``RETRY`` for a transient fault, ``FAILED`` for a permanent one) and the
+dispatcher applies the route's retry policy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from hub.config import Agency
+from hub.envelope import Ack
+
+
+class Outcome(str, Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt at handing one outbox row to its destination."""
+
+    row_id: int
+    message_id: str
+    sender: str
+    destination: str
+    payload: bytes
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    detail: str
+
+
+# The core's entry point handed to inbound sources: (raw bytes, authenticated identity or None).
+Submit = Callable[[bytes, "str | None"], Ack]
+
+
+class InboundSource(ABC):
+    """A source of inbound messages that the hub runs beside its listener (e.g. a watched folder)."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    timeout: float = 10.0
+    base: Path = Path(".")  # relative folders in agency settings are relative to hub.toml
+
+    def path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else self.base / path
+
+
+class Adapter(ABC):
+    """Delivers to one agency. Instances live as long as the hub and are shared by threads."""
+
+    alias: ClassVar[str]
+
+    def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
+        self.agency, self.settings = agency, settings
+
+    @abstractmethod
+    def deliver(self, delivery: Delivery) -> Result: ...
+
+    def inbound(self, submit: Submit) -> InboundSource | None:
+        """An inbound source for this agency, if the adapter has one and it is configured."""
+        return None
+
+    def check(self) -> list[str]:
+        """Problems with this agency's adapter settings, for ``hub check``."""
+        return []
+
+    def close(self) -> None:
+        """Releases connections and threads."""

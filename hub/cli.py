@@ -1,0 +1,330 @@
+"""The ``hub`` command. Every sub-command takes ``--config PATH`` (default ``./hub.toml``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from lxml import etree
+
+from .errors import ConfigError, HubError, TransitionError, TryAgain
+from .store import State
+
+log = logging.getLogger("hub")
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="hub.toml", help="path of hub.toml (default: ./hub.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="sw-hub: a single-window integration hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _config_arg(sub.add_parser("check", help="load everything the configuration names and report faults"))
+
+    p = sub.add_parser("serve", help="run the listeners and the dispatcher until SIGTERM")
+    _config_arg(p)
+    p.add_argument("--no-dispatch", action="store_true", help="accept only; another node delivers")
+
+    p = sub.add_parser("send", help="submit a document as an agency and print the receipt")
+    _config_arg(p)
+    p.add_argument("--as", dest="agency", required=True, help="the sending agency's id")
+    p.add_argument("file", help="a business document (wrapped for you) or a whole envelope")
+    p.add_argument("--to", help="recipient party id (default: the hub)")
+    p.add_argument("--document-type", help="procedure code (default: from the one route that fits)")
+    p.add_argument("--function", help="business function code (default: from the route, else 01)")
+    p.add_argument("--message-id", help="message id to use (default: a new UUID)")
+    p.add_argument("--url", help="POST to a running hub at this base URL instead of running the pipeline here")
+
+    p = sub.add_parser("trace", help="every hop and attempt of a message")
+    _config_arg(p)
+    p.add_argument("message_id")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("outbox", help="list, show and resend outbox rows")
+    _config_arg(p)
+    osub = p.add_subparsers(dest="action", required=True)
+    o = osub.add_parser("list")
+    _config_arg(o)
+    o.add_argument("--state", choices=[s.value for s in State])
+    o.add_argument("--destination")
+    o.add_argument("--limit", type=int, default=100)
+    o = osub.add_parser("show")
+    _config_arg(o)
+    o.add_argument("row", type=int)
+    o.add_argument("--payload", action="store_true", help="print the signed envelope too")
+    o = osub.add_parser("resend")
+    _config_arg(o)
+    o.add_argument("rows", type=int, nargs="*")
+    o.add_argument("--state", choices=["dead"], help="resend every row in this state")
+    o.add_argument("--destination")
+    o.add_argument("--force", action="store_true", help="allow resending a delivered row")
+
+    p = sub.add_parser("audit", help="the hash-chained audit log")
+    _config_arg(p)
+    asub = p.add_subparsers(dest="action", required=True)
+    _config_arg(asub.add_parser("verify"))
+
+    p = sub.add_parser("keys", help="list keys and certificates, or generate them")
+    _config_arg(p)
+    p.add_argument("action", nargs="?", choices=["list", "init"], default="list")
+    p.add_argument("--kind", choices=["rsa", "ec"], default="rsa")
+    p.add_argument("--days", type=int, default=365)
+
+    p = sub.add_parser("demo", help="run a complete e-Form D exchange on loopback")
+    _config_arg(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .runtime import check
+
+    errors, warnings = check(args.config)
+    for w in warnings:
+        print(w)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args.config, dispatch=not args.no_dispatch)
+
+
+def _open_store(config_path: str):  # type: ignore[no-untyped-def]
+    from .config import load_config
+    from .store import open_store
+
+    config = load_config(config_path)
+    return config, open_store(config.hub.store, config.base)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .client import Outgoing, envelope_for, guess_outgoing, recipient_for, signed_bytes
+    from .envelope import NS
+    from .pipeline import party_of
+    from .runtime import Runtime
+    from .trust import Signer, load_certificates, load_private_key
+    from .xml import Limits, XmlParser
+
+    from .config import load_config
+
+    config = load_config(args.config)
+    agency = config.agencies.get(args.agency)
+    if agency is None:
+        raise ConfigError(str(config.path), "agencies", f"no agency {args.agency!r}")
+    data = Path(args.file).read_bytes()
+    document = XmlParser(Limits(config.hub.limits.max_bytes, config.hub.limits.max_depth)).parse(data)
+    signer = None
+    if agency.signing_key is not None:
+        signer = Signer(load_private_key(agency.signing_key, f"agencies[{agency.id}].signing_key"), load_certificates(agency.certificates[0])[0])
+    if document.tag == f"{{{NS}}}Envelope":
+        has_signature = document.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+        raw = data if has_signature or signer is None else signed_bytes(document, signer)
+    else:
+        runtime_schemas = None
+        what = None
+        if args.document_type:
+            what = Outgoing(args.document_type, args.function or "01")
+        else:
+            from .catalogue import SchemaCatalogue
+
+            runtime_schemas = SchemaCatalogue.from_config(config)
+            roots = {name: s.roots for name, s in runtime_schemas.by_name.items()}
+            what = guess_outgoing(config, roots, agency.id, document.tag, args.to)
+            if what is None:
+                print("cannot tell the document type from the routes; give --document-type", file=sys.stderr)
+                return 2
+            if args.function:
+                what = Outgoing(what.document_type, args.function)
+        envelope = envelope_for(document, party_of(agency), recipient_for(config, args.to), what, args.message_id)
+        raw = signed_bytes(envelope, signer)
+
+    if args.url:
+        import httpx
+
+        response = httpx.post(args.url.rstrip("/") + "/messages", content=raw, headers={"Content-Type": "application/xml"}, timeout=30)
+        sys.stdout.write(response.text)
+        print(f"\nHTTP {response.status_code}", file=sys.stderr)
+        return 0 if response.status_code == 200 else 1
+
+    runtime = Runtime.build(config)
+    try:
+        ack = runtime.pipeline.submit(raw, agency.id)
+    except TryAgain as exc:
+        print(f"not accepted, try again: {exc}", file=sys.stderr)
+        return 75
+    finally:
+        runtime.close()
+    sys.stdout.write(ack.xml.decode("utf-8") + "\n")
+    if ack.accepted:
+        print(f"accepted {ack.message_id}" + (" (duplicate: original receipt)" if ack.duplicate else ""), file=sys.stderr)
+        return 0
+    for err in ack.errors:
+        print(f"rejected: {err}", file=sys.stderr)
+    return 1
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .tracing import trace_dict, trace_text
+
+    _, store = _open_store(args.config)
+    try:
+        trace = store.trace(args.message_id.lower())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(trace_dict(trace), indent=2))
+    else:
+        print(trace_text(trace, args.message_id))
+    return 0 if (trace.message or trace.audit) else 1
+
+
+def _row_line(r) -> str:  # type: ignore[no-untyped-def]
+    from .tracing import ts
+
+    err = f"  last error: {r.last_error}" if r.last_error and r.state is not State.DELIVERED else ""
+    return f"{r.id:>6}  {r.state.value:<9}  {r.destination:<14}  {r.message_id}  attempts {r.attempts}  updated {ts(r.updated_at)}{err}"
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from .tracing import ts
+
+    _, store = _open_store(args.config)
+    try:
+        if args.action == "list":
+            rows = store.rows(State(args.state) if args.state else None, args.destination, args.limit)
+            for r in rows:
+                print(_row_line(r))
+            print(f"{len(rows)} row(s)")
+            return 0
+        if args.action == "show":
+            r = store.get(args.row)
+            if r is None:
+                print(f"no outbox row {args.row}", file=sys.stderr)
+                return 1
+            for name in ("id", "message_id", "sender", "destination", "route", "state", "attempts", "lease_owner", "last_error"):
+                print(f"{name:>16}: {getattr(r, name).value if name == 'state' else getattr(r, name)}")
+            for name in ("next_attempt_at", "lease_until", "created_at", "updated_at"):
+                print(f"{name:>16}: {ts(getattr(r, name))}")
+            if args.payload:
+                print(r.payload.decode("utf-8"))
+            return 0
+        # resend
+        ids = list(args.rows)
+        if args.state:
+            ids += [r.id for r in store.rows(State(args.state), args.destination, limit=100000)]
+        if not ids:
+            print("nothing to resend: give row ids or --state dead", file=sys.stderr)
+            return 2
+        failed = 0
+        import getpass
+
+        actor = f"operator:{getpass.getuser()}"
+        for row_id in ids:
+            try:
+                r = store.resend(row_id, actor, time.time(), force=args.force)
+                print(f"row {r.id} to {r.destination}: pending again (message {r.message_id})")
+            except TransitionError as exc:
+                print(f"row {row_id}: {exc}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
+    finally:
+        store.close()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import verify_chain
+
+    _, store = _open_store(args.config)
+    try:
+        report = verify_chain(store.audit_entries())
+    finally:
+        store.close()
+    if report.ok:
+        print(f"audit chain OK: {report.entries} entries")
+        return 0
+    print(f"audit chain BROKEN: {report.problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .keys import init_keys
+    from .config import load_config
+    from .trust import load_certificates, subject_of
+    from datetime import datetime, timezone
+
+    config = load_config(args.config)
+    if args.action == "init":
+        for line in init_keys(config, args.kind, args.days):
+            print(line)
+        return 0
+    now = datetime.now(timezone.utc)
+    entries = [("hub", config.hub.certificate)] + [(a.id, p) for a in config.agencies.values() for p in a.certificates]
+    status = 0
+    for owner, path in entries:
+        try:
+            certs = load_certificates(path)
+        except ConfigError as exc:
+            print(f"{owner:<14} {path}: {exc.reason}")
+            status = 1
+            continue
+        for cert in certs:
+            days = (cert.not_valid_after_utc - now).days
+            flag = "EXPIRED" if days < 0 else ("expires soon" if days < 30 else "ok")
+            print(f"{owner:<14} {days:>5} days  {flag:<12} {subject_of(cert)}  ({path})")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.config)
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "serve": cmd_serve,
+    "send": cmd_send,
+    "trace": cmd_trace,
+    "outbox": cmd_outbox,
+    "audit": cmd_audit,
+    "keys": cmd_keys,
+    "demo": cmd_demo,
+}
+
+_ = (etree, signal, threading)
+
+if __name__ == "__main__":
+    sys.exit(main())

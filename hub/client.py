@@ -1,0 +1,65 @@
+"""Building and signing envelopes as a partner agency would: used by ``hub send``, the demo,
+the tests and the benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from .config import Config, WILDCARD
+from .envelope import Header, Party, Subject, build, new_message_id, now_iso
+from .pipeline import party_of
+from .trust import Signer
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    document_type: str
+    function: str = "01"
+    message_type: str | None = None
+    reference: str | None = None
+
+
+def envelope_for(
+    payload: etree._Element,
+    sender: Party,
+    recipient: Party,
+    what: Outgoing,
+    message_id: str | None = None,
+) -> etree._Element:
+    subject = Subject(
+        document_type=what.document_type,
+        type=what.message_type or etree.QName(payload).localname,
+        function=what.function,
+        send_date=now_iso(),
+        reference=what.reference,
+        document_year=now_iso()[:4],
+    )
+    header = Header(message_id=message_id or new_message_id(), sender=sender, recipient=recipient, subject=subject)
+    return build(header, payload)
+
+
+def signed_bytes(envelope: etree._Element, signer: Signer | None) -> bytes:
+    if signer is not None:
+        envelope = signer.sign(envelope)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def guess_outgoing(config: Config, schemas_roots: dict[str, frozenset[str]], sender: str, payload_tag: str, recipient: str | None) -> Outgoing | None:
+    """The document type and function of the one route that takes this document from ``sender``."""
+    found = []
+    for route in config.routes:
+        if route.sender not in (WILDCARD, sender) or route.document_type == WILDCARD:
+            continue
+        if recipient and route.recipient not in (WILDCARD, recipient):
+            continue
+        if route.schema is None or payload_tag in schemas_roots.get(route.schema, frozenset()):
+            found.append(Outgoing(route.document_type, route.function if route.function != WILDCARD else "01"))
+    return found[0] if len(set(found)) == 1 else None
+
+
+def recipient_for(config: Config, identity: str | None) -> Party:
+    if identity and identity in config.agencies:
+        return party_of(config.agencies[identity])
+    return Party(identity=identity or config.hub.party_id, country=config.hub.country, name=None if identity else (config.hub.name or None))

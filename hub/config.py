@@ -1,0 +1,334 @@
+"""``hub.toml``, parsed once into typed, frozen objects.
+
+Relative paths are relative to the folder of the configuration file. Every fault names the file,
+the key and what is wrong; unknown keys are faults too (with a did-you-mean), so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .retry import RetryPolicy
+from .xml import Limits
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    party_id: str
+    name: str
+    country: str
+    store: str
+    listen_host: str
+    listen_port: int
+    key: Path
+    certificate: Path
+    limits: Limits
+    require_signature: bool
+    envelope_schema: Path
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    concurrency: int = 4  # deliveries in flight per destination
+    poll_interval: float = 0.2  # seconds between looks at the outbox when idle
+    lease_seconds: float = 60.0  # how long a leased row stays ours before another node may take it
+    delivery_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+    country: str
+    adapter: str
+    endpoint: str
+    certificates: tuple[Path, ...] = ()
+    ministry: str | None = None
+    signing_key: Path | None = None  # demos and tests only: lets `hub send --as` sign for it
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Destination:
+    agency: str
+    mappings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    sender: str
+    recipient: str
+    document_type: str
+    function: str
+    schema: str | None
+    sign: bool
+    destinations: tuple[Destination, ...]
+    retry: RetryPolicy
+
+    def matches(self, sender: str, recipient: str, document_type: str, function: str) -> bool:
+        return (
+            self.sender in (WILDCARD, sender)
+            and self.recipient in (WILDCARD, recipient)
+            and self.document_type in (WILDCARD, document_type)
+            and self.function in (WILDCARD, function)
+        )
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    name: str
+    stylesheet: Path
+    output: str | None  # schema the mapping's output must validate against
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    hub: HubSettings
+    dispatcher: DispatcherSettings
+    schemas: Mapping[str, Path]
+    mappings: Mapping[str, MappingSpec]
+    agencies: Mapping[str, Agency]
+    routes: tuple[Route, ...]
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+
+_REQUIRED = object()
+
+
+class _Table:
+    """Typed reads from one TOML table, remembering which keys were read."""
+
+    def __init__(self, file: str, prefix: str, data: Any, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(file, prefix, "must be a table")
+        self.file, self.prefix, self.data, self.base = file, prefix, data, base
+        self._read: set[str] = set()
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self._read.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise ConfigError(self.file, self._key(key), "is required")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(self.file, self._key(key), f"must be {names}, not {value!r}")
+        return value
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, str, default)
+        if value is not default and isinstance(value, str) and not value.strip():
+            raise ConfigError(self.file, self._key(key), "must not be empty")
+        return value
+
+    def int(self, key: str, default: Any = _REQUIRED, minimum: int = 0) -> Any:
+        value = self._get(key, int, default)
+        if isinstance(value, int) and value < minimum:
+            raise ConfigError(self.file, self._key(key), f"must be at least {minimum}")
+        return value
+
+    def float(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, float, default)
+        if isinstance(value, float) and value < 0:
+            raise ConfigError(self.file, self._key(key), "must not be negative")
+        return value
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._get(key, bool, default)
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        return self.base / value if isinstance(value, str) else value
+
+    def list(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, (list, str), default)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.file, self._key(key), "must be a list of strings")
+        return value
+
+    def table(self, key: str) -> _Table:
+        self._read.add(key)
+        return _Table(self.file, self._key(key), self.data.get(key, {}), self.base)
+
+    def tables(self, key: str) -> list[_Table]:
+        self._read.add(key)
+        items = self.data.get(key, [])
+        if not isinstance(items, list):
+            raise ConfigError(self.file, self._key(key), "must be an array of tables ([[...]])")
+        return [_Table(self.file, f"{self._key(key)}[{i}]", item, self.base) for i, item in enumerate(items)]
+
+    def raw(self, key: str) -> Any:
+        self._read.add(key)
+        return self.data.get(key)
+
+    def done(self) -> None:
+        """Refuses keys that nothing read: a typo must not fall back to a default silently."""
+        for key in self.data:
+            if key not in self._read:
+                hint = difflib.get_close_matches(key, sorted(self._read), n=1)
+                extra = f"; did you mean '{hint[0]}'?" if hint else ""
+                raise ConfigError(self.file, self._key(key), f"unknown key{extra}")
+
+
+def _retry(table: _Table, default: RetryPolicy) -> RetryPolicy:
+    policy = RetryPolicy(
+        max_attempts=table.int("max_attempts", default.max_attempts, minimum=1),
+        initial_delay=table.float("initial_delay", default.initial_delay),
+        max_delay=table.float("max_delay", default.max_delay),
+        multiplier=table.float("multiplier", default.multiplier),
+        jitter=table.float("jitter", default.jitter),
+    )
+    table.done()
+    return policy
+
+
+def _listen(file: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(file, "hub.listen", f"must be HOST:PORT, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads and checks the shape of ``hub.toml``. ``hub check`` goes further (see runtime)."""
+    path = Path(path).resolve()
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "-", "the configuration file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
+    top = _Table(file, "", data, path.parent)
+
+    h = top.table("hub")
+    host, port = _listen(file, h.str("listen", "127.0.0.1:8480"))
+    hub = HubSettings(
+        party_id=h.str("party_id"),
+        name=h.str("name", ""),
+        country=h.str("country"),
+        store=h.str("store", "sqlite:///var/hub.db"),
+        listen_host=host,
+        listen_port=port,
+        key=h.path("key"),
+        certificate=h.path("certificate"),
+        limits=Limits(
+            max_bytes=h.int("max_message_bytes", Limits.max_bytes, minimum=1),
+            max_depth=h.int("max_depth", Limits.max_depth, minimum=2),
+        ),
+        require_signature=h.bool("require_signature", True),
+        envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
+    )
+    h.done()
+
+    d = top.table("dispatcher")
+    dispatcher = DispatcherSettings(
+        concurrency=d.int("concurrency", DispatcherSettings.concurrency, minimum=1),
+        poll_interval=d.float("poll_interval", DispatcherSettings.poll_interval),
+        lease_seconds=d.float("lease_seconds", DispatcherSettings.lease_seconds),
+        delivery_timeout=d.float("delivery_timeout", DispatcherSettings.delivery_timeout),
+    )
+    d.done()
+
+    default_retry = _retry(top.table("retry"), RetryPolicy())
+
+    s = top.table("schemas")
+    schemas = {name: s.path(name) for name in list(s.data)}
+    s.done()
+
+    m = top.table("mappings")
+    mappings: dict[str, MappingSpec] = {}
+    for name in list(m.data):
+        spec = m.table(name)
+        mappings[name] = MappingSpec(name=name, stylesheet=spec.path("stylesheet"), output=spec.str("output", None))
+        if mappings[name].output is not None and mappings[name].output not in schemas:
+            raise ConfigError(file, f"mappings.{name}.output", f"names no schema in [schemas]: {mappings[name].output!r}")
+        spec.done()
+    m.done()
+
+    agencies: dict[str, Agency] = {}
+    for a in top.tables("agencies"):
+        options = a.raw("options") or {}
+        if not isinstance(options, dict):
+            raise ConfigError(file, f"{a.prefix}.options", "must be a table")
+        agency = Agency(
+            id=a.str("id"),
+            name=a.str("name", ""),
+            country=a.str("country"),
+            adapter=a.str("adapter"),
+            endpoint=a.str("endpoint", ""),
+            certificates=tuple(path.parent / p for p in a.list("certificates", [])),
+            ministry=a.str("ministry", None),
+            signing_key=a.path("signing_key", None),
+            options=MappingProxyType(dict(options)),
+        )
+        a.done()
+        if agency.id in agencies or agency.id == hub.party_id:
+            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is used twice")
+        agencies[agency.id] = agency
+
+    routes: list[Route] = []
+    for r in top.tables("routes"):
+        destinations = []
+        for t in r.tables("deliver"):
+            dest = Destination(agency=t.str("agency"), mappings=tuple(t.list("mapping", [])))
+            t.done()
+            if dest.agency not in agencies:
+                hint = difflib.get_close_matches(dest.agency, list(agencies), n=1)
+                raise ConfigError(file, f"{t.prefix}.agency", f"unknown agency {dest.agency!r}" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+            for name in dest.mappings:
+                if name not in mappings:
+                    raise ConfigError(file, f"{t.prefix}.mapping", f"unknown mapping {name!r}")
+            destinations.append(dest)
+        route = Route(
+            name=r.str("name"),
+            sender=r.str("from", WILDCARD),
+            recipient=r.str("to", WILDCARD),
+            document_type=r.str("document_type", WILDCARD),
+            function=r.str("function", WILDCARD),
+            schema=r.str("schema", None),
+            sign=r.bool("sign", True),
+            destinations=tuple(destinations),
+            retry=_retry(r.table("retry"), default_retry),
+        )
+        r.done()
+        if not route.destinations:
+            raise ConfigError(file, f"{r.prefix}.deliver", "a route needs at least one [[routes.deliver]]")
+        if route.schema is not None and route.schema not in schemas:
+            raise ConfigError(file, f"{r.prefix}.schema", f"names no schema in [schemas]: {route.schema!r}")
+        if route.sender != WILDCARD and route.sender not in agencies:
+            raise ConfigError(file, f"{r.prefix}.from", f"unknown agency {route.sender!r}")
+        routes.append(route)
+    top.done()
+
+    return Config(
+        path=path,
+        hub=hub,
+        dispatcher=dispatcher,
+        schemas=MappingProxyType(schemas),
+        mappings=MappingProxyType(mappings),
+        agencies=MappingProxyType(agencies),
+        routes=tuple(routes),
+    )

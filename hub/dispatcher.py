@@ -1,0 +1,156 @@
+"""The dispatcher: leases due outbox rows and hands them to adapters, per destination.
+
+Each destination has its own worker pool of ``concurrency`` threads, so a slow or dead partner
+never holds up the others. Outcomes map onto the store's transitions:
+
+    adapter DELIVERED          -> delivered
+    adapter RETRY / exception  -> pending with capped, jittered backoff, or dead after max attempts
+    adapter FAILED             -> dead, keeping the partner's error
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Mapping
+
+from adapters import Adapter, Delivery, Outcome, Result
+
+from .config import DispatcherSettings
+from .errors import HubError, TransitionError
+from .retry import RetryPolicy
+from .store import OutboxRow, State, Store
+
+log = logging.getLogger("hub.dispatcher")
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[str, Adapter],
+        policies: Mapping[str, RetryPolicy],
+        settings: DispatcherSettings,
+        default_policy: RetryPolicy = RetryPolicy(),
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.adapters, self.policies, self.settings = store, adapters, policies, settings
+        self.default_policy = default_policy
+        self.owner = owner or new_owner()
+        self.clock = clock
+        self._inflight = {d: 0 for d in adapters}
+        self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops leasing, lets deliveries in flight finish, gives back anything still held."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        try:
+            self.store.release(self.owner, self.clock())
+        except HubError as exc:
+            log.warning("could not release leases on stop (they expire by themselves): %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                taken = self.run_once()
+            except HubError as exc:
+                log.warning("dispatcher: store unavailable, retrying: %s", exc)
+                taken = 0
+            if taken == 0:
+                self._wake.wait(self.settings.poll_interval)
+                self._wake.clear()
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Leases due rows for every destination with a free slot and starts their delivery."""
+        taken = 0
+        for destination, pool in self._pools.items():
+            with self._lock:
+                free = self.settings.concurrency - self._inflight[destination]
+            if free <= 0:
+                continue
+            rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+            for row in rows:
+                with self._lock:
+                    self._inflight[destination] += 1
+                pool.submit(self._deliver, row)
+            taken += len(rows)
+        return taken
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Delivers until nothing is due or in flight (tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            taken = self.run_once()
+            with self._lock:
+                busy = any(self._inflight.values())
+            if not taken and not busy:
+                return
+            time.sleep(0.01)
+
+    def _deliver(self, row: OutboxRow) -> None:
+        started = self.clock()
+        try:
+            adapter = self.adapters[row.destination]
+            try:
+                result = adapter.deliver(
+                    Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, row.attempts)
+                )
+            except Exception as exc:  # an adapter bug must not lose the row: treat as transient
+                log.exception("adapter %s raised on row %s", row.destination, row.id)
+                result = Result(Outcome.RETRY, f"adapter error: {type(exc).__name__}: {exc}")
+            self._settle(row, result, started)
+        except HubError as exc:
+            log.warning("row %s: outcome not recorded (%s); the lease will expire and it will be retried", row.id, exc)
+        finally:
+            with self._lock:
+                self._inflight[row.destination] -= 1
+            self._wake.set()
+
+    def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
+        now = self.clock()
+        policy = self.policies.get(row.route, self.default_policy)
+        if result.outcome is Outcome.DELIVERED:
+            self.store.complete(row.id, self.owner, State.DELIVERED, result.detail, started, now)
+        elif result.outcome is Outcome.FAILED:
+            self.store.complete(row.id, self.owner, State.DEAD, f"permanent failure: {result.detail}", started, now)
+        elif policy.exhausted(row.attempts):
+            self.store.complete(
+                row.id, self.owner, State.DEAD, f"gave up after {row.attempts} attempts: {result.detail}", started, now
+            )
+        else:
+            delay = policy.delay(row.attempts)
+            try:
+                self.store.complete(row.id, self.owner, State.PENDING, result.detail, started, now, now + delay)
+            except TransitionError:
+                raise
+            log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempts, result.detail, delay)

@@ -1,0 +1,76 @@
+"""The hub's exceptions and the error codes it answers with.
+
+    HubError                      anything the hub raises on purpose
+    ├── ConfigError               hub.toml or a file it names is wrong (file, key, reason)
+    ├── Rejected                  an inbound message is refused: answered with a NACK (code, sentence)
+    ├── TryAgain                  the hub cannot take the message now (store down): no receipt, retry
+    └── StoreError                a store operation failed
+        └── TransitionError       an outbox row was asked for a transition its state forbids
+
+Library errors (lxml, signxml, sqlite3, httpx) are mapped to these at the module boundary with
+``raise ... from``, so callers never see a backend's exception.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Code(str, Enum):
+    """Machine-readable error codes carried in a NACK's ``ErrorList``.
+
+    ERR00..ERR05 follow the national single window's codes; the ERR1x..ERR6x codes are the hub's
+    own finer causes, one per way a message can be refused.
+    """
+
+    INVALID_MESSAGE = "ERR00"  # the envelope does not match the envelope schema
+    UNKNOWN_PROCEDURE = "ERR01"  # no route for this sender / recipient / document type / function
+    MALFORMED_XML = "ERR02"  # the bytes are not well-formed XML
+    UNKNOWN_MESSAGE_TYPE = "ERR03"  # the payload's root element is not a known document
+    WRONG_NAMESPACE = "ERR04"  # envelope or payload in a namespace the route does not accept
+    INVALID_DOCUMENT = "ERR05"  # the payload does not validate against its schema
+    FORBIDDEN_DTD = "ERR10"  # a DOCTYPE, entity declaration or external reference
+    TOO_LARGE = "ERR11"  # more bytes than the configured limit
+    TOO_DEEP = "ERR12"  # more element nesting than the configured limit
+    UNKNOWN_SENDER = "ERR20"  # the envelope's sender is not a configured agency
+    SIGNATURE_MISSING = "ERR21"  # the sender must sign and did not
+    SIGNATURE_INVALID = "ERR22"  # the signature does not verify (tampered content or value)
+    WRONG_SIGNER = "ERR23"  # signed by a certificate that is not the sender's
+    CERTIFICATE_EXPIRED = "ERR24"  # the signer's certificate is out of its validity period
+    WEAK_ALGORITHM = "ERR25"  # SHA-1 or another refused algorithm
+    SIGNATURE_WRAPPING = "ERR26"  # content outside the signed part (signature wrapping)
+    SENDER_MISMATCH = "ERR27"  # authenticated channel identity differs from the envelope's sender
+    MAPPING_FAILED = "ERR30"  # a translation failed or produced an invalid document
+    TRY_AGAIN = "ERR50"  # the hub cannot record the message now; nothing was accepted
+
+
+class HubError(Exception):
+    """Base of every error the hub raises on purpose."""
+
+
+class ConfigError(HubError):
+    """A fault in the configuration: names the file, the key and what is wrong."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file, self.key, self.reason = file, key, reason
+        super().__init__(f"{file}: {key}: {reason}")
+
+
+class Rejected(HubError):
+    """A message refused with a NACK. ``location`` is a line and/or path where one is known."""
+
+    def __init__(self, code: Code, message: str, location: str | None = None) -> None:
+        self.code, self.message, self.location = code, message, location
+        super().__init__(f"{code.value} {code.name}: {message}" + (f" ({location})" if location else ""))
+
+
+class TryAgain(HubError):
+    """The hub could not durably record the message; the sender must retry (no receipt given)."""
+
+
+class StoreError(HubError):
+    """A store operation failed."""
+
+
+class TransitionError(StoreError):
+    """An outbox row was asked for a transition that its current state forbids."""

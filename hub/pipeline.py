@@ -1,0 +1,211 @@
+"""The message path: bytes in -> receipt or NACK out, with the message durably recorded first.
+
+    parse (size, DTD, depth) -> envelope schema -> sender authentication (signature) ->
+    duplicate check -> route -> payload validation -> per-destination translation -> signing ->
+    ONE store transaction (dedupe key + outbox rows + audit) -> signed receipt
+
+Any refusal on the way raises ``Rejected`` and is answered with a signed NACK (function 00)
+whose error carries a code and a sentence. ``TryAgain`` (store unavailable) passes to the
+transport, which answers "try again" and never a receipt.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
+
+from cryptography import x509
+from lxml import etree
+
+from .audit import AuditEvent
+from .catalogue import Mapping_, SchemaCatalogue
+from .config import Agency, HubSettings, Route
+from .envelope import (
+    FUNCTION_ERROR,
+    FUNCTION_RECEIVED,
+    Ack,
+    Header,
+    Party,
+    build,
+    check_is_envelope,
+    content_of,
+    error_content,
+    now_iso,
+    read_header,
+    receipt_content,
+    reply_header,
+)
+from .errors import Code, Rejected
+from .store import Acceptance, OutboxItem, Store
+from .trust import Signer, Verifier
+from .xml import Schema, XmlParser
+
+log = logging.getLogger("hub.pipeline")
+
+
+def party_of(agency: Agency) -> Party:
+    return Party(identity=agency.id, country=agency.country, name=agency.name or None, ministry=agency.ministry)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Who may send: the certificates accepted for each agency (several during a key rotation)."""
+
+    certificates: Mapping[str, Sequence[x509.Certificate]]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: HubSettings,
+        parser: XmlParser,
+        envelope_schema: Schema,
+        schemas: SchemaCatalogue,
+        mappings: Mapping[str, Mapping_],
+        agencies: Mapping[str, Agency],
+        routes: Sequence[Route],
+        trust: Trust,
+        signer: Signer,
+        verifier: Verifier,
+        store: Store,
+        on_accept: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.parser = parser
+        self.envelope_schema = envelope_schema
+        self.schemas = schemas
+        self.mappings = mappings
+        self.agencies = agencies
+        self.routes = tuple(routes)
+        self.trust = trust
+        self.signer = signer
+        self.verifier = verifier
+        self.store = store
+        self.on_accept = on_accept
+        self.clock = clock
+        self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
+        self._parties = {a.id: party_of(a) for a in agencies.values()}
+
+    # -- entry point ----------------------------------------------------------------------------
+
+    def submit(self, data: bytes, authenticated_as: str | None = None) -> Ack:
+        """Takes one inbound message. Raises only ``TryAgain``; every refusal becomes a NACK."""
+        header: Header | None = None
+        try:
+            root = self.parser.parse(data)
+            check_is_envelope(root)
+            self._validate_envelope(root)
+            header = read_header(root)
+            return self._accept(root, header, authenticated_as)
+        except Rejected as rejected:
+            return self.nack(rejected, header)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _validate_envelope(self, root: etree._Element) -> None:
+        try:
+            self.envelope_schema.validate(root)
+        except Rejected as exc:
+            raise Rejected(Code.INVALID_MESSAGE, f"the envelope is not valid: {exc.message.split(': ', 1)[-1]}", exc.location) from None
+
+    def _authenticate(self, root: etree._Element, header: Header, authenticated_as: str | None) -> tuple[etree._Element, Header]:
+        sender = header.sender.identity
+        if sender not in self.agencies:
+            raise Rejected(Code.UNKNOWN_SENDER, f"the sender {sender!r} is not an agency known to this hub")
+        if authenticated_as is not None and authenticated_as != sender:
+            raise Rejected(
+                Code.SENDER_MISMATCH,
+                f"the envelope says it comes from {sender!r} but the channel is authenticated as {authenticated_as!r}",
+            )
+        signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+        if not (self.settings.require_signature or signed):
+            return root, header
+        verified = self.verifier.verify(root, self.trust.certificates.get(sender, ()), f"agency {sender}")
+        signed_header = read_header(verified.element)
+        if signed_header != header:
+            raise Rejected(Code.SIGNATURE_WRAPPING, "the header read is not the header that was signed")
+        return verified.element, signed_header
+
+    def _route(self, header: Header) -> Route:
+        s = header.subject
+        for route in self.routes:
+            if route.matches(header.sender.identity, header.recipient.identity, s.document_type, s.function):
+                return route
+        raise Rejected(
+            Code.UNKNOWN_PROCEDURE,
+            f"no route for document type {s.document_type!r}, function {s.function!r} from "
+            f"{header.sender.identity!r} to {header.recipient.identity!r}",
+        )
+
+    def _accept(self, root: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
+        root, header = self._authenticate(root, header, authenticated_as)
+        sender, message_id = header.sender.identity, header.message_id
+        original = self.store.receipt_for(sender, message_id)
+        if original is not None:
+            return Ack(original, True, message_id, duplicate=True)
+        route = self._route(header)
+        payload = content_of(root)
+        if payload is None:
+            raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
+        self.schemas.validate(payload, route.schema)
+
+        translated: dict[tuple[str, ...], etree._Element] = {}
+        items = []
+        for dest in route.destinations:
+            if dest.mappings not in translated:
+                document = payload
+                for name in dest.mappings:
+                    document = self.mappings[name].apply(document)
+                translated[dest.mappings] = document
+            outbound = build(replace(header, recipient=self._parties[dest.agency]), copy.deepcopy(translated[dest.mappings]))
+            if route.sign:
+                outbound = self.signer.sign(outbound)
+            items.append(OutboxItem(dest.agency, route.name, etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")))
+
+        received_at = self.clock()
+        destinations = [d.agency for d in route.destinations]
+        receipt = self._reply(
+            self._parties.get(sender),
+            header,
+            FUNCTION_RECEIVED,
+            receipt_content(message_id, now_iso(), destinations),
+        )
+        audit = (
+            AuditEvent(message_id, sender, "received", f"{header.subject.document_type}/{header.subject.function} via route {route.name}"),
+            *(AuditEvent(message_id, self.party.identity, "queued", f"{d}") for d in destinations),
+        )
+        created, stored_receipt = self.store.accept(
+            Acceptance(
+                sender=sender,
+                message_id=message_id,
+                received_at=received_at,
+                document_type=header.subject.document_type,
+                function=header.subject.function,
+                route=route.name,
+                receipt=receipt,
+                items=tuple(items),
+                audit=audit,
+            )
+        )
+        if created and self.on_accept is not None:
+            self.on_accept()
+        return Ack(stored_receipt, True, message_id, duplicate=not created)
+
+    def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
+        envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))
+        return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+    def nack(self, rejected: Rejected, header: Header | None) -> Ack:
+        to = self._parties.get(header.sender.identity) if header else None
+        xml = self._reply(to or (header.sender if header else None), header, FUNCTION_ERROR, error_content([rejected]))
+        detail = f"{rejected.code.value} {rejected.code.name}: {rejected.message}"
+        try:
+            self.store.record(AuditEvent(header.message_id if header else None, header.sender.identity if header else "unknown", "rejected", detail))
+        except Exception as exc:  # the NACK is still the right answer; the audit gap is logged
+            log.warning("could not record a rejection in the audit log: %s", exc)
+        return Ack(xml, False, header.message_id if header else None, errors=(rejected,))

@@ -1,0 +1,26 @@
+"""Retry policy: a frozen value object and the one function that computes backoff."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter, and the attempt after which a row is dead."""
+
+    max_attempts: int = 10
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # fraction of the delay added or removed at random
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempts - 1))
+        spread = base * self.jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts

@@ -1,0 +1,80 @@
+"""The hub's HTTP listener (starlette): envelopes in, receipts or NACKs out.
+
+    POST /messages        an envelope; 200 + signed receipt, 400 + signed NACK, 413 too large,
+                          503 + "try again" NACK (ERR50) when the store cannot record it
+    GET  /messages/{id}   the message's trace as JSON
+    GET  /health          liveness and outbox counts
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import Code, Rejected, TryAgain
+from .pipeline import Pipeline
+from .store import Store
+from .tracing import trace_dict
+
+log = logging.getLogger("hub.server")
+
+XML = "application/xml"
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(pipeline: Pipeline, store: Store) -> Starlette:
+    limit = pipeline.settings.limits.max_bytes
+
+    async def submit(request: Request) -> Response:
+        data = await _read_bounded(request, limit)
+        if data is None:
+            nack = pipeline.nack(Rejected(Code.TOO_LARGE, f"the message is larger than the limit of {limit} bytes"), None)
+            return Response(nack.xml, status_code=413, media_type=XML)
+        try:
+            ack = await run_in_threadpool(pipeline.submit, data, None)
+        except TryAgain as exc:
+            log.warning("store unavailable, asking the sender to retry: %s", exc)
+            body = await run_in_threadpool(
+                lambda: pipeline.nack(Rejected(Code.TRY_AGAIN, "the hub cannot record the message now; send it again later"), None).xml
+            )
+            return Response(body, status_code=503, media_type=XML, headers={"Retry-After": "1"})
+        return Response(ack.xml, status_code=200 if ack.accepted else 400, media_type=XML)
+
+    async def trace(request: Request) -> Response:
+        message_id = request.path_params["message_id"].lower()
+        found = await run_in_threadpool(store.trace, message_id)
+        if found.message is None and not found.audit:
+            return JSONResponse({"error": f"no message {message_id}"}, status_code=404)
+        return JSONResponse(trace_dict(found))
+
+    async def health(request: Request) -> Response:
+        counts = await run_in_threadpool(store.counts)
+        outbox: dict[str, dict[str, int]] = {}
+        for (destination, state), n in counts.items():
+            outbox.setdefault(destination, {})[state.value] = n
+        return JSONResponse({"status": "ok", "party": pipeline.settings.party_id, "outbox": outbox})
+
+    return Starlette(
+        routes=[
+            Route("/messages", submit, methods=["POST"]),
+            Route("/messages/{message_id}", trace, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )

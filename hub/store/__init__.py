@@ -1,0 +1,28 @@
+"""Store backends, chosen by the store URL in ``hub.toml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import Acceptance, Attempt, MessageRecord, OutboxItem, OutboxRow, State, Store, Trace
+
+
+def open_store(url: str, base: Path, migrate: bool = True) -> Store:
+    """``sqlite:///relative/path.db`` (relative to ``base``), ``sqlite:////absolute/path.db``."""
+    if url.startswith("sqlite://"):
+        from .sqlite import SQLiteStore
+
+        raw = url[len("sqlite://") :]
+        if raw.startswith("/"):
+            raw = raw[1:]
+        path = Path(raw)
+        store: Store = SQLiteStore(path if path.is_absolute() else base / path)
+    else:
+        raise ConfigError("hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH")
+    if migrate:
+        store.migrate()
+    return store
+
+
+__all__ = ["Acceptance", "Attempt", "MessageRecord", "OutboxItem", "OutboxRow", "State", "Store", "Trace", "open_store"]

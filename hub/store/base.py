@@ -1,0 +1,197 @@
+"""The store interface: dedupe records, the durable outbox with leases, attempts and the audit log.
+
+Any backend (SQLite embedded, PostgreSQL for scale-out) implements ``Store`` and passes the contract
+suite in ``tests/store_contract.py``. The interface speaks in values, not SQL.
+
+Outbox states and the only transitions allowed::
+
+    pending --lease--> leased --complete--> delivered | pending (retry later) | dead
+    leased  --lease expired, taken by another owner--> leased
+    dead | delivered --resend (operator)--> pending
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterator, Sequence
+
+from ..audit import AuditEntry, AuditEvent
+
+
+class State(str, Enum):
+    PENDING = "pending"
+    LEASED = "leased"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+# Where ``complete`` may take a leased row.
+OUTCOMES = frozenset({State.DELIVERED, State.PENDING, State.DEAD})
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One destination's copy of an accepted message, ready to deliver (already signed)."""
+
+    destination: str
+    route: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Everything the pipeline records in ONE transaction when it accepts a message."""
+
+    sender: str
+    message_id: str
+    received_at: float
+    document_type: str
+    function: str
+    route: str
+    receipt: bytes
+    items: tuple[OutboxItem, ...]
+    audit: tuple[AuditEvent, ...]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    message_id: str
+    sender: str
+    destination: str
+    route: str
+    state: State
+    attempts: int  # attempts started since the row was created or last resent
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Attempt:
+    row_id: int
+    number: int
+    owner: str
+    started_at: float
+    finished_at: float
+    outcome: State
+    detail: str
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    sender: str
+    message_id: str
+    received_at: float
+    document_type: str
+    function: str
+    route: str
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class Trace:
+    message: MessageRecord | None
+    rows: tuple[OutboxRow, ...]
+    attempts: tuple[Attempt, ...]
+    audit: tuple[AuditEntry, ...]
+
+
+class Store(ABC):
+    """A durable store. Every method is one transaction; every method is safe across threads."""
+
+    @abstractmethod
+    def migrate(self) -> int:
+        """Brings the schema to the current version; returns that version. Idempotent."""
+
+    @abstractmethod
+    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+        """Records the message, its outbox rows and audit entries atomically.
+
+        Returns ``(True, receipt)`` when recorded, or ``(False, original_receipt)`` when the
+        (sender, message id) pair was already recorded: then nothing new is written.
+        """
+
+    @abstractmethod
+    def receipt_for(self, sender: str, message_id: str) -> bytes | None:
+        """The receipt given when (sender, message id) was accepted, or None."""
+
+    @abstractmethod
+    def record(self, event: AuditEvent) -> None:
+        """Appends one audit entry on its own (e.g. a rejection)."""
+
+    @abstractmethod
+    def lease(self, owner: str, destination: str, limit: int, now: float, lease_for: float) -> list[OutboxRow]:
+        """Takes up to ``limit`` due rows of one destination: pending rows whose time has come and
+        leased rows whose lease expired. Each taken row's attempt count goes up by one."""
+
+    @abstractmethod
+    def complete(
+        self,
+        row_id: int,
+        owner: str,
+        outcome: State,
+        detail: str,
+        started_at: float,
+        now: float,
+        next_attempt_at: float | None = None,
+    ) -> OutboxRow:
+        """Ends the current attempt of a row this owner holds. Raises ``TransitionError`` if the
+        row is not leased by ``owner`` (lease lost) or ``outcome`` is not a legal next state."""
+
+    @abstractmethod
+    def release(self, owner: str, now: float) -> int:
+        """Gives back every row ``owner`` holds (clean shutdown) without counting an attempt."""
+
+    @abstractmethod
+    def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
+        """An operator's explicit new attempt of a dead row (or, with ``force``, a delivered one)."""
+
+    @abstractmethod
+    def get(self, row_id: int) -> OutboxRow | None: ...
+
+    @abstractmethod
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]: ...
+
+    @abstractmethod
+    def counts(self) -> dict[tuple[str, State], int]:
+        """Number of rows per (destination, state)."""
+
+    @abstractmethod
+    def trace(self, message_id: str) -> Trace: ...
+
+    @abstractmethod
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        """Every audit entry, oldest first."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def check_outcome(outcome: State) -> None:
+    from ..errors import TransitionError
+
+    if outcome not in OUTCOMES:
+        raise TransitionError(f"a leased row cannot become {outcome.value}")
+
+
+def resendable(state: State, force: bool) -> bool:
+    return state is State.DEAD or (force and state is State.DELIVERED)
+
+
+__all__: Sequence[str] = (
+    "Acceptance",
+    "Attempt",
+    "MessageRecord",
+    "OutboxItem",
+    "OutboxRow",
+    "State",
+    "Store",
+    "Trace",
+)

@@ -1,0 +1,360 @@
+"""The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL).
+
+One connection per store object, guarded by a lock: threads of one process never wait on SQLite's
+busy handler; other processes (``hub send``, a second ``hub serve``) wait up to ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
+from ..errors import StoreError, TransitionError, TryAgain
+from .base import (
+    Acceptance,
+    Attempt,
+    MessageRecord,
+    OutboxRow,
+    State,
+    Store,
+    Trace,
+    check_outcome,
+    resendable,
+)
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE messages (
+            sender TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            document_type TEXT NOT NULL,
+            function TEXT NOT NULL,
+            route TEXT NOT NULL,
+            receipt BLOB NOT NULL,
+            PRIMARY KEY (sender, message_id)
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            route TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            payload BLOB NOT NULL
+        );
+        CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
+        CREATE INDEX outbox_message ON outbox (message_id);
+        CREATE TABLE attempts (
+            row_id INTEGER NOT NULL REFERENCES outbox (id),
+            number INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (row_id, number)
+        );
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            message_id TEXT,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_message ON audit (message_id);
+        """,
+    ),
+)
+
+_ROW_COLUMNS = (
+    "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
+    "lease_until, last_error, created_at, updated_at, payload"
+)
+
+
+def _row(r: tuple) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        message_id=r[1],
+        sender=r[2],
+        destination=r[3],
+        route=r[4],
+        state=State(r[5]),
+        attempts=r[6],
+        next_attempt_at=r[7],
+        lease_owner=r[8],
+        lease_until=r[9],
+        last_error=r[10],
+        created_at=r[11],
+        updated_at=r[12],
+        payload=bytes(r[13]),
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise TryAgain(f"the store is busy or unavailable: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"store operation failed: {exc}") from exc
+                raise
+            finally:
+                cur.close()
+
+    def _append_audit(self, cur: sqlite3.Cursor, event: AuditEvent, at: float) -> None:
+        last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        digest = entry_hash(prev, seq, at, event.message_id, event.actor, event.event, event.detail)
+        cur.execute(
+            "INSERT INTO audit (seq, at, message_id, actor, event, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+            (seq, at, event.message_id, event.actor, event.event, event.detail, prev, digest),
+        )
+
+    # -- interface ------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        with self._tx() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version, script in MIGRATIONS:
+                if version > current:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            cur.execute(statement)
+                    cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    current = version
+        return current
+
+    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+        a = acceptance
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
+                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt),
+            )
+            if cur.rowcount == 0:
+                original = cur.execute(
+                    "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (a.sender, a.message_id)
+                ).fetchone()
+                return False, bytes(original[0])
+            cur.executemany(
+                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                "created_at, updated_at, payload) VALUES (?,?,?,?,?,0,?,?,?,?)",
+                [
+                    (a.message_id, a.sender, i.destination, i.route, State.PENDING.value, a.received_at, a.received_at, a.received_at, i.payload)
+                    for i in a.items
+                ],
+            )
+            for event in a.audit:
+                self._append_audit(cur, event, a.received_at)
+        return True, a.receipt
+
+    def receipt_for(self, sender: str, message_id: str) -> bytes | None:
+        with self._tx(write=False) as cur:
+            row = cur.execute(
+                "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record(self, event: AuditEvent) -> None:
+        import time
+
+        with self._tx() as cur:
+            self._append_audit(cur, event, time.time())
+
+    def lease(self, owner: str, destination: str, limit: int, now: float, lease_for: float) -> list[OutboxRow]:
+        if limit <= 0:
+            return []
+        with self._tx() as cur:
+            ids = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT id FROM outbox WHERE destination = ? AND "
+                    "((state = 'pending' AND next_attempt_at <= ?) OR (state = 'leased' AND lease_until < ?)) "
+                    "ORDER BY next_attempt_at, id LIMIT ?",
+                    (destination, now, now, limit),
+                ).fetchall()
+            ]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            cur.execute(
+                f"UPDATE outbox SET state = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1, "
+                f"updated_at = ? WHERE id IN ({marks})",
+                (owner, now + lease_for, now, *ids),
+            )
+            rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids).fetchall()
+        return [_row(r) for r in rows]
+
+    def complete(
+        self,
+        row_id: int,
+        owner: str,
+        outcome: State,
+        detail: str,
+        started_at: float,
+        now: float,
+        next_attempt_at: float | None = None,
+    ) -> OutboxRow:
+        check_outcome(outcome)
+        with self._tx() as cur:
+            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            if current is None:
+                raise TransitionError(f"outbox row {row_id} does not exist")
+            row = _row(current)
+            if row.state is not State.LEASED or row.lease_owner != owner:
+                raise TransitionError(
+                    f"outbox row {row_id} is {row.state.value} (owner {row.lease_owner}); {owner} no longer holds it"
+                )
+            error = None if outcome is State.DELIVERED else detail
+            cur.execute(
+                "UPDATE outbox SET state = ?, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(?, last_error), "
+                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (outcome.value, error, next_attempt_at if next_attempt_at is not None else row.next_attempt_at, now, row_id),
+            )
+            number = cur.execute("SELECT COUNT(*) FROM attempts WHERE row_id = ?", (row_id,)).fetchone()[0] + 1
+            cur.execute(
+                "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) VALUES (?,?,?,?,?,?,?)",
+                (row_id, number, owner, started_at, now, outcome.value, detail),
+            )
+            event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
+            self._append_audit(cur, AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"), now)
+            updated = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return _row(updated)
+
+    def release(self, owner: str, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1, "
+                "updated_at = ? WHERE state = 'leased' AND lease_owner = ?",
+                (now, owner),
+            )
+            return cur.rowcount
+
+    def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
+        with self._tx() as cur:
+            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            if current is None:
+                raise TransitionError(f"outbox row {row_id} does not exist")
+            row = _row(current)
+            if not resendable(row.state, force):
+                hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
+                raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead row can be resent{hint}")
+            cur.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, row_id),
+            )
+            self._append_audit(cur, AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"), now)
+            updated = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return _row(updated)
+
+    def get(self, row_id: int) -> OutboxRow | None:
+        with self._tx(write=False) as cur:
+            r = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return _row(r) if r else None
+
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        clauses, params = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state.value)
+        if destination is not None:
+            clauses.append("destination = ?")
+            params.append(destination)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._tx(write=False) as cur:
+            rs = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [_row(r) for r in rs]
+
+    def counts(self) -> dict[tuple[str, State], int]:
+        with self._tx(write=False) as cur:
+            rs = cur.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
+        return {(d, State(s)): n for d, s, n in rs}
+
+    def trace(self, message_id: str) -> Trace:
+        with self._tx(write=False) as cur:
+            m = cur.execute(
+                "SELECT sender, message_id, received_at, document_type, function, route, receipt FROM messages "
+                "WHERE message_id = ? ORDER BY received_at LIMIT 1",
+                (message_id,),
+            ).fetchone()
+            rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = ? ORDER BY id", (message_id,))]
+            attempts = [
+                Attempt(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6])
+                for r in cur.execute(
+                    "SELECT a.row_id, a.number, a.owner, a.started_at, a.finished_at, a.outcome, a.detail FROM attempts a "
+                    "JOIN outbox o ON o.id = a.row_id WHERE o.message_id = ? ORDER BY a.started_at, a.row_id",
+                    (message_id,),
+                )
+            ]
+            audit = [AuditEntry(*r) for r in cur.execute(
+                "SELECT seq, at, message_id, actor, event, detail, prev_hash, hash FROM audit WHERE message_id = ? ORDER BY seq",
+                (message_id,),
+            )]
+        record = MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6])) if m else None
+        return Trace(record, tuple(rows), tuple(attempts), tuple(audit))
+
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        after = 0
+        while True:
+            with self._tx(write=False) as cur:
+                batch = cur.execute(
+                    "SELECT seq, at, message_id, actor, event, detail, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 1000",
+                    (after,),
+                ).fetchall()
+            if not batch:
+                return
+            for r in batch:
+                yield AuditEntry(*r)
+            after = batch[-1][0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,174 @@
+"""The contract every store backend passes. A backend's test module subclasses ``StoreContract``
+and provides a ``store`` fixture (a fresh, migrated store)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hub.audit import AuditEvent, verify_chain
+from hub.errors import TransitionError
+from hub.store import Acceptance, OutboxItem, State, Store
+
+
+def acceptance(message_id: str = "m-1", sender: str = "VN-MOIT", destinations: tuple[str, ...] = ("TH-ASW", "VN-CUSTOMS"),
+               at: float | None = None) -> Acceptance:
+    at = time.time() if at is None else at
+    return Acceptance(
+        sender=sender,
+        message_id=message_id,
+        received_at=at,
+        document_type="CO-FORMD",
+        function="01",
+        route="r",
+        receipt=f"receipt-{sender}-{message_id}".encode(),
+        items=tuple(OutboxItem(d, "r", f"payload-{d}-{message_id}".encode()) for d in destinations),
+        audit=(AuditEvent(message_id, sender, "received", "r"),),
+    )
+
+
+class StoreContract:
+    def test_migrate_is_idempotent(self, store: Store) -> None:
+        v = store.migrate()
+        assert store.migrate() == v >= 1
+
+    def test_accept_records_rows_and_receipt(self, store: Store) -> None:
+        created, receipt = store.accept(acceptance())
+        assert created and receipt == b"receipt-VN-MOIT-m-1"
+        assert store.receipt_for("VN-MOIT", "m-1") == receipt
+        assert store.receipt_for("VN-MARD", "m-1") is None
+        rows = store.rows()
+        assert [(r.destination, r.state) for r in rows] == [("TH-ASW", State.PENDING), ("VN-CUSTOMS", State.PENDING)]
+        assert rows[0].payload == b"payload-TH-ASW-m-1"
+
+    def test_duplicate_returns_original_receipt_and_writes_nothing(self, store: Store) -> None:
+        store.accept(acceptance())
+        again = acceptance()
+        again = Acceptance(**{**again.__dict__, "receipt": b"another receipt"})
+        created, receipt = store.accept(again)
+        assert not created and receipt == b"receipt-VN-MOIT-m-1"
+        assert len(store.rows()) == 2
+        # the same message id from another sender is another message
+        assert store.accept(acceptance(sender="VN-MARD"))[0]
+
+    def test_concurrent_duplicates_accept_once(self, store: Store) -> None:
+        results: list[bool] = []
+
+        def go() -> None:
+            results.append(store.accept(acceptance("race"))[0])
+
+        threads = [threading.Thread(target=go) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == 1
+        assert len(store.rows()) == 2
+
+    def test_lease_takes_due_rows_of_one_destination(self, store: Store) -> None:
+        now = time.time()
+        for i in range(5):
+            store.accept(acceptance(f"m-{i}", at=now))
+        taken = store.lease("a", "TH-ASW", 3, now + 1, 30)
+        assert len(taken) == 3 and all(r.destination == "TH-ASW" and r.state is State.LEASED for r in taken)
+        assert all(r.lease_owner == "a" and r.attempts == 1 for r in taken)
+        # another owner gets only what is left, never the same rows
+        other = store.lease("b", "TH-ASW", 10, now + 1, 30)
+        assert {r.id for r in other}.isdisjoint({r.id for r in taken}) and len(other) == 2
+        assert store.lease("c", "TH-ASW", 10, now + 1, 30) == []
+
+    def test_rows_not_yet_due_are_not_leased(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        assert store.lease("a", "TH-ASW", 10, now - 10, 30) == []
+
+    def test_expired_lease_is_taken_over_and_old_owner_cannot_complete(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        (row,) = store.lease("crashed", "TH-ASW", 1, now, 5)
+        assert store.lease("b", "TH-ASW", 1, now + 1, 5) == []
+        (again,) = store.lease("b", "TH-ASW", 1, now + 10, 5)
+        assert again.id == row.id and again.attempts == 2 and again.lease_owner == "b"
+        with pytest.raises(TransitionError):
+            store.complete(row.id, "crashed", State.DELIVERED, "late", now, now + 11)
+        done = store.complete(row.id, "b", State.DELIVERED, "ok", now + 10, now + 11)
+        assert done.state is State.DELIVERED
+
+    def test_delivered_and_dead_rows_are_never_leased_again(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        a, = store.lease("a", "TH-ASW", 1, now, 30)
+        b, = store.lease("a", "VN-CUSTOMS", 1, now, 30)
+        store.complete(a.id, "a", State.DELIVERED, "ok", now, now)
+        store.complete(b.id, "a", State.DEAD, "HTTP 400: bad", now, now)
+        far = now + 10_000
+        assert store.lease("x", "TH-ASW", 10, far, 30) == [] and store.lease("x", "VN-CUSTOMS", 10, far, 30) == []
+        with pytest.raises(TransitionError):
+            store.complete(a.id, "a", State.DELIVERED, "again", now, now)
+        assert store.get(b.id).last_error == "HTTP 400: bad"  # type: ignore[union-attr]
+
+    def test_retry_schedules_next_attempt(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        row, = store.lease("a", "TH-ASW", 1, now, 30)
+        later = store.complete(row.id, "a", State.PENDING, "HTTP 503", now, now + 0.1, next_attempt_at=now + 60)
+        assert later.state is State.PENDING and later.last_error == "HTTP 503" and later.next_attempt_at == now + 60
+        assert store.lease("a", "TH-ASW", 1, now + 30, 30) == []
+        (again,) = store.lease("a", "TH-ASW", 1, now + 61, 30)
+        assert again.attempts == 2
+
+    def test_illegal_outcome_is_refused(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        row, = store.lease("a", "TH-ASW", 1, now, 30)
+        with pytest.raises(TransitionError):
+            store.complete(row.id, "a", State.LEASED, "?", now, now)
+
+    def test_resend_only_from_dead_or_forced_delivered(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        a, = store.lease("a", "TH-ASW", 1, now, 30)
+        with pytest.raises(TransitionError):
+            store.resend(a.id, "op", now)  # leased
+        store.complete(a.id, "a", State.DEAD, "HTTP 400", now, now)
+        again = store.resend(a.id, "operator:test", now + 1)
+        assert again.state is State.PENDING and again.attempts == 0 and again.message_id == "m-1"
+        (leased,) = store.lease("a", "TH-ASW", 1, now + 2, 30)
+        store.complete(leased.id, "a", State.DELIVERED, "ok", now + 2, now + 3)
+        with pytest.raises(TransitionError):
+            store.resend(a.id, "op", now + 4)
+        assert store.resend(a.id, "op", now + 4, force=True).state is State.PENDING
+
+    def test_release_gives_rows_back_without_counting_an_attempt(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        store.lease("a", "TH-ASW", 1, now, 30)
+        assert store.release("a", now) == 1
+        (row,) = store.lease("b", "TH-ASW", 1, now, 30)
+        assert row.attempts == 1
+
+    def test_trace_has_rows_attempts_and_audit(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        row, = store.lease("a", "TH-ASW", 1, now, 30)
+        store.complete(row.id, "a", State.PENDING, "refused", now, now + 0.5, now + 1)
+        row, = store.lease("a", "TH-ASW", 1, now + 2, 30)
+        store.complete(row.id, "a", State.DELIVERED, "HTTP 200", now + 2, now + 2.5)
+        trace = store.trace("m-1")
+        assert trace.message is not None and trace.message.sender == "VN-MOIT"
+        assert [a.outcome for a in trace.attempts] == [State.PENDING, State.DELIVERED]
+        assert [a.number for a in trace.attempts] == [1, 2]
+        assert [e.event for e in trace.audit] == ["received", "retry", "delivered"]
+
+    def test_audit_chain_verifies_and_counts(self, store: Store) -> None:
+        for i in range(3):
+            store.accept(acceptance(f"m-{i}"))
+        store.record(AuditEvent(None, "unknown", "rejected", "ERR02 MALFORMED_XML"))
+        report = verify_chain(store.audit_entries())
+        assert report.ok and report.entries == 4
+
+    def test_counts(self, store: Store) -> None:
+        store.accept(acceptance())
+        assert store.counts() == {("TH-ASW", State.PENDING): 1, ("VN-CUSTOMS", State.PENDING): 1}

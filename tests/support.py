@@ -1,0 +1,224 @@
+"""What the tests share: a hub configuration in a temporary folder, signing as an agency,
+and a real ``hub serve`` process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from lxml import etree
+
+from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
+from hub.config import Config, load_config
+from hub.keys import init_keys
+from hub.pipeline import party_of
+from hub.trust import Signer, load_certificates, load_private_key
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+EXAMPLES = REPO / "examples"
+HOSTILE = SHARED / "conformance" / "hostile-xml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(
+    folder: Path,
+    *,
+    gateway_url: str = "http://127.0.0.1:9/inbox",
+    port: int | None = None,
+    max_attempts: int = 6,
+    initial_delay: float = 0.05,
+    max_delay: float = 0.5,
+    max_bytes: int = 1_000_000,
+    lease_seconds: float = 5.0,
+    concurrency: int = 4,
+    extra: str = "",
+) -> Path:
+    """A small topology: VN-MOIT sends certificates of origin, TH-ASW (HTTP) and VN-CUSTOMS (file)
+    receive them; keys are generated into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hub.toml"
+    path.write_text(
+        f"""
+[hub]
+party_id = "VN-NSW"
+name = "Test hub"
+country = "VN"
+store = "sqlite:///{folder}/hub.db"
+listen = "127.0.0.1:{port or free_port()}"
+key = "{folder}/keys/hub.key"
+certificate = "{folder}/keys/hub.crt"
+envelope_schema = "{REPO}/xsd/envelope/envelope.xsd"
+max_message_bytes = {max_bytes}
+max_depth = 40
+
+[dispatcher]
+concurrency = {concurrency}
+poll_interval = 0.05
+lease_seconds = {lease_seconds}
+delivery_timeout = 3
+
+[retry]
+max_attempts = {max_attempts}
+initial_delay = {initial_delay}
+max_delay = {max_delay}
+jitter = 0.1
+
+[schemas]
+co = "{REPO}/xsd/national/co.xsd"
+formd = "{REPO}/xsd/formd/formd.xsd"
+wco-dec = "{REPO}/xsd/wco/dec-dms-metadata.xsd"
+
+[mappings.co-to-formd]
+stylesheet = "{REPO}/mappings/co-to-formd.xsl"
+output = "formd"
+
+[mappings.formd-to-wco]
+stylesheet = "{REPO}/mappings/formd-to-wco-dec.xsl"
+output = "wco-dec"
+
+[[agencies]]
+id = "VN-MOIT"
+name = "Ministry of Industry and Trade"
+country = "VN"
+adapter = "file"
+endpoint = "{folder}/moit-outbox"
+certificates = ["{folder}/keys/VN-MOIT.crt"]
+signing_key = "{folder}/keys/VN-MOIT.key"
+
+[[agencies]]
+id = "VN-MARD"
+name = "Ministry of Agriculture"
+country = "VN"
+adapter = "file"
+endpoint = "{folder}/mard-outbox"
+certificates = ["{folder}/keys/VN-MARD.crt"]
+signing_key = "{folder}/keys/VN-MARD.key"
+
+[[agencies]]
+id = "TH-ASW"
+name = "Thailand gateway"
+country = "TH"
+adapter = "http"
+endpoint = "{gateway_url}"
+
+[[agencies]]
+id = "VN-CUSTOMS"
+name = "Customs"
+country = "VN"
+adapter = "file"
+endpoint = "{folder}/customs-inbox"
+
+[[routes]]
+name = "formd-to-thailand"
+from = "VN-MOIT"
+to = "TH-ASW"
+document_type = "CO-FORMD"
+schema = "co"
+deliver = [
+  {{ agency = "TH-ASW", mapping = ["co-to-formd"] }},
+  {{ agency = "VN-CUSTOMS", mapping = ["co-to-formd", "formd-to-wco"] }},
+]
+{extra}
+""",
+        encoding="utf-8",
+    )
+    init_keys(load_config(path))
+    return path
+
+
+class Sender:
+    """Signs documents as an agency of a test configuration."""
+
+    def __init__(self, config: Config, agency_id: str) -> None:
+        self.config = config
+        self.agency = config.agencies[agency_id]
+        self.signer = Signer(load_private_key(self.agency.signing_key), load_certificates(self.agency.certificates[0])[0])  # type: ignore[arg-type]
+
+    def envelope(self, document: Path | bytes | etree._Element = EXAMPLES / "co-certificate.xml", *, to: str = "TH-ASW",
+                 document_type: str = "CO-FORMD", message_id: str | None = None) -> etree._Element:
+        if isinstance(document, Path):
+            document = document.read_bytes()
+        if isinstance(document, bytes):
+            document = etree.fromstring(document)
+        return envelope_for(document, party_of(self.agency), recipient_for(self.config, to), Outgoing(document_type), message_id)
+
+    def message(self, *args, sign: bool = True, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
+        return signed_bytes(self.envelope(*args, **kwargs), self.signer if sign else None)
+
+
+def message_id_of(data: bytes) -> str:
+    return etree.fromstring(data).findtext(".//{urn:sw-hub:envelope:1}messageId")  # type: ignore[return-value]
+
+
+class HubProcess:
+    """A real ``hub serve`` on loopback, started and stopped by the test."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        config = load_config(config_path)
+        self.url = f"http://{config.hub.listen_host}:{config.hub.listen_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config_path.parent / "serve.log"
+
+    def start(self, timeout: float = 20.0) -> HubProcess:
+        logfile = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--config", str(self.config_path)],
+            stdout=logfile, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"hub serve did not come up: {self.log.read_text()[-2000:]}")
+
+    def post(self, data: bytes, client: httpx.Client | None = None) -> httpx.Response:
+        return (client or httpx).post(self.url + "/messages", content=data, timeout=30)  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def __enter__(self) -> HubProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+_ = os
