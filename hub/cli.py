@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["rsa", "ec"], default="rsa")
     p.add_argument("--days", type=int, default=365)
 
+    p = sub.add_parser("store", help="the store's schema")
+    _config_arg(p)
+    ssub = p.add_subparsers(dest="action", required=True)
+    _config_arg(ssub.add_parser("migrate", help="bring the store's schema to the current version (idempotent)"))
+
     p = sub.add_parser("demo", help="run a complete e-Form D exchange on loopback")
     _config_arg(p)
     return parser
@@ -307,6 +312,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .store import open_store
+
+    config = load_config(args.config)
+    store = open_store(config.hub.store, config.base, migrate=False)
+    try:
+        version = store.migrate()
+    finally:
+        store.close()
+    print(f"store schema at version {version}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -321,6 +340,7 @@ COMMANDS = {
     "outbox": cmd_outbox,
     "audit": cmd_audit,
     "keys": cmd_keys,
+    "store": cmd_store,
     "demo": cmd_demo,
 }
 

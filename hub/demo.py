@@ -51,6 +51,15 @@ def _wait(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return bool(condition())
 
 
+def _tampered(data: bytes) -> bytes:
+    """The signed message with one text of the certificate changed after signing."""
+    root = etree.fromstring(data)
+    content = root.find("{urn:sw-hub:envelope:1}Body/{urn:sw-hub:envelope:1}Content")
+    element = next(e for e in content.iter() if isinstance(e.tag, str) and e.text and e.text.strip())
+    element.text = element.text + " (altered)"
+    return etree.tostring(root)
+
+
 def run_demo(config_path: str) -> int:
     config = load_config(config_path)
     for line in init_keys(config):
@@ -94,8 +103,7 @@ def run_demo(config_path: str) -> int:
             _say(f"2. the same message again: HTTP {again.status_code}, "
                  + ("the original receipt, no new delivery" if same else "a different answer (unexpected)"))
             ok &= same
-            tampered = data.replace(b"<co:", b"<co:", 1).replace(b"Cashew", b"Cashev", 1) if b"Cashew" in data else data[:-40] + data[-40:].replace(b">", b"> ", 1)
-            bad = http.post(url, content=tampered)
+            bad = http.post(url, content=_tampered(data))
             codes = [f"{c} {m}" for c, m, _ in read_errors(etree.fromstring(bad.content))]
             _say(f"3. a tampered copy: HTTP {bad.status_code}, NACK: {'; '.join(codes)}")
             ok &= bad.status_code == 400

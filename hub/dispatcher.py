@@ -85,7 +85,7 @@ class Dispatcher:
                 log.warning("dispatcher: store unavailable, retrying: %s", exc)
                 taken = 0
             if taken == 0:
-                self._wake.wait(self.settings.poll_interval)
+                self.store.wait_for_work(self.settings.poll_interval, self._wake)  # PostgreSQL: LISTEN/NOTIFY
                 self._wake.clear()
 
     # -- work -----------------------------------------------------------------------------------
@@ -106,16 +106,19 @@ class Dispatcher:
             taken += len(rows)
         return taken
 
-    def drain(self, timeout: float = 30.0) -> None:
-        """Delivers until nothing is due or in flight (tests and the demo)."""
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Delivers until no row is pending or leased (tests and the demo); False on time-out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             taken = self.run_once()
             with self._lock:
                 busy = any(self._inflight.values())
             if not taken and not busy:
-                return
+                open_rows = sum(n for (_, state), n in self.store.counts().items() if state in (State.PENDING, State.LEASED))
+                if open_rows == 0:
+                    return True
             time.sleep(0.01)
+        return False
 
     def _deliver(self, row: OutboxRow) -> None:
         started = self.clock()

@@ -8,6 +8,7 @@ message is already in the store, so stopping at any point loses nothing.
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -33,6 +34,10 @@ def serve(config_path: str, dispatch: bool = True) -> int:
             timeout_graceful_shutdown=10,
         )
     )
+    # uvicorn re-raises the signal it caught once it has stopped; with these handlers in place the
+    # re-raised signal lands here instead of killing the process before the dispatcher stops.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     if dispatcher:
         dispatcher.start()
     for source in sources:

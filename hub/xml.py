@@ -7,6 +7,7 @@ the configuration is loaded, never per message.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,32 +130,27 @@ class Schema:
 
 
 def _declared_roots(tree: etree._ElementTree) -> set[str]:
-    """Global elements of a schema and of the schemas it imports or includes, as Clark names."""
+    """Global elements of a schema, as Clark names. A wrapper schema that declares none of its own
+    stands for the global elements of the schemas it imports."""
     xs = "{http://www.w3.org/2001/XMLSchema}"
-    seen: set[str] = set()
-    roots: set[str] = set()
 
-    def walk(doc: etree._ElementTree) -> None:
-        url = doc.docinfo.URL or ""
-        if url in seen:
-            return
-        seen.add(url)
-        top = doc.getroot()
+    def own(top: etree._Element) -> set[str]:
         ns = top.get("targetNamespace")
-        for el in top.iterchildren(xs + "element"):
-            if el.get("name"):
-                roots.add(f"{{{ns}}}{el.get('name')}" if ns else el.get("name"))
-        if doc is tree:  # one level of imports: a wrapper schema re-exports what it imports
-            base = Path(url).parent
-            for imp in top.iterchildren(xs + "import", xs + "include"):
-                loc = imp.get("schemaLocation")
-                if loc and "://" not in loc:
-                    try:
-                        walk(etree.parse(str(base / loc), _hardened_parser()))
-                    except (OSError, etree.XMLSyntaxError):
-                        pass
+        names = (el.get("name") for el in top.iterchildren(xs + "element"))
+        return {f"{{{ns}}}{n}" if ns else n for n in names if n}
 
-    walk(tree)
+    top = tree.getroot()
+    roots = own(top)
+    if roots:
+        return roots
+    base = Path(tree.docinfo.URL or ".").parent
+    for imp in top.iterchildren(xs + "import", xs + "include"):
+        location = imp.get("schemaLocation")
+        if location and "://" not in location:
+            try:
+                roots |= own(etree.parse(str(base / location), _hardened_parser()).getroot())
+            except (OSError, etree.XMLSyntaxError):
+                pass
     return roots
 
 
@@ -172,6 +168,9 @@ class Stylesheet:
             raise ConfigError(str(path), key, f"the stylesheet does not compile: {exc}") from None
 
     def apply(self, element: etree._Element) -> etree._Element:
+        if element.getparent() is not None:
+            # XSLT's "/" is the element's whole document: give the stylesheet a document of its own
+            element = copy.deepcopy(element)
         try:
             result = self._xslt(element)
         except etree.XSLTApplyError as exc:

@@ -44,6 +44,7 @@ def write_config(
     lease_seconds: float = 5.0,
     concurrency: int = 4,
     extra: str = "",
+    store: str | None = None,
 ) -> Path:
     """A small topology: VN-MOIT sends certificates of origin, TH-ASW (HTTP) and VN-CUSTOMS (file)
     receive them; keys are generated into ``folder``."""
@@ -55,7 +56,7 @@ def write_config(
 party_id = "VN-NSW"
 name = "Test hub"
 country = "VN"
-store = "sqlite:///{folder}/hub.db"
+store = "{store or f'sqlite:///{folder}/hub.db'}"
 listen = "127.0.0.1:{port or free_port()}"
 key = "{folder}/keys/hub.key"
 certificate = "{folder}/keys/hub.crt"
@@ -222,3 +223,12 @@ def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:  # ty
 
 
 _ = os
+
+
+def tampered(data: bytes) -> bytes:
+    """A signed message with one text of its business document changed after signing."""
+    root = etree.fromstring(data)
+    content = root.find("{urn:sw-hub:envelope:1}Body/{urn:sw-hub:envelope:1}Content")
+    element = next(e for e in content.iter() if isinstance(e.tag, str) and e.text and e.text.strip())
+    element.text = element.text + " altered"
+    return etree.tostring(root)

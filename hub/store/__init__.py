@@ -9,7 +9,8 @@ from .base import Acceptance, Attempt, MessageRecord, OutboxItem, OutboxRow, Sta
 
 
 def open_store(url: str, base: Path, migrate: bool = True) -> Store:
-    """``sqlite:///relative/path.db`` (relative to ``base``), ``sqlite:////absolute/path.db``."""
+    """``sqlite:///relative/path.db`` (relative to ``base``), ``sqlite:////absolute/path.db``,
+    ``postgresql://user@host:port/database`` (libpq URL; ``postgres://`` too)."""
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
@@ -18,8 +19,14 @@ def open_store(url: str, base: Path, migrate: bool = True) -> Store:
             raw = raw[1:]
         path = Path(raw)
         store: Store = SQLiteStore(path if path.is_absolute() else base / path)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        store = PostgresStore(url)
     else:
-        raise ConfigError("hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH")
+        raise ConfigError(
+            "hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://HOST/DATABASE"
+        )
     if migrate:
         store.migrate()
     return store

@@ -12,6 +12,7 @@ Outbox states and the only transitions allowed::
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
@@ -172,6 +173,12 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def wait_for_work(self, timeout: float, wake: threading.Event) -> bool:
+        """An idle dispatcher's wait: returns when ``wake`` is set, when new work may have arrived
+        through the store (another node or process accepted, released or resent rows), or after
+        ``timeout`` seconds. True if woken. A backend without notifications waits on ``wake`` only."""
+        return wake.wait(timeout)
 
 
 def check_outcome(outcome: State) -> None:

@@ -1,0 +1,476 @@
+"""The scale-out store: one PostgreSQL database shared by any number of hub nodes (psycopg 3).
+
+- Every method is one transaction on a pooled connection (``psycopg_pool``). A call that finds its
+  connection lost raises ``TryAgain`` and has the pool check its idle connections, so the next
+  call runs on a live (new) connection: the store reconnects by itself.
+- Work is leased with ``FOR UPDATE SKIP LOCKED``: two nodes never take the same row, and a row
+  whose lease expired (its node died) is taken over.
+- Duplicates: ``INSERT ... ON CONFLICT DO NOTHING`` on the (sender, message id) key.
+- The audit log is ONE hash chain across all nodes: an append locks the one-row ``audit_head``
+  table ``FOR UPDATE``, so appends are serialized; each transaction appends last, just before it
+  commits, to hold that lock as briefly as possible (and never while waiting for another lock).
+- Accepted, released and resent rows ``NOTIFY hub_work``; ``wait_for_work`` wakes an idle
+  dispatcher on it (one listening connection per store, on a background thread).
+- Times are epoch seconds as ``double precision``, like SQLite's REAL.
+
+psycopg errors are mapped at this boundary: a lost connection, an unreachable server, a pool
+timeout, a deadlock or a serialization failure -> ``TryAgain`` (nothing was claimed as done);
+any other database error -> ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
+from ..errors import StoreError, TransitionError, TryAgain
+from .base import (
+    Acceptance,
+    Attempt,
+    MessageRecord,
+    OutboxRow,
+    State,
+    Store,
+    Trace,
+    check_outcome,
+    resendable,
+)
+
+log = logging.getLogger("hub.store.postgres")
+
+CHANNEL = "hub_work"
+_MIGRATION_LOCK = 0x6875625F6D6967  # pg_advisory_xact_lock key: only one node migrates at a time
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        f"""
+        CREATE TABLE messages (
+            sender TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            document_type TEXT NOT NULL,
+            function TEXT NOT NULL,
+            route TEXT NOT NULL,
+            receipt BYTEA NOT NULL,
+            PRIMARY KEY (sender, message_id)
+        );
+        CREATE INDEX messages_message ON messages (message_id);
+        CREATE TABLE outbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            route TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            lease_owner TEXT,
+            lease_until DOUBLE PRECISION,
+            last_error TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            payload BYTEA NOT NULL
+        );
+        CREATE INDEX outbox_pending ON outbox (destination, next_attempt_at, id) WHERE state = 'pending';
+        CREATE INDEX outbox_leased ON outbox (destination, lease_until) WHERE state = 'leased';
+        CREATE INDEX outbox_state ON outbox (state, destination);
+        CREATE INDEX outbox_message ON outbox (message_id);
+        CREATE TABLE attempts (
+            row_id BIGINT NOT NULL REFERENCES outbox (id),
+            number INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (row_id, number)
+        );
+        CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            message_id TEXT,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_message ON audit (message_id);
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq BIGINT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');
+        """,
+    ),
+)
+
+_ROW_COLUMNS = (
+    "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
+    "lease_until, last_error, created_at, updated_at, payload"
+)
+_AUDIT_COLUMNS = "seq, at, message_id, actor, event, detail, prev_hash, hash"
+
+
+def _row(r: tuple) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        message_id=r[1],
+        sender=r[2],
+        destination=r[3],
+        route=r[4],
+        state=State(r[5]),
+        attempts=r[6],
+        next_attempt_at=r[7],
+        lease_owner=r[8],
+        lease_until=r[9],
+        last_error=r[10],
+        created_at=r[11],
+        updated_at=r[12],
+        payload=bytes(r[13]),
+    )
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors after which the same call may well succeed: the sender or dispatcher retries."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or (
+        isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(("08", "40", "53", "57"))
+    )
+
+
+class PostgresStore(Store):
+    def __init__(
+        self,
+        url: str,
+        min_size: int = 1,
+        max_size: int = 16,
+        timeout: float = 5.0,
+        connect_timeout: int = 5,
+    ) -> None:
+        self.url = url
+        self._timeout = timeout
+        self._connect_kwargs = {"connect_timeout": connect_timeout, "application_name": "sw-hub"}
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs=self._connect_kwargs,
+            reconnect_timeout=24 * 3600.0,  # keep trying: the database may be down for a while
+            name="sw-hub",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise StoreError(f"cannot open the PostgreSQL store {_safe(url)}: {exc}") from exc
+        # LISTEN/NOTIFY: one listening connection, on a thread started by the first wait_for_work.
+        self._waiters: set[threading.Event] = set()
+        self._waiters_lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor]:
+        """One transaction on a pooled connection: committed when the block ends, rolled back if it raises."""
+        conn: psycopg.Connection | None = None
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except (TransitionError, TryAgain):
+            raise
+        except psycopg.Error as exc:
+            if conn is not None and conn.broken:
+                # The server went away (restart, failover, terminated backend): the pool drops this
+                # connection; check the idle ones now too, so the next call gets a live connection.
+                self._check_pool()
+            if _transient(exc):
+                raise TryAgain(f"the store is unavailable: {type(exc).__name__}: {exc}".strip()) from exc
+            raise StoreError(f"store operation failed: {type(exc).__name__}: {exc}") from exc
+
+    def _check_pool(self) -> None:
+        try:
+            self._pool.check()
+        except Exception as exc:  # noqa: BLE001 (best effort: the pool replaces bad connections anyway)
+            log.debug("pool check failed: %s", exc)
+
+    def _append_audit(self, cur: psycopg.Cursor, events: tuple[AuditEvent, ...] | list[AuditEvent], at: float) -> None:
+        """Appends to the single chain. Call it LAST in a transaction: it holds the chain's head until commit."""
+        if not events:
+            return
+        seq, prev = cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()  # type: ignore[misc]
+        values = []
+        for event in events:
+            seq += 1
+            digest = entry_hash(prev, seq, at, event.message_id, event.actor, event.event, event.detail)
+            values.append((seq, at, event.message_id, event.actor, event.event, event.detail, prev, digest))
+            prev = digest
+        cur.executemany(
+            f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", values
+        )
+        cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
+
+    # -- interface ------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0  # type: ignore[index]
+            for version, script in MIGRATIONS:
+                if version > current:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            cur.execute(statement.encode())
+                    cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                    current = version
+        return current
+
+    def schema_version(self) -> int:
+        with self._tx() as cur:
+            if cur.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:  # type: ignore[index]
+                return 0
+            return cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]  # type: ignore[index]
+
+    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+        a = acceptance
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
+                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt),
+            )
+            if cur.rowcount == 0:
+                original = cur.execute(
+                    "SELECT receipt FROM messages WHERE sender = %s AND message_id = %s", (a.sender, a.message_id)
+                ).fetchone()
+                if original is None:  # cannot happen under READ COMMITTED; never claim a receipt we lack
+                    raise TryAgain(f"message {a.message_id} from {a.sender} is being recorded concurrently")
+                return False, bytes(original[0])
+            cur.executemany(
+                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                "created_at, updated_at, payload) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)",
+                [(a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload) for i in a.items],
+            )
+            if a.items:
+                cur.execute(f"NOTIFY {CHANNEL}")
+            self._append_audit(cur, a.audit, a.received_at)
+        return True, a.receipt
+
+    def receipt_for(self, sender: str, message_id: str) -> bytes | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT receipt FROM messages WHERE sender = %s AND message_id = %s", (sender, message_id)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record(self, event: AuditEvent) -> None:
+        with self._tx() as cur:
+            self._append_audit(cur, (event,), time.time())
+
+    def lease(self, owner: str, destination: str, limit: int, now: float, lease_for: float) -> list[OutboxRow]:
+        if limit <= 0:
+            return []
+        with self._tx() as cur:
+            rows = cur.execute(
+                f"UPDATE outbox SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = attempts + 1, updated_at = %s "
+                f"WHERE id IN (SELECT id FROM outbox WHERE destination = %s AND "
+                f"((state = 'pending' AND next_attempt_at <= %s) OR (state = 'leased' AND lease_until < %s)) "
+                f"ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {_ROW_COLUMNS}",
+                (owner, now + lease_for, now, destination, now, now, limit),
+            ).fetchall()
+        return sorted((_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
+
+    def complete(
+        self,
+        row_id: int,
+        owner: str,
+        outcome: State,
+        detail: str,
+        started_at: float,
+        now: float,
+        next_attempt_at: float | None = None,
+    ) -> OutboxRow:
+        check_outcome(outcome)
+        with self._tx() as cur:
+            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+            if current is None:
+                raise TransitionError(f"outbox row {row_id} does not exist")
+            row = _row(current)
+            if row.state is not State.LEASED or row.lease_owner != owner:
+                raise TransitionError(
+                    f"outbox row {row_id} is {row.state.value} (owner {row.lease_owner}); {owner} no longer holds it"
+                )
+            error = None if outcome is State.DELIVERED else detail
+            updated = cur.execute(
+                "UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(%s, last_error), "
+                f"next_attempt_at = %s, updated_at = %s WHERE id = %s RETURNING {_ROW_COLUMNS}",
+                (outcome.value, error, next_attempt_at if next_attempt_at is not None else row.next_attempt_at, now, row_id),
+            ).fetchone()
+            cur.execute(
+                "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
+                "SELECT %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s FROM attempts WHERE row_id = %s",
+                (row_id, owner, started_at, now, outcome.value, detail, row_id),
+            )
+            event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
+            self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
+        return _row(updated)  # type: ignore[arg-type]
+
+    def release(self, owner: str, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1, "
+                "updated_at = %s WHERE state = 'leased' AND lease_owner = %s",
+                (now, owner),
+            )
+            count = cur.rowcount
+            if count:
+                cur.execute(f"NOTIFY {CHANNEL}")
+        return count
+
+    def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
+        with self._tx() as cur:
+            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+            if current is None:
+                raise TransitionError(f"outbox row {row_id} does not exist")
+            row = _row(current)
+            if not resendable(row.state, force):
+                hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
+                raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead row can be resent{hint}")
+            updated = cur.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s, updated_at = %s WHERE id = %s "
+                f"RETURNING {_ROW_COLUMNS}",
+                (now, now, row_id),
+            ).fetchone()
+            cur.execute(f"NOTIFY {CHANNEL}")
+            self._append_audit(
+                cur, (AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"),), now
+            )
+        return _row(updated)  # type: ignore[arg-type]
+
+    def get(self, row_id: int) -> OutboxRow | None:
+        with self._tx() as cur:
+            r = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
+        return _row(r) if r else None
+
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        clauses, params = [], []
+        if state is not None:
+            clauses.append("state = %s")
+            params.append(state.value)
+        if destination is not None:
+            clauses.append("destination = %s")
+            params.append(destination)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._tx() as cur:
+            rs = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
+        return [_row(r) for r in rs]
+
+    def counts(self) -> dict[tuple[str, State], int]:
+        with self._tx() as cur:
+            rs = cur.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
+        return {(d, State(s)): n for d, s, n in rs}
+
+    def trace(self, message_id: str) -> Trace:
+        with self._tx() as cur:
+            m = cur.execute(
+                "SELECT sender, message_id, received_at, document_type, function, route, receipt FROM messages "
+                "WHERE message_id = %s ORDER BY received_at LIMIT 1",
+                (message_id,),
+            ).fetchone()
+            rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = %s ORDER BY id", (message_id,)).fetchall()]
+            attempts = [
+                Attempt(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6])
+                for r in cur.execute(
+                    "SELECT a.row_id, a.number, a.owner, a.started_at, a.finished_at, a.outcome, a.detail FROM attempts a "
+                    "JOIN outbox o ON o.id = a.row_id WHERE o.message_id = %s ORDER BY a.started_at, a.row_id",
+                    (message_id,),
+                ).fetchall()
+            ]
+            audit = [
+                AuditEntry(*r)
+                for r in cur.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE message_id = %s ORDER BY seq", (message_id,)).fetchall()
+            ]
+        record = MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6])) if m else None
+        return Trace(record, tuple(rows), tuple(attempts), tuple(audit))
+
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        after = 0
+        while True:
+            with self._tx() as cur:
+                batch = cur.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > %s ORDER BY seq LIMIT 1000", (after,)
+                ).fetchall()
+            if not batch:
+                return
+            for r in batch:
+                yield AuditEntry(*r)
+            after = batch[-1][0]
+
+    # -- LISTEN/NOTIFY -----------------------------------------------------------------------------
+
+    def wait_for_work(self, timeout: float, wake: threading.Event) -> bool:
+        # ``wake`` stays registered: a notification that comes while the dispatcher is busy sets it,
+        # so its next wait returns at once instead of missing the work until the next poll.
+        if not self._closed.is_set():
+            with self._waiters_lock:
+                self._waiters.add(wake)
+                if self._listener is None:
+                    self._listener = threading.Thread(target=self._listen, name="store-listen", daemon=True)
+                    self._listener.start()
+        return wake.wait(timeout)
+
+    def _notify_waiters(self) -> None:
+        with self._waiters_lock:
+            for event in self._waiters:
+                event.set()
+
+    def _listen(self) -> None:
+        """Holds a LISTEN connection; reconnects after a loss (and wakes the waiters: they may have missed work)."""
+        delay = 0.1
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs) as conn:  # type: ignore[arg-type]
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._notify_waiters()
+                    delay = 0.1
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._notify_waiters()
+            except psycopg.Error as exc:
+                if self._closed.is_set():
+                    return
+                log.debug("store listener: connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self._closed.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.join(5)
+        self._pool.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(url)
+        params.pop("password", None)
+        return " ".join(f"{k}={v}" for k, v in params.items())
+    except Exception:
+        return "(unparsable URL)"

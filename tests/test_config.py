@@ -1,0 +1,105 @@
+"""hub.toml: typed loading, and `hub check` naming the file, the key and the fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hub.config import load_config
+from hub.errors import ConfigError
+from hub.keys import issue, new_key, write_certificate
+from hub.runtime import check
+
+from .support import REPO, write_config
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    """The shipped hub.toml in a folder of its own (keys and store stay out of the clone)."""
+    for name in ("xsd", "mappings", "examples"):
+        os.symlink(REPO / name, tmp_path / name)
+    (tmp_path / "hub.toml").write_text((REPO / "hub.toml").read_text())
+    return tmp_path / "hub.toml"
+
+
+def test_shipped_config_is_a_working_topology(tmp_path: Path) -> None:
+    config = load_config(REPO / "hub.toml")
+    assert config.hub.party_id == "VN-NSW" and {"VN-MOIT", "VN-CUSTOMS", "TH-ASW"} <= set(config.agencies)
+    path = shipped_copy(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "0600" in out.stdout
+    assert (tmp_path / "keys" / "hub.key").stat().st_mode & 0o777 == 0o600
+    errors, _ = check(path)
+    assert errors == []
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "OK" in out.stdout
+
+
+def edit(path: Path, old: str, new: str) -> Path:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_typo_is_refused_with_did_you_mean(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), "max_depth = 40", "max_dept = 40")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "hub.max_dept" and "did you mean 'max_depth'" in info.value.reason
+    assert info.value.file == str(path)
+
+
+def test_route_to_unknown_agency(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), '{ agency = "TH-ASW"', '{ agency = "TH-ASV"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "routes[0].deliver[0].agency" in info.value.key and "did you mean 'TH-ASW'" in info.value.reason
+
+
+def test_unknown_adapter_alias(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), 'adapter = "http"', 'adapter = "htp"')
+    errors, _ = check(path)
+    assert len(errors) == 1 and "agencies[TH-ASW].adapter" in errors[0] and "did you mean 'http'" in errors[0]
+
+
+def test_missing_schema_file_names_the_file(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), "xsd/formd/formd.xsd", "xsd/formd/missing.xsd")
+    errors, _ = check(path)
+    assert len(errors) == 1 and "missing.xsd" in errors[0] and "schemas.formd" in errors[0]
+
+
+def test_broken_stylesheet(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xsl"
+    bad.write_text('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><xsl:template match="/"><xsl:value-of select="((("/></xsl:template></xsl:stylesheet>')
+    path = write_config(tmp_path / "c")
+    text = path.read_text()
+    path.write_text(text.replace(f"{REPO}/mappings/co-to-formd.xsl", str(bad)))
+    errors, _ = check(path)
+    assert len(errors) == 1 and "bad.xsl" in errors[0] and "does not compile" in errors[0]
+
+
+def test_expired_certificate_is_a_fault(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    key = new_key("ec")
+    old = issue(key, "old", not_before=datetime.now(timezone.utc) - timedelta(days=400), days=30)
+    write_certificate(tmp_path / "keys" / "VN-MARD.crt", old)
+    errors, _ = check(path)
+    assert len(errors) == 1 and "VN-MARD.crt" in errors[0] and "not valid now" in errors[0]
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), "concurrency = 4", 'concurrency = "four"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "dispatcher.concurrency" and "must be int" in info.value.reason
+
+
+def test_check_exit_status_and_message(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), 'schema = "co"', 'schema = "cox"')
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0 and str(path) in out.stderr and "routes[0].schema" in out.stderr

@@ -1,0 +1,115 @@
+"""Delivery through the outbox: retries with backoff, dead letters, resend, no head-of-line blocking."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from hub.receiver import Receiver
+from hub.retry import RetryPolicy
+from hub.runtime import Runtime
+from hub.store import State
+
+from .support import Sender, free_port, wait_until, write_config
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(port=free_port())
+    yield r
+    r.stop()
+
+
+def build(tmp_path: Path, receiver: Receiver, **kwargs) -> tuple[Runtime, Sender]:  # type: ignore[no-untyped-def]
+    runtime = Runtime.load(write_config(tmp_path, gateway_url=receiver.url, **kwargs))
+    return runtime, Sender(runtime.config, "VN-MOIT")
+
+
+def rows_of(runtime: Runtime, destination: str) -> list:  # type: ignore[type-arg]
+    return runtime.store.rows(destination=destination, limit=10_000)
+
+
+def test_delivers_to_http_and_file(tmp_path: Path, receiver: Receiver) -> None:
+    runtime, moit = build(tmp_path, receiver.start())
+    ids = [runtime.pipeline.submit(moit.message()).message_id for _ in range(5)]
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dispatcher.stop()
+    assert receiver.unique == 5 and receiver.redeliveries == 0
+    assert {mid for _, mid in receiver.deliveries} == set(ids)
+    files = sorted((tmp_path / "customs-inbox").glob("*.xml"))
+    assert len(files) == 5 and not list((tmp_path / "customs-inbox").glob(".*.tmp"))
+    assert all(r.state is State.DELIVERED for r in runtime.store.rows())
+    runtime.close()
+
+
+def test_partner_down_then_up_is_retried_with_backoff(tmp_path: Path, receiver: Receiver) -> None:
+    runtime, moit = build(tmp_path, receiver, max_attempts=50, initial_delay=0.1, max_delay=0.4)
+    for _ in range(10):
+        runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    dispatcher.start()
+    try:
+        # customs (a folder) keeps flowing while the gateway is down: no head-of-line blocking
+        assert wait_until(lambda: all(r.state is State.DELIVERED for r in rows_of(runtime, "VN-CUSTOMS")), 20)
+        assert wait_until(lambda: all(r.attempts >= 2 for r in rows_of(runtime, "TH-ASW")), 20)
+        assert all(r.state is not State.DELIVERED for r in rows_of(runtime, "TH-ASW"))
+        receiver.start()
+        assert wait_until(lambda: all(r.state is State.DELIVERED for r in rows_of(runtime, "TH-ASW")), 30)
+    finally:
+        dispatcher.stop()
+    assert receiver.unique == 10
+    trace = runtime.store.trace(rows_of(runtime, "TH-ASW")[0].message_id)
+    attempts = [a for a in trace.attempts if a.row_id == rows_of(runtime, "TH-ASW")[0].id]
+    assert attempts[0].outcome is State.PENDING and "cannot reach" in attempts[0].detail
+    assert attempts[-1].outcome is State.DELIVERED
+    gaps = [b.started_at - a.finished_at for a, b in zip(attempts, attempts[1:])]
+    assert all(g >= 0.08 for g in gaps), gaps  # waited at least the backoff (0.1 s minus jitter)
+    runtime.close()
+
+
+def test_permanent_failure_is_dead_lettered_then_resent(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.status = 400
+    runtime, moit = build(tmp_path, receiver.start())
+    for _ in range(3):
+        runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dead = runtime.store.rows(State.DEAD)
+    assert len(dead) == 3 and all(r.destination == "TH-ASW" and r.attempts == 1 for r in dead)
+    assert all("HTTP 400" in (r.last_error or "") and "does not accept" in (r.last_error or "") for r in dead)
+    dispatcher.drain(1)
+    assert len(runtime.store.rows(State.DEAD)) == 3  # a dead row is never picked up again
+    receiver.status = 200
+    for r in dead:
+        runtime.store.resend(r.id, "operator:test", time.time())
+    dispatcher.drain(20)
+    dispatcher.stop()
+    assert receiver.unique == 3 and all(r.state is State.DELIVERED for r in runtime.store.rows())
+    assert {mid for _, mid in receiver.deliveries} == {r.message_id for r in dead}  # same message ids
+    runtime.close()
+
+
+def test_gives_up_after_max_attempts(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.status = 503
+    runtime, moit = build(tmp_path, receiver.start(), max_attempts=3, initial_delay=0.01, max_delay=0.02)
+    runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dispatcher.stop()
+    (row,) = runtime.store.rows(destination="TH-ASW")
+    assert row.state is State.DEAD and row.attempts == 3
+    assert "gave up after 3 attempts" in (row.last_error or "") and "HTTP 503" in (row.last_error or "")
+    runtime.close()
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(max_attempts=20, initial_delay=1, max_delay=30, multiplier=2, jitter=0.2)
+    delays = [policy.delay(n) for n in range(1, 12)]
+    assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4
+    assert all(d <= 36 for d in delays) and max(delays) >= 24
+    assert len({policy.delay(5) for _ in range(20)}) > 1
+    assert policy.exhausted(20) and not policy.exhausted(19)

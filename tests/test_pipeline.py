@@ -1,0 +1,197 @@
+"""The message path in-process: acceptance, receipts, duplicates and every kind of refusal."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from lxml import etree
+
+from hub.envelope import NS, read_errors, read_header
+from hub.errors import Code
+from hub.runtime import Runtime
+from hub.store import State
+from hub.trust import Verifier, load_certificates
+
+from .support import EXAMPLES, HOSTILE, Sender, message_id_of, tampered, write_config
+
+E = f"{{{NS}}}"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Runtime, Sender]]:
+    runtime = Runtime.load(write_config(tmp_path))
+    yield runtime, Sender(runtime.config, "VN-MOIT")
+    runtime.close()
+
+
+def hub_cert(runtime: Runtime):  # type: ignore[no-untyped-def]
+    return load_certificates(runtime.config.hub.certificate)
+
+
+def test_accepts_translates_signs_and_records(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    data = moit.message()
+    ack = runtime.pipeline.submit(data)
+    assert ack.accepted and not ack.duplicate and ack.message_id == message_id_of(data)
+    receipt = etree.fromstring(ack.xml)
+    signed = Verifier().verify(receipt, hub_cert(runtime), "hub").element
+    header = read_header(signed)
+    assert header.subject.function == "99" and header.subject.reference == ack.message_id
+    assert header.sender.identity == "VN-NSW" and header.recipient.identity == "VN-MOIT"
+    assert [d.get("agency") for d in signed.iter(E + "Destination")] == ["TH-ASW", "VN-CUSTOMS"]
+
+    rows = {r.destination: r for r in runtime.store.rows()}
+    assert set(rows) == {"TH-ASW", "VN-CUSTOMS"} and all(r.state is State.PENDING for r in rows.values())
+    for destination, root in (("TH-ASW", "FormD"), ("VN-CUSTOMS", "MetaData")):
+        delivered = Verifier().verify(etree.fromstring(rows[destination].payload), hub_cert(runtime), "hub").element
+        out = read_header(delivered)
+        assert out.message_id == ack.message_id and out.sender.identity == "VN-MOIT"
+        assert out.recipient.identity == destination
+        content = delivered.find(f"{E}Body/{E}Content")[0]
+        assert etree.QName(content).localname == root
+
+
+def test_duplicate_gets_the_original_receipt_and_no_new_rows(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    data = moit.message()
+    first = runtime.pipeline.submit(data)
+    again = runtime.pipeline.submit(data)
+    assert again.accepted and again.duplicate and again.xml == first.xml
+    # a retry by the sender re-signs with a new send date but keeps the message id
+    retry = runtime.pipeline.submit(moit.message(message_id=first.message_id))
+    assert retry.duplicate and retry.xml == first.xml
+    assert len(runtime.store.rows()) == 2
+
+
+def nack(runtime: Runtime, data: bytes, authenticated_as: str | None = None) -> tuple[str, str, str | None]:
+    ack = runtime.pipeline.submit(data, authenticated_as)
+    assert not ack.accepted
+    envelope = etree.fromstring(ack.xml)
+    signed = Verifier().verify(envelope, hub_cert(runtime), "hub").element  # NACKs are signed too
+    assert read_header(signed).subject.function == "00"
+    (error,) = read_errors(signed)
+    assert error[1], "every NACK carries a sentence"
+    return error
+
+
+def test_malformed_xml(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, message, location = nack(runtime, moit.message()[:-30])
+    assert code == Code.MALFORMED_XML.value and location and location.startswith("line")
+
+
+@pytest.mark.parametrize("name", ["xmlbomb.xml", "quadratic.xml", "external.xml", "dtd.xml"])
+def test_dtd_and_entities(env: tuple[Runtime, Sender], name: str) -> None:
+    runtime, _ = env
+    code, message, _ = nack(runtime, (HOSTILE / name).read_bytes())
+    assert code == Code.FORBIDDEN_DTD.value
+
+
+def test_oversized(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    data = moit.message().replace(b"</Envelope>", b"<!--" + b"x" * 1_000_000 + b"--></Envelope>")
+    code, message, _ = nack(runtime, data)
+    assert code == Code.TOO_LARGE.value and "1000000" in message
+
+
+def test_wrong_envelope_namespace(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, message, _ = nack(runtime, moit.message().replace(NS.encode(), b"urn:example:other"))
+    assert code == Code.WRONG_NAMESPACE.value and NS in message
+
+
+def test_payload_in_wrong_namespace(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    formd = etree.fromstring((EXAMPLES / "formd.xml").read_bytes())  # a Form D where the route wants a national certificate
+    code, message, _ = nack(runtime, moit.message(formd))
+    assert code == Code.WRONG_NAMESPACE.value and "schema 'co'" in message
+
+
+def test_unknown_route(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, message, _ = nack(runtime, moit.message(document_type="NO-SUCH-PROCEDURE"))
+    assert code == Code.UNKNOWN_PROCEDURE.value and "NO-SUCH-PROCEDURE" in message
+
+
+def test_missing_signature(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, message, _ = nack(runtime, moit.message(sign=False))
+    assert code == Code.SIGNATURE_MISSING.value and "VN-MOIT" in message
+
+
+def test_tampered_content(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, message, _ = nack(runtime, tampered(moit.message()))
+    assert code == Code.SIGNATURE_INVALID.value and "changed after signing" in message
+
+
+def test_signed_by_another_agency(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    mard = Sender(runtime.config, "VN-MARD")
+    envelope = moit.envelope()  # claims to come from VN-MOIT ...
+    data = etree.tostring(mard.signer.sign(envelope))  # ... but VN-MARD signed it
+    code, message, _ = nack(runtime, data)
+    assert code == Code.WRONG_SIGNER.value and "VN-MOIT" in message
+
+
+def test_unknown_sender(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    data = moit.message().replace(b"<identity>VN-MOIT</identity>", b"<identity>XX-NOBODY</identity>", 1)
+    code, message, _ = nack(runtime, data)
+    assert code == Code.UNKNOWN_SENDER.value and "XX-NOBODY" in message
+
+
+def test_channel_identity_must_match_the_envelope(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    code, _, _ = nack(runtime, moit.message(), authenticated_as="VN-MARD")
+    assert code == Code.SENDER_MISMATCH.value
+
+
+def test_invalid_envelope(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    envelope = moit.envelope()
+    envelope.find(f"{E}Header/{E}Subject/{E}function").text = "first"
+    code, message, location = nack(runtime, etree.tostring(moit.signer.sign(envelope)))
+    assert code == Code.INVALID_MESSAGE.value and "function" in message and location
+
+
+def test_invalid_payload_names_line_and_path(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    document = etree.fromstring((EXAMPLES / "co-certificate.xml").read_bytes())
+    hs = next(e for e in document.iter() if isinstance(e.tag, str) and etree.QName(e).localname in ("HSCode", "HSCodeID", "ClassificationID"))
+    hs.text = "12AB"
+    code, message, location = nack(runtime, moit.message(document))
+    assert code == Code.INVALID_DOCUMENT.value and "12AB" in message
+    assert location and "line" in location and "/" in location
+
+
+def test_signature_wrapping_is_refused(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    good = etree.fromstring(moit.message())
+    # a forged envelope carrying the good envelope's signature, with the signed original hidden inside
+    forged = copy.deepcopy(good)
+    signature = forged[-1]
+    forged.remove(signature)
+    wrapper = etree.SubElement(forged, f"{{urn:example:hide}}Hidden")
+    wrapper.append(copy.deepcopy(good))
+    forged.append(signature)
+    code, _, _ = nack(runtime, etree.tostring(forged))
+    assert code in (Code.SIGNATURE_WRAPPING.value, Code.SIGNATURE_INVALID.value, Code.INVALID_MESSAGE.value)
+    two = copy.deepcopy(good)
+    two.insert(0, copy.deepcopy(good[-1]))
+    code, _, _ = nack(runtime, etree.tostring(two))
+    assert code in (Code.SIGNATURE_WRAPPING.value, Code.INVALID_MESSAGE.value)
+    assert runtime.store.rows() == []
+
+
+def test_rejections_are_audited(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    runtime.pipeline.submit(b"<not-xml")
+    data = moit.message(document_type="NOPE")
+    runtime.pipeline.submit(data)
+    entries = list(runtime.store.audit_entries())
+    assert [e.event for e in entries] == ["rejected", "rejected"]
+    assert entries[0].detail.startswith("ERR02") and entries[1].message_id == message_id_of(data)

@@ -1,0 +1,178 @@
+"""The PostgreSQL store: the same contract as SQLite, plus what only a shared server shows:
+one audit chain under concurrent writers, LISTEN/NOTIFY, and recovery after a connection loss."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from hub.audit import verify_chain
+from hub.errors import TryAgain
+from hub.store import State, Store, open_store
+from hub.store.postgres import PostgresStore
+
+from .pg import Cluster, pg_cluster  # noqa: F401 (the fixture)
+from .store_contract import StoreContract, acceptance
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:  # noqa: F811
+    return pg_cluster.new_database()
+
+
+@pytest.fixture
+def store(pg_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = open_store(pg_url, tmp_path)
+    yield s
+    s.close()
+
+
+class TestPostgresStore(StoreContract):
+    pass
+
+
+def test_open_store_selects_postgres_for_both_url_schemes(pg_url: str, tmp_path: Path) -> None:
+    for url in (pg_url, "postgres://" + pg_url.split("://", 1)[1]):
+        s = open_store(url, tmp_path)
+        try:
+            assert isinstance(s, PostgresStore) and s.schema_version() == s.migrate() >= 1
+        finally:
+            s.close()
+
+
+def test_audit_chain_is_one_chain_under_concurrent_writers(pg_url: str, tmp_path: Path) -> None:
+    """Several threads on two store objects (two nodes) accept and complete concurrently."""
+    nodes = [open_store(pg_url, tmp_path), open_store(pg_url, tmp_path)]
+    errors: list[BaseException] = []
+    per_thread = 40
+
+    def work(n: int) -> None:
+        s = nodes[n % 2]
+        try:
+            for i in range(per_thread):
+                s.accept(acceptance(f"t{n}-{i}"))
+                for row in s.lease(f"node-{n}", "TH-ASW", 2, time.time() + 1, 30):
+                    s.complete(row.id, f"node-{n}", State.DELIVERED, "ok", time.time(), time.time())
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    try:
+        assert not errors, errors
+        report = verify_chain(nodes[0].audit_entries())
+        delivered = nodes[1].counts().get(("TH-ASW", State.DELIVERED), 0)
+        print(f"\n8 threads on 2 stores: {8 * per_thread} accepts, {delivered} completes in {elapsed:.2f}s; "
+              f"chain {report.entries} entries ok={report.ok}")
+        assert report.ok, report.problem
+        assert report.entries == 8 * per_thread + delivered
+    finally:
+        for s in nodes:
+            s.close()
+
+
+def test_notify_wakes_a_waiting_store_of_another_node(pg_url: str, tmp_path: Path) -> None:
+    waiting, accepting = open_store(pg_url, tmp_path), open_store(pg_url, tmp_path)
+    wake = threading.Event()
+    try:
+        waiting.wait_for_work(0.3, wake)  # starts the listener
+        wake.clear()
+        woke: list[float] = []
+
+        def waiter() -> None:
+            started = time.monotonic()
+            if waiting.wait_for_work(10, wake):
+                woke.append(time.monotonic() - started)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.2)
+        accepting.accept(acceptance("wake-up"))
+        t.join(10)
+        assert woke and woke[0] < 2, "the waiting node was not woken by the NOTIFY"
+        print(f"\nwoken {woke[0] * 1000:.0f} ms after starting to wait (accept at ~200 ms)")
+    finally:
+        waiting.close()
+        accepting.close()
+
+
+def test_connection_loss_answers_try_again_then_recovers(pg_cluster: Cluster, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    store = PostgresStore(pg_url, min_size=2, max_size=4, timeout=2.0)
+    try:
+        store.migrate()
+        assert store.accept(acceptance("before"))[0]
+
+        # 1. the server ends every connection: calls never report a false success, and work again at once
+        assert pg_cluster.terminate_backends(pg_url) >= 1
+        outcomes = []
+        for i in range(3):
+            try:
+                outcomes.append(store.accept(acceptance(f"after-kill-{i}"))[0])
+            except TryAgain:
+                outcomes.append("try again")
+        assert outcomes[-1] is True and outcomes.count("try again") <= 1, outcomes
+
+        # 2. the server is down: TryAgain (quickly, not a hang) for writes and reads alike
+        pg_cluster.stop("immediate")
+        try:
+            started = time.monotonic()
+            with pytest.raises(TryAgain):
+                store.accept(acceptance("while-down"))
+            with pytest.raises(TryAgain):
+                store.lease("a", "TH-ASW", 10, time.time() + 1, 30)
+            assert time.monotonic() - started < 10
+        finally:
+            pg_cluster.start()
+
+        # 3. the server is back: the same store object reconnects by itself; nothing was half-written
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                created, _ = store.accept(acceptance("while-down"))
+                break
+            except TryAgain:
+                assert time.monotonic() < deadline, "the store did not reconnect"
+                time.sleep(0.2)
+        assert created
+        ids = {r.message_id for r in store.rows(limit=1000)}
+        assert {"before", "while-down"} <= ids
+        assert len(store.rows(limit=1000)) == 2 * len(ids)
+        assert verify_chain(store.audit_entries()).ok
+    finally:
+        store.close()
+
+
+def test_migrations_are_versioned_and_run_once(pg_url: str, tmp_path: Path) -> None:
+    s = open_store(pg_url, tmp_path, migrate=False)
+    try:
+        assert isinstance(s, PostgresStore) and s.schema_version() == 0
+        version = s.migrate()
+        assert s.migrate() == version == s.schema_version()
+        from hub.store.postgres import MIGRATIONS
+
+        assert version == MIGRATIONS[-1][0]
+    finally:
+        s.close()
+
+
+def test_hub_store_migrate_command_on_both_backends(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main
+    from hub.store.postgres import MIGRATIONS as PG
+    from hub.store.sqlite import MIGRATIONS as SQLITE
+
+    from .support import write_config
+
+    for name, url, latest in (("pg", pg_url, PG[-1][0]), ("sqlite", None, SQLITE[-1][0])):
+        config = write_config(tmp_path / name, store=url) if url else write_config(tmp_path / name)
+        for _ in range(2):  # idempotent
+            assert main(["store", "migrate", "--config", str(config)]) == 0
+            assert capsys.readouterr().out.strip() == f"store schema at version {latest}"

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.errors import Code, Rejected
+from hub.xml import Limits, XmlParser
+
+from .support import HOSTILE
+
+HOSTILE_FILES = sorted(p for p in HOSTILE.glob("*.xml") if not p.name.startswith("simple"))
+
+
+@pytest.mark.parametrize("path", HOSTILE_FILES, ids=lambda p: p.name)
+def test_hostile_documents_are_refused_before_expansion(path: Path) -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(path.read_bytes())
+    assert info.value.code is Code.FORBIDDEN_DTD
+    assert "DOCTYPE" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["simple.xml", "simple-ns.xml"])
+def test_controls_parse(name: str) -> None:
+    assert XmlParser(Limits()).parse((HOSTILE / name).read_bytes()) is not None
+
+
+def test_hostile_corpus_is_there() -> None:
+    assert len(HOSTILE_FILES) >= 7
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits(max_bytes=100)).parse(b"<a>" + b"x" * 200 + b"</a>")
+    assert info.value.code is Code.TOO_LARGE and "100" in info.value.message
+
+
+def test_depth_limit() -> None:
+    parser = XmlParser(Limits(max_depth=10))
+    assert parser.parse(b"<a>" * 10 + b"</a>" * 10).tag == "a"
+    with pytest.raises(Rejected) as info:
+        parser.parse(b"<a>" * 11 + b"</a>" * 11)
+    assert info.value.code is Code.TOO_DEEP
+
+
+def test_malformed_xml_names_the_line() -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(b"<a>\n<b>\n</a>")
+    assert info.value.code is Code.MALFORMED_XML and info.value.location == "line 3"
+
+
+def test_undeclared_entity_is_refused() -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(b"<a>&xxe;</a>")
+    assert info.value.code is Code.FORBIDDEN_DTD
+
+
+def test_doctype_after_comment_and_declaration_is_refused() -> None:
+    data = b'<?xml version="1.0"?>\n<!-- hi -->\n<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>'
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(data)
+    assert info.value.code is Code.FORBIDDEN_DTD
