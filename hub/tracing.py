@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .store import Trace
+from .store import State, Trace
+
+
+OUTCOME_WORDS = {
+    State.DELIVERED: "delivered",
+    State.PENDING: "failed, will retry",
+    State.DEAD: "failed, dead-lettered",
+    State.LEASED: "in flight",
+}
 
 
 def ts(t: float | None) -> str:
@@ -65,14 +73,16 @@ def trace_text(trace: Trace, message_id: str) -> str:
     else:
         lines.append(f"message {message_id}: not accepted")
     for e in trace.audit:
-        if e.event in ("rejected", "resend"):
-            lines.append(f"  {ts(e.at)}  {e.event} by {e.actor}: {e.detail}")
+        if e.event == "rejected":
+            lines.append(f"  {ts(e.at)}  {'a copy was ' if m else ''}rejected: {e.detail}")
+        elif e.event == "resend":
+            lines.append(f"  {ts(e.at)}  resend ({e.actor}): {e.detail}")
     for r in trace.rows:
         lines.append(f"  -> {r.destination} (row {r.id}): {r.state.value.upper()}")
         for a in trace.attempts:
             if a.row_id == r.id:
                 took = (a.finished_at - a.started_at) * 1000
-                lines.append(f"       attempt {a.number} at {ts(a.started_at)} ({took:.0f} ms): {a.outcome.value}: {a.detail}")
+                lines.append(f"       attempt {a.number} at {ts(a.started_at)} ({took:.0f} ms): {OUTCOME_WORDS[a.outcome]}: {a.detail}")
         if r.state.value == "pending" and r.attempts:
             lines.append(f"       next attempt at {ts(r.next_attempt_at)}")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ def test_down_then_up_and_dead_letter_resend_through_the_cli(tmp_path: Path, rec
         assert {mid for _, mid in receiver.deliveries} == set(ids)
         assert hub_cli(config, "outbox", "resend", "1").returncode == 1  # delivered rows need --force
         trace = hub_cli(config, "trace", ids[0]).stdout
-        assert "dead" in trace and "resend by operator" in trace and "DELIVERED" in trace
+        assert "dead-lettered" in trace and "resend (operator:" in trace and "DELIVERED" in trace
 
 
 def test_bad_input_gets_its_own_nack_while_good_traffic_flows(tmp_path: Path, receiver: Receiver) -> None:
