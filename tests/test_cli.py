@@ -1,0 +1,87 @@
+"""The command line: send, the inbound folder through `hub serve`, and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lxml import etree
+
+from hub.config import load_config
+from hub.envelope import read_errors, read_header
+from hub.receiver import Receiver
+
+from .support import EXAMPLES, REPO, HubProcess, Sender, free_port, wait_until, write_config
+
+
+def hub(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def test_send_prints_the_receipt_and_a_duplicate_gets_it_again(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    mid = "6f1c1f43-3a0e-4c8e-9a52-7d1f4e1b2c3d"
+    first = hub("send", "--config", config, "--as", "VN-MOIT", "--to", "TH-ASW", "--message-id", mid, str(EXAMPLES / "co-certificate.xml"))
+    assert first.returncode == 0, first.stderr
+    receipt = read_header(etree.fromstring(first.stdout.encode()))
+    assert receipt.subject.function == "99" and receipt.subject.reference == mid
+    assert f"accepted {mid}" in first.stderr
+    again = hub("send", "--config", config, "--as", "VN-MOIT", "--to", "TH-ASW", "--message-id", mid, str(EXAMPLES / "co-certificate.xml"))
+    assert again.returncode == 0 and "duplicate" in again.stderr and again.stdout == first.stdout
+    rows = hub("outbox", "list", "--config", config)
+    assert rows.stdout.count(mid) == 2 and "2 row(s)" in rows.stdout
+
+
+def test_send_of_an_invalid_document_prints_the_nack(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    document = etree.parse(str(EXAMPLES / "co-certificate.xml"))
+    next(e for e in document.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "HSCode").text = "12AB"
+    bad = tmp_path / "bad.xml"
+    document.write(str(bad))
+    out = hub("send", "--config", config, "--as", "VN-MOIT", "--to", "TH-ASW", "--document-type", "CO-FORMD", str(bad))
+    assert out.returncode == 1 and "rejected: ERR" in out.stderr
+    errors = read_errors(etree.fromstring(out.stdout.encode()))
+    assert errors[0][0] == "ERR05" and "12AB" in errors[0][1] and errors[0][2]
+
+
+def test_inbound_folder_through_serve(tmp_path: Path) -> None:
+    receiver = Receiver(port=free_port()).start()
+    try:
+        path = write_config(tmp_path, gateway_url=receiver.url)
+        inbox = tmp_path / "moit-inbox"
+        text = path.read_text().replace(
+            f'signing_key = "{tmp_path}/keys/VN-MOIT.key"',
+            f'signing_key = "{tmp_path}/keys/VN-MOIT.key"\noptions = {{ inbox = "{inbox}", poll_interval = 0.05 }}',
+            1,
+        )
+        path.write_text(text)
+        moit = Sender(load_config(path), "VN-MOIT")
+        inbox.mkdir()
+        with HubProcess(path):
+            (inbox / "good.xml").write_bytes(moit.message())
+            (inbox / "unsigned.xml").write_bytes(moit.message(sign=False))
+            assert wait_until(lambda: (inbox / "done" / "good.xml").exists() and (inbox / "rejected" / "unsigned.xml").exists(), 20)
+            good = read_header(etree.fromstring((inbox / "ack" / "good.ack.xml").read_bytes()))
+            assert good.subject.function == "99"
+            nack = read_errors(etree.fromstring((inbox / "ack" / "unsigned.ack.xml").read_bytes()))
+            assert nack[0][0] == "ERR21"
+            assert receiver.wait_for(1, 20)
+    finally:
+        receiver.stop()
+
+
+def test_demo_on_a_copy_of_the_shipped_config(tmp_path: Path) -> None:
+    for name in ("xsd", "mappings", "examples"):
+        os.symlink(REPO / name, tmp_path / name)
+    text = (REPO / "hub.toml").read_text()
+    text = text.replace("127.0.0.1:8480", f"127.0.0.1:{free_port()}").replace("127.0.0.1:8491", f"127.0.0.1:{free_port()}")
+    (tmp_path / "hub.toml").write_text(text)
+    out = hub("demo", "--config", str(tmp_path / "hub.toml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("demo OK: 1 certificate accepted and delivered to 2/2 destinations")
+    assert "retr" in last and "tampered copy rejected" in last
+    assert "attempt 1" in out.stdout and "failed, will retry" in out.stdout
+    assert (tmp_path / "keys" / "hub.key").stat().st_mode & 0o777 == 0o600
