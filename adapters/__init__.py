@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from typing import Any, Mapping
 
 from hub.config import Agency
 from hub.errors import ConfigError
 
-from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit
 
 # alias -> "module:class"; the one table that maps config names to code.
 ADAPTERS: dict[str, str] = {
     "file": "adapters.file:FileAdapter",
     "http": "adapters.http:HttpAdapter",
+    "asw": "adapters.asw:AswAdapter",
 }
 
 
@@ -32,4 +34,12 @@ def create_adapter(agency: Agency, settings: AdapterSettings, file: str = "hub.t
     return cls(agency, settings)
 
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "create_adapter"]
+def listener_routes(adapters: Mapping[str, Adapter], submit: Submit) -> list[Any]:
+    """The routes every kind of configured adapter adds to the hub's listener, built once per kind."""
+    kinds: dict[type[Adapter], list[Adapter]] = {}
+    for adapter in adapters.values():
+        kinds.setdefault(type(adapter), []).append(adapter)
+    return [route for cls, group in kinds.items() for route in cls.listener_routes(group, submit)]
+
+
+__all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "create_adapter", "listener_routes"]

@@ -11,10 +11,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from hub.config import Agency
-from hub.envelope import Ack
+from hub.envelope import Ack, Party
+from hub.xml import Limits
+
+if TYPE_CHECKING:
+    from hub.trust import Signer
 
 
 class Outcome(str, Enum):
@@ -59,6 +63,9 @@ class InboundSource(ABC):
 class AdapterSettings:
     timeout: float = 10.0
     base: Path = Path(".")  # relative folders in agency settings are relative to hub.toml
+    party: Party | None = None  # the hub itself, for protocols that name both ends (asw)
+    signer: "Signer | None" = None  # the hub's key, for protocols that sign at their own level (asw)
+    limits: Limits = Limits()  # bounds on what an adapter's own inbound endpoint parses
 
     def path(self, value: str) -> Path:
         path = Path(value)
@@ -79,6 +86,12 @@ class Adapter(ABC):
     def inbound(self, submit: Submit) -> InboundSource | None:
         """An inbound source for this agency, if the adapter has one and it is configured."""
         return None
+
+    @classmethod
+    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit) -> list[Any]:
+        """Routes (starlette ``BaseRoute``) this kind of adapter serves on the hub's HTTP listener,
+        built once for every configured agency of the kind (e.g. ``POST /as4`` for ``asw``)."""
+        return []
 
     def check(self) -> list[str]:
         """Problems with this agency's adapter settings, for ``hub check``."""

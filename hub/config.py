@@ -34,6 +34,8 @@ class HubSettings:
     limits: Limits
     require_signature: bool
     envelope_schema: Path
+    next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
+    next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,17 @@ class Agency:
     ministry: str | None = None
     signing_key: Path | None = None  # demos and tests only: lets `hub send --as` sign for it
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    trust_anchors: tuple[Path, ...] = ()  # CA certificates the agency's signing certificate must chain to
+    intermediates: tuple[Path, ...] = ()  # CA certificates that may sit between an anchor and the signer
+    crl: tuple[str, ...] = ()  # CRL locations (path, file:// or http(s):// URL), refreshed by a job
+    subject: str | None = None  # RFC 4514 attributes its certificates must carry, e.g. "O=VN-MOIT"
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    crl_refresh_seconds: float = 900.0  # how often every CRL is read again from its location
+    crl_grace_seconds: float = 86400.0  # a CRL past nextUpdate is used this much longer, then fail closed
+    expiry_warning_days: int = 30  # `hub keys`, `hub check` and a daily log line warn this far ahead
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,7 @@ class Config:
     mappings: Mapping[str, MappingSpec]
     agencies: Mapping[str, Agency]
     routes: tuple[Route, ...]
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @property
     def base(self) -> Path:
@@ -240,8 +254,22 @@ def load_config(path: str | Path) -> Config:
         ),
         require_signature=h.bool("require_signature", True),
         envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
+        next_key=h.path("next_key", None),
+        next_certificate=h.path("next_certificate", None),
     )
     h.done()
+    if (hub.next_key is None) != (hub.next_certificate is None):
+        raise ConfigError(file, "hub.next_key", "next_key and next_certificate go together: name both or neither")
+
+    t = top.table("trust")
+    trust = TrustSettings(
+        crl_refresh_seconds=t.float("crl_refresh_seconds", TrustSettings.crl_refresh_seconds),
+        crl_grace_seconds=t.float("crl_grace_seconds", TrustSettings.crl_grace_seconds),
+        expiry_warning_days=t.int("expiry_warning_days", TrustSettings.expiry_warning_days),
+    )
+    t.done()
+    if trust.crl_refresh_seconds < 1:
+        raise ConfigError(file, "trust.crl_refresh_seconds", "must be at least 1")
 
     d = top.table("dispatcher")
     dispatcher = DispatcherSettings(
@@ -283,6 +311,10 @@ def load_config(path: str | Path) -> Config:
             ministry=a.str("ministry", None),
             signing_key=a.path("signing_key", None),
             options=MappingProxyType(dict(options)),
+            trust_anchors=tuple(path.parent / p for p in a.list("trust_anchors", [])),
+            intermediates=tuple(path.parent / p for p in a.list("intermediates", [])),
+            crl=tuple(a.list("crl", [])),
+            subject=a.str("subject", None),
         )
         a.done()
         if agency.id in agencies or agency.id == hub.party_id:
@@ -331,4 +363,5 @@ def load_config(path: str | Path) -> Config:
         mappings=MappingProxyType(mappings),
         agencies=MappingProxyType(agencies),
         routes=tuple(routes),
+        trust=trust,
     )

@@ -34,13 +34,18 @@ class Code(str, Enum):
     TOO_DEEP = "ERR12"  # more element nesting than the configured limit
     UNKNOWN_SENDER = "ERR20"  # the envelope's sender is not a configured agency
     SIGNATURE_MISSING = "ERR21"  # the sender must sign and did not
-    SIGNATURE_INVALID = "ERR22"  # the signature does not verify (tampered content or value)
-    WRONG_SIGNER = "ERR23"  # signed by a certificate that is not the sender's
+    SIGNATURE_INVALID = "ERR22"  # the signed content changed after signing (digest), or an unusable signature
+    WRONG_SIGNER = "ERR23"  # signed by a certificate of another agency
     CERTIFICATE_EXPIRED = "ERR24"  # the signer's certificate is out of its validity period
     WEAK_ALGORITHM = "ERR25"  # SHA-1 or another refused algorithm
     SIGNATURE_WRAPPING = "ERR26"  # content outside the signed part (signature wrapping)
     SENDER_MISMATCH = "ERR27"  # authenticated channel identity differs from the envelope's sender
+    SIGNATURE_VALUE_INVALID = "ERR28"  # the signature value does not verify with the signer's key
+    UNKNOWN_SIGNER = "ERR29"  # signed by a certificate no agency's trust accepts
     MAPPING_FAILED = "ERR30"  # a translation failed or produced an invalid document
+    CERTIFICATE_REVOKED = "ERR40"  # the signer's certificate (or a CA above it) is on a CRL
+    UNTRUSTED_CHAIN = "ERR41"  # the certificate does not chain to the sender's configured CAs
+    CRL_UNAVAILABLE = "ERR42"  # a CRL the sender's trust needs is missing or stale: fail closed
     TRY_AGAIN = "ERR50"  # the hub cannot record the message now; nothing was accepted
 
 

@@ -39,6 +39,7 @@ from .envelope import (
     reply_header,
 )
 from .errors import Code, Rejected
+from .events import StatusEvents
 from .store import Acceptance, OutboxItem, Store
 from .trust import Signer, Verifier
 from .xml import Schema, XmlParser
@@ -74,6 +75,7 @@ class Pipeline:
         store: Store,
         on_accept: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        events: StatusEvents | None = None,
     ) -> None:
         self.settings = settings
         self.parser = parser
@@ -88,6 +90,7 @@ class Pipeline:
         self.store = store
         self.on_accept = on_accept
         self.clock = clock
+        self.events = events  # status events for subscribed agencies, recorded with the acceptance
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
 
@@ -169,6 +172,10 @@ class Pipeline:
 
         received_at = self.clock()
         destinations = [d.agency for d in route.destinations]
+        conversation = self._conversation(header)
+        if self.events is not None:
+            s = header.subject
+            items.extend(self.events.received(message_id, sender, s.document_type, s.function, destinations, received_at, conversation))
         receipt = self._reply(
             self._parties.get(sender),
             header,
@@ -190,11 +197,23 @@ class Pipeline:
                 receipt=receipt,
                 items=tuple(items),
                 audit=audit,
+                reference=header.subject.reference,
+                pre_reference=header.subject.pre_reference,
+                conversation=conversation,
             )
         )
         if created and self.on_accept is not None:
             self.on_accept()
         return Ack(stored_receipt, True, message_id, duplicate=not created)
+
+    def _conversation(self, header: Header) -> str:
+        """The exchange a message belongs to: that of the message its preReference names (by
+        reference or message id), else its own reference, else its own message id."""
+        s = header.subject
+        if s.pre_reference:
+            earlier = self.store.conversation(s.pre_reference, limit=1)
+            return earlier[0].conversation or s.pre_reference if earlier else s.pre_reference
+        return s.reference or header.message_id
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
         envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
-from adapters import Adapter, AdapterSettings, adapter_class, create_adapter
+from adapters import Adapter, AdapterSettings, adapter_class, create_adapter, listener_routes
 
 from .catalogue import SchemaCatalogue, load_mappings
 from .config import Config, load_config
@@ -63,9 +64,19 @@ class Runtime:
 
     def create_adapters(self) -> dict[str, Adapter]:
         if not self.adapters:
-            settings = AdapterSettings(timeout=self.config.dispatcher.delivery_timeout, base=self.config.base)
+            settings = AdapterSettings(
+                timeout=self.config.dispatcher.delivery_timeout,
+                base=self.config.base,
+                party=self.pipeline.party,
+                signer=self.signer,
+                limits=self.config.hub.limits,
+            )
             self.adapters = {a.id: create_adapter(a, settings, str(self.config.path)) for a in self.config.agencies.values()}
         return self.adapters
+
+    def listener_routes(self) -> list[Any]:
+        """Routes the configured adapters add to the HTTP listener (e.g. ``POST /as4``)."""
+        return listener_routes(self.create_adapters(), self.pipeline.submit)
 
     def dispatcher(self, owner: str | None = None) -> Dispatcher:
         dispatcher = Dispatcher(

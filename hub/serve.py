@@ -25,7 +25,7 @@ def serve(config_path: str, dispatch: bool = True) -> int:
     sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(runtime.pipeline, runtime.store),
+            create_app(runtime.pipeline, runtime.store, runtime.listener_routes()),
             host=h.listen_host,
             port=h.listen_port,
             log_level="warning",

@@ -4,17 +4,19 @@
                           503 + "try again" NACK (ERR50) when the store cannot record it
     GET  /messages/{id}   the message's trace as JSON
     GET  /health          liveness and outbox counts
+    ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .errors import Code, Rejected, TryAgain
 from .pipeline import Pipeline
@@ -39,7 +41,8 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(pipeline: Pipeline, store: Store) -> Starlette:
+def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The listener; ``extra_routes`` are the adapters' own endpoints (``Runtime.listener_routes``)."""
     limit = pipeline.settings.limits.max_bytes
 
     async def submit(request: Request) -> Response:
@@ -76,5 +79,6 @@ def create_app(pipeline: Pipeline, store: Store) -> Starlette:
             Route("/messages", submit, methods=["POST"]),
             Route("/messages/{message_id}", trace, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            *extra_routes,
         ]
     )

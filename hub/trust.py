@@ -8,10 +8,11 @@ element alone, so content moved next to a signed envelope (signature wrapping) i
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +21,7 @@ from lxml import etree
 from signxml import SignatureConfiguration, XMLSigner, XMLVerifier, methods
 from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.exceptions import SignXMLException
 
 from .errors import Code, ConfigError, Rejected
 
@@ -73,11 +75,50 @@ def subject_of(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-class Signer:
-    """Signs envelopes with one key: enveloped, exclusive c14n, SHA-256, certificate in KeyInfo."""
+def weak_key(cert: x509.Certificate) -> str | None:
+    """Why the certificate's key is too weak to sign with, or None."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return None if key.key_size >= 2048 else f"its RSA key has {key.key_size} bits; at least 2048 are required"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return None if key.curve.name in _STRONG_CURVES else f"its EC key is on the curve {key.curve.name}; use P-256, P-384 or P-521"
+    return f"its {type(key).__name__} key is not accepted for signing; use RSA or ECDSA"
 
-    def __init__(self, key: PrivateKey, certificate: x509.Certificate) -> None:
-        self.key, self.certificate = key, certificate
+
+_STRONG_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
+def may_sign(cert: x509.Certificate) -> bool:
+    """True unless a KeyUsage extension leaves out both digitalSignature and nonRepudiation."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return bool(usage.digital_signature or usage.content_commitment)
+
+
+def same_key(key: PrivateKey, cert: x509.Certificate) -> bool:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+class Signer:
+    """Signs envelopes with one key: enveloped, exclusive c14n, SHA-256, certificate in KeyInfo.
+
+    ``chain`` (intermediate CA certificates) goes into KeyInfo after the signing certificate;
+    ``next_certificate`` is the successor published ahead of a key rotation, never used to sign.
+    """
+
+    def __init__(
+        self,
+        key: PrivateKey,
+        certificate: x509.Certificate,
+        chain: Sequence[x509.Certificate] = (),
+        next_certificate: x509.Certificate | None = None,
+    ) -> None:
+        if not same_key(key, certificate):
+            raise ValueError(f"the private key does not belong to the certificate {subject_of(certificate)}")
+        self.key, self.certificate, self.next_certificate = key, certificate, next_certificate
         method = SignatureMethod.ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
         self._signer = XMLSigner(
             method=methods.enveloped,
@@ -85,14 +126,29 @@ class Signer:
             digest_algorithm=DigestAlgorithm.SHA256,
             c14n_algorithm=EXC_C14N,
         )
-        self._certs = [certificate]
+        self._certs = [certificate, *chain]
+
+    @property
+    def published(self) -> tuple[x509.Certificate, ...]:
+        """The certificates partners should trust now: the current one, then the next one if any."""
+        return (self.certificate,) + ((self.next_certificate,) if self.next_certificate is not None else ())
 
     @classmethod
-    def from_files(cls, key_path: Path, cert_path: Path) -> Signer:
-        return cls(load_private_key(key_path), load_certificates(cert_path)[0])
+    def from_files(
+        cls, key_path: Path, cert_path: Path, key: str = "key", cert: str = "certificate", next_certificate: x509.Certificate | None = None
+    ) -> Signer:
+        """Key from ``key_path``; the first certificate of ``cert_path`` signs, the rest are its chain."""
+        certs = load_certificates(cert_path, cert)
+        if not certs:
+            raise ConfigError(str(cert_path), cert, "the file holds no certificate")
+        try:
+            return cls(load_private_key(key_path, key), certs[0], certs[1:], next_certificate)
+        except ValueError as exc:
+            raise ConfigError(str(key_path), key, str(exc)) from None
 
     def sign(self, element: etree._Element) -> etree._Element:
         return self._signer.sign(element, key=self.key, cert=self._certs)
+
 
 
 @dataclass(frozen=True)
@@ -107,8 +163,78 @@ class Verified:
         return subject_of(self.certificate)
 
 
+@runtime_checkable
+class CertificatePolicy(Protocol):
+    """Decides which certificate signed, from the DER certificates found in KeyInfo/X509Data.
+
+    Returns the signer's certificate when the policy trusts it for ``who``, else raises
+    ``Rejected`` with the cause (unknown signer, another agency's certificate, expired, revoked,
+    untrusted chain, CRL unavailable). ``hub.truststore`` implements it per agency, with a cache.
+    """
+
+    def signer(self, embedded: Sequence[bytes], who: str) -> x509.Certificate: ...
+
+
+class Pinned:
+    """The simplest policy: exactly these certificates, checked for dates, key strength and usage."""
+
+    def __init__(self, certificates: Sequence[x509.Certificate]) -> None:
+        self.certificates = tuple(certificates)
+        self._der = {c.public_bytes(serialization.Encoding.DER): c for c in self.certificates}
+
+    def signer(self, embedded: Sequence[bytes], who: str) -> x509.Certificate:
+        if not self.certificates:
+            raise Rejected(Code.UNKNOWN_SIGNER, f"no certificate is configured for {who}")
+        if not embedded:
+            if len(self.certificates) > 1:
+                raise Rejected(Code.UNKNOWN_SIGNER, f"{who} has several certificates; the signature must carry its certificate in KeyInfo")
+            cert = self.certificates[0]
+        else:
+            found = next((self._der[d] for d in embedded if d in self._der), None)
+            if found is None:
+                raise Rejected(Code.UNKNOWN_SIGNER, f"signed by {describe(embedded[0])}, which is not a certificate configured for {who}")
+            cert = found
+        check_signing_certificate(cert, who)
+        return cert
+
+
+def check_signing_certificate(cert: x509.Certificate, who: str, now: datetime | None = None) -> None:
+    """Dates, key strength and key usage of a certificate that is about to be trusted."""
+    if not in_date(cert, now):
+        raise Rejected(
+            Code.CERTIFICATE_EXPIRED,
+            f"the certificate of {who} ({subject_of(cert)}) is valid only from "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+        )
+    weak = weak_key(cert)
+    if weak:
+        raise Rejected(Code.WEAK_ALGORITHM, f"the certificate of {who} ({subject_of(cert)}) is refused: {weak}")
+    if not may_sign(cert):
+        raise Rejected(
+            Code.UNTRUSTED_CHAIN,
+            f"the certificate of {who} ({subject_of(cert)}) may not sign documents: its key usage has neither "
+            "digitalSignature nor nonRepudiation",
+        )
+
+
+def describe(der: bytes) -> str:
+    try:
+        return subject_of(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return "an unreadable certificate"
+
+
+_C14N_URIS = frozenset(m.value for m in CanonicalizationMethod)
+_TRANSFORM_URIS = _C14N_URIS | {"http://www.w3.org/2000/09/xmldsig#enveloped-signature"}
+
+
 class Verifier:
-    """Verifies an enveloped signature against a given set of acceptable certificates."""
+    """Verifies the enveloped signature of a whole document, then returns only what it covers.
+
+    Checks run cheapest first and each failure has its own code: shape (one signature, last child
+    of the root, one reference to the whole document) -> algorithms -> the signer's certificate
+    (``CertificatePolicy``, cached per certificate) -> the signature value -> the digest.
+    """
 
     def __init__(self) -> None:
         self._verifier = XMLVerifier()
@@ -120,17 +246,52 @@ class Verifier:
             ignore_ambiguous_key_info=True,
         )
 
-    def verify(self, root: etree._Element, trusted: Sequence[x509.Certificate], who: str) -> Verified:
+    def verify(self, root: etree._Element, trusted: Sequence[x509.Certificate] | CertificatePolicy, who: str) -> Verified:
+        signature = self._signature(root, who)
+        self._check_algorithms(signature)
+        policy = trusted if isinstance(trusted, CertificatePolicy) else Pinned(trusted)
+        cert = policy.signer(_embedded(signature), who)
+        try:
+            result = self._verifier.verify(root, x509_cert=cert, expect_config=self._config)
+        except InvalidDigest:
+            raise Rejected(Code.SIGNATURE_INVALID, "the signed content was changed after signing (digest mismatch)") from None
+        except InvalidSignature:
+            raise Rejected(
+                Code.SIGNATURE_VALUE_INVALID,
+                f"the signature value does not verify with the key of {subject_of(cert)}: the signature or what it signs was altered",
+            ) from None
+        except InvalidCertificate as exc:
+            raise Rejected(Code.CERTIFICATE_EXPIRED, f"the certificate of {who} is not valid now: {exc}") from None
+        except (InvalidInput, SignXMLException, ValueError) as exc:
+            raise Rejected(Code.SIGNATURE_INVALID, f"the signature cannot be processed: {exc}") from None
+        signed = result.signed_xml  # type: ignore[union-attr]
+        if signed is None or signed.tag != root.tag:
+            raise Rejected(Code.SIGNATURE_WRAPPING, "the signature does not cover the whole envelope; only a signed envelope is accepted")
+        return Verified(signed, cert)
+
+    @staticmethod
+    def _signature(root: etree._Element, who: str) -> etree._Element:
         signatures = root.findall(f".//{{{DSIG}}}Signature")
         if not signatures:
             raise Rejected(Code.SIGNATURE_MISSING, f"{who} must sign its messages; the message carries no signature")
         if len(signatures) > 1 or signatures[0].getparent() is not root:
             raise Rejected(
                 Code.SIGNATURE_WRAPPING,
-                "exactly one signature is allowed, as the last child of the root element",
+                "exactly one signature is allowed, as a child of the root element",
                 f"line {signatures[-1].sourceline}",
             )
         signature = signatures[0]
+        references = signature.findall(f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference")
+        if len(references) != 1 or references[0].get("URI") != "":
+            raise Rejected(
+                Code.SIGNATURE_WRAPPING,
+                'the signature must have exactly one reference, to the whole document (URI="")',
+                f"line {signature.sourceline}",
+            )
+        return signature
+
+    @staticmethod
+    def _check_algorithms(signature: etree._Element) -> None:
         for alg in signature.iter(f"{{{DSIG}}}SignatureMethod", f"{{{DSIG}}}DigestMethod"):
             if alg.get("Algorithm") not in _ALLOWED_URIS:
                 raise Rejected(
@@ -138,49 +299,22 @@ class Verifier:
                     f"the algorithm {alg.get('Algorithm')} is refused; use RSA or ECDSA with SHA-256 or stronger",
                     f"line {alg.sourceline}",
                 )
-        cert = self._pick_certificate(signature, trusted, who)
-        if not in_date(cert):
-            raise Rejected(
-                Code.CERTIFICATE_EXPIRED,
-                f"the certificate of {who} ({subject_of(cert)}) is valid only from "
-                f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}",
-            )
-        try:
-            result = self._verifier.verify(root, x509_cert=cert, expect_config=self._config)
-        except InvalidDigest:
-            raise Rejected(Code.SIGNATURE_INVALID, "the signed content was changed after signing (digest mismatch)") from None
-        except InvalidSignature as exc:
-            raise Rejected(Code.SIGNATURE_INVALID, f"the signature value does not verify: {exc}") from None
-        except (InvalidInput, InvalidCertificate) as exc:
-            raise Rejected(Code.SIGNATURE_INVALID, f"the signature cannot be processed: {exc}") from None
-        signed = result.signed_xml  # type: ignore[union-attr]
-        if signed is None or signed.tag != root.tag:
-            raise Rejected(
-                Code.SIGNATURE_WRAPPING,
-                "the signature does not cover the whole envelope; only a signed envelope is accepted",
-            )
-        return Verified(signed, cert)
-
-    @staticmethod
-    def _pick_certificate(signature: etree._Element, trusted: Sequence[x509.Certificate], who: str) -> x509.Certificate:
-        if not trusted:
-            raise Rejected(Code.WRONG_SIGNER, f"no certificate is configured for {who}")
-        embedded = signature.findtext(f"{{{DSIG}}}KeyInfo/{{{DSIG}}}X509Data/{{{DSIG}}}X509Certificate")
-        if embedded is None:
-            return trusted[0] if len(trusted) == 1 else _no_keyinfo(who)
-        try:
-            der = base64.b64decode("".join(embedded.split()))
-        except ValueError:
-            raise Rejected(Code.SIGNATURE_INVALID, "the certificate in KeyInfo is not base64") from None
-        for cert in trusted:
-            if cert.public_bytes(serialization.Encoding.DER) == der:
-                return cert
-        try:
-            other = subject_of(x509.load_der_x509_certificate(der))
-        except ValueError:
-            other = "an unreadable certificate"
-        raise Rejected(Code.WRONG_SIGNER, f"signed by {other}, which is not a certificate configured for {who}")
+        for alg in signature.iter(f"{{{DSIG}}}CanonicalizationMethod", f"{{{DSIG}}}Transform"):
+            allowed = _C14N_URIS if etree.QName(alg).localname == "CanonicalizationMethod" else _TRANSFORM_URIS
+            if alg.get("Algorithm") not in allowed:
+                raise Rejected(
+                    Code.WEAK_ALGORITHM,
+                    f"the transform {alg.get('Algorithm')} is refused; only enveloped-signature and canonicalisation are allowed",
+                    f"line {alg.sourceline}",
+                )
 
 
-def _no_keyinfo(who: str) -> x509.Certificate:
-    raise Rejected(Code.SIGNATURE_INVALID, f"{who} has several certificates; the signature must carry its certificate in KeyInfo")
+def _embedded(signature: etree._Element) -> list[bytes]:
+    """The DER certificates in KeyInfo/X509Data, in document order."""
+    out = []
+    for text in signature.iterfind(f"{{{DSIG}}}KeyInfo/{{{DSIG}}}X509Data/{{{DSIG}}}X509Certificate"):
+        try:
+            out.append(base64.b64decode("".join((text.text or "").split()), validate=True))
+        except (ValueError, binascii.Error):
+            raise Rejected(Code.SIGNATURE_INVALID, "a certificate in KeyInfo is not base64", f"line {text.sourceline}") from None
+    return out

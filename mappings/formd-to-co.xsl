@@ -70,7 +70,7 @@
       <xsl:apply-templates select="fd:GrossWeightMeasure" mode="rename">
         <xsl:with-param name="name" select="'GrossWeight'"/>
       </xsl:apply-templates>
-      <xsl:apply-templates select="fd:FOBValue"/>
+      <xsl:apply-templates select="fd:Quantity | fd:FOBValue"/>
       <Invoice>
         <Number><xsl:value-of select="fd:Invoice/fd:ID"/></Number>
         <Date><xsl:value-of select="fd:Invoice/fd:IssueDate"/></Date>

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -303,9 +303,10 @@ def test_national_certificate_reaches_customs(example: str) -> None:
 
 def test_declaration_type_follows_the_importing_country() -> None:
     formd = parse(EXAMPLES / "formd.xml")  # Thailand -> Viet Nam
-    assert transform("formd-to-wco-dec.xsl", formd).xpath("string(//dec:Declaration/dec:TypeCode)", namespaces=NS) == "IM"
+    type_code = "string(//dec:Declaration/dec:TypeCode)"
+    assert transform("formd-to-wco-dec.xsl", formd).xpath(type_code, namespaces=NS) == "IM"
     as_thai = transform("formd-to-wco-dec.xsl", formd, **{"responsible-country": "TH"})
-    assert as_thai.xpath("string(//dec:Declaration/dec:TypeCode)", namespaces=NS) == "EX"
+    assert as_thai.xpath(type_code, namespaces=NS) == "EX"
     assert_valid(as_thai, "formd-to-wco-dec(formd.xml, responsible-country=TH)")
 
 
@@ -320,8 +321,9 @@ def test_mapping_is_plain_xslt_1_with_a_header(mapping: str) -> None:
     for word in ("from", "to", "Drops", "Defaults"):
         assert word in text, f"header comment of {mapping} does not say what it {word.lower()}"
     assert root.get("extension-element-prefixes") is None
-    assert not root.xpath("//xsl:include | //xsl:import | //xsl:*[@extension-element-prefixes]", namespaces={"xsl": XSL_NS})
-    expressions = " ".join(root.xpath("//@select | //@test | //@match | //@name[parent::xsl:element]", namespaces={"xsl": XSL_NS}))
+    xsl = {"xsl": XSL_NS}
+    assert not root.xpath("//xsl:include | //xsl:import | //xsl:*[@extension-element-prefixes]", namespaces=xsl)
+    expressions = " ".join(root.xpath("//@select | //@test | //@match | //xsl:element/@name", namespaces=xsl))
     assert "document(" not in expressions
     allowed = {XSL_NS, *NS.values(), "urn:wco:datamodel:WCO:Declaration_DS:DMS:2"}
     assert set(root.nsmap.values()) <= allowed, set(root.nsmap.values()) - allowed
@@ -378,7 +380,7 @@ def classified_wco_samples() -> dict[str, list[tuple[str, str]]]:
     wrapper = schema(SCHEMA_FILES[MD_NS])
     result: dict[str, list[tuple[str, str]]] = {
         "valid": [], "invalid": [], "plain_rejected": [], "plain_accepted": [],
-        "not_well_formed": [], "other": [],
+        "not_well_formed": [], "other": [], "other_accepted": [],
     }
     for path in sorted(WCO_SAMPLES.rglob("*.xml")):
         name = str(path.relative_to(WCO_SAMPLES))
@@ -390,12 +392,13 @@ def classified_wco_samples() -> dict[str, list[tuple[str, str]]]:
         root = doc.getroot()
         if root.tag == f"{{{MD_NS}}}MetaData" and root.find(f"{{{DEC_NS}}}Declaration") is not None:
             ok = wrapper.validate(doc)
-            result["valid" if ok else "invalid"].append((name, "" if ok else str(wrapper.error_log.last_error)))
+            error = "" if ok else str(wrapper.error_log.last_error)
+            result["valid" if ok else "invalid"].append((name, error))
         elif etree.QName(root).localname.endswith("MetaData") and etree.QName(root).namespace is None:
             ok = wrapper.validate(doc)
             result["plain_accepted" if ok else "plain_rejected"].append((name, ""))
-        else:
-            result["other"].append((name, root.tag))
+        else:  # other HMRC messages, and one declaration whose namespace colons were lost
+            result["other_accepted" if wrapper.validate(doc) else "other"].append((name, root.tag))
     return result
 
 
@@ -409,6 +412,7 @@ def test_unnamespaced_wco_dm_examples_are_rejected() -> None:
     samples = classified_wco_samples()
     assert samples["plain_rejected"], "no un-namespaced MetaData example found"
     assert not samples["plain_accepted"], [n for n, _ in samples["plain_accepted"]]
+    assert not samples["other_accepted"], [n for n, _ in samples["other_accepted"]]
 
 
 def test_wrapper_validates_the_declaration_strictly() -> None:
@@ -466,8 +470,14 @@ PUNCTUATION = " ,.-/()&'<>\""
 
 
 def vn_text(max_size: int) -> st.SearchStrategy[str]:
+    """Non-blank text with Vietnamese letters; often near max_size, to exercise the cuts
+    formd-to-wco-dec.xsl makes to fit the DMS facets."""
     first = st.sampled_from(VIETNAMESE)
-    rest = st.text(alphabet=VIETNAMESE + PUNCTUATION, max_size=max_size - 1)
+    alphabet = VIETNAMESE + PUNCTUATION
+    rest = st.one_of(
+        st.text(alphabet=alphabet, max_size=min(40, max_size - 1)),
+        st.text(alphabet=alphabet, min_size=(max_size - 1) // 2, max_size=max_size - 1),
+    )
     return st.builds(lambda a, b: a + b, first, rest)
 
 
@@ -504,7 +514,8 @@ def co_certificates(draw: Callable) -> etree._ElementTree:
         node = el(root, name)
         el(node, "Name", draw(vn_text(256)))
         if draw(st.booleans()):
-            id_attrs = {"schemeID": draw(regex(r"[A-Za-z0-9][A-Za-z0-9:._\-]{0,34}"))} if draw(st.booleans()) else {}
+            scheme = draw(st.none() | regex(r"[A-Za-z0-9][A-Za-z0-9:._\-]{0,34}"))
+            id_attrs = {"schemeID": scheme} if scheme else {}
             el(node, "ID", draw(regex(r"[A-Za-z0-9][A-Za-z0-9\-]{0,34}")), **id_attrs)
         address = el(node, "Address")
         for _ in range(draw(st.integers(1, 3))):
@@ -553,10 +564,12 @@ def co_certificates(draw: Callable) -> etree._ElementTree:
         el(item, "ItemNumber", str(number))
         el(item, "MarksAndNumbers", draw(vn_text(512)))
         packaging = el(item, "Packaging")
-        el(packaging, "Quantity", str(draw(st.integers(1, 99_999_999))))
+        packages = st.one_of(st.integers(1, 5_000), st.integers(50_000_000, 99_999_999))
+        el(packaging, "Quantity", str(draw(packages)))
         el(packaging, "TypeCode", draw(regex(r"[0-9A-Z]{2}")))
         el(item, "Description", draw(vn_text(512)))
-        hs_attrs = {"listVersionID": draw(st.sampled_from(("HS2022", "AHTN2022")))} if draw(st.booleans()) else {}
+        edition = draw(st.sampled_from((None, "HS2022", "AHTN2022")))
+        hs_attrs = {"listVersionID": edition} if edition else {}
         el(item, "HSCode", draw(regex(r"[0-9]{6}([0-9]{2}){0,2}")), **hs_attrs)
         criterion = draw(st.sampled_from(enumeration("OriginCriterionCodeType")))
         el(item, "OriginCriterionCode", criterion)
@@ -602,7 +615,15 @@ def co_certificates(draw: Callable) -> etree._ElementTree:
     return etree.ElementTree(etree.fromstring(etree.tostring(root, encoding="UTF-8"), PARSER))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# No shrinking and no example database: a failure prints the whole generated document at once
+# (shrinking these documents takes minutes) and nothing is written into the repository.
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+)
 @given(co_certificates())
 def test_random_certificates_always_map_to_a_valid_formd(cert: etree._ElementTree) -> None:
     assert_valid(cert, "generated COCertificate")

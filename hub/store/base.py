@@ -54,6 +54,9 @@ class Acceptance:
     receipt: bytes
     items: tuple[OutboxItem, ...]
     audit: tuple[AuditEvent, ...]
+    reference: str | None = None  # Subject/reference and preReference, as the sender gave them
+    pre_reference: str | None = None
+    conversation: str | None = None  # the exchange it belongs to (Pipeline._conversation); None: its own id
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class MessageRecord:
     function: str
     route: str
     receipt: bytes
+    reference: str | None = None
+    pre_reference: str | None = None
+    conversation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,9 +148,12 @@ class Store(ABC):
         started_at: float,
         now: float,
         next_attempt_at: float | None = None,
+        enqueue: Sequence[OutboxItem] = (),
     ) -> OutboxRow:
         """Ends the current attempt of a row this owner holds. Raises ``TransitionError`` if the
-        row is not leased by ``owner`` (lease lost) or ``outcome`` is not a legal next state."""
+        row is not leased by ``owner`` (lease lost) or ``outcome`` is not a legal next state.
+        ``enqueue``: new pending rows for the same message, written in the same transaction
+        (status events, ``hub.events``)."""
 
     @abstractmethod
     def release(self, owner: str, now: float) -> int:
@@ -166,6 +175,11 @@ class Store(ABC):
 
     @abstractmethod
     def trace(self, message_id: str) -> Trace: ...
+
+    @abstractmethod
+    def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
+        """The messages of one conversation, oldest first. ``key`` is a conversation id, or the
+        reference or message id of any message in it."""
 
     @abstractmethod
     def audit_entries(self) -> Iterator[AuditEntry]:

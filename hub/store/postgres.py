@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -35,6 +35,7 @@ from .base import (
     Acceptance,
     Attempt,
     MessageRecord,
+    OutboxItem,
     OutboxRow,
     State,
     Store,
@@ -112,7 +113,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE messages ADD COLUMN reference TEXT;
+        ALTER TABLE messages ADD COLUMN pre_reference TEXT;
+        ALTER TABLE messages ADD COLUMN conversation TEXT;
+        UPDATE messages SET conversation = message_id WHERE conversation IS NULL;
+        CREATE INDEX messages_reference ON messages (reference);
+        CREATE INDEX messages_conversation ON messages (conversation, received_at);
+        """,
+    ),
 )
+
+_MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
+
+
+def _message(m: tuple) -> MessageRecord:
+    return MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6]), m[7], m[8], m[9])
 
 _ROW_COLUMNS = (
     "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
@@ -248,9 +266,10 @@ class PostgresStore(Store):
         a = acceptance
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
-                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt),
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
+                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
+                 a.reference, a.pre_reference, a.conversation or a.message_id),
             )
             if cur.rowcount == 0:
                 original = cur.execute(
@@ -285,12 +304,12 @@ class PostgresStore(Store):
             return []
         with self._tx() as cur:
             rows = cur.execute(
-                f"UPDATE outbox SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = attempts + 1, updated_at = %s "
-                f"WHERE id IN (SELECT id FROM outbox WHERE destination = %s AND "
-                f"((state = 'pending' AND next_attempt_at <= %s) OR (state = 'leased' AND lease_until < %s)) "
-                f"ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_ROW_COLUMNS}",
-                (owner, now + lease_for, now, destination, now, now, limit),
+                "WITH due AS (SELECT id FROM outbox WHERE destination = %s AND "
+                "((state = 'pending' AND next_attempt_at <= %s) OR (state = 'leased' AND lease_until < %s)) "
+                "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE outbox o SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = o.attempts + 1, "
+                f"updated_at = %s FROM due WHERE o.id = due.id RETURNING {', '.join('o.' + c for c in _ROW_COLUMNS.split(', '))}",
+                (destination, now, now, limit, owner, now + lease_for, now),
             ).fetchall()
         return sorted((_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
 
@@ -303,6 +322,7 @@ class PostgresStore(Store):
         started_at: float,
         now: float,
         next_attempt_at: float | None = None,
+        enqueue: Sequence[OutboxItem] = (),
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
@@ -325,6 +345,13 @@ class PostgresStore(Store):
                 "SELECT %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s FROM attempts WHERE row_id = %s",
                 (row_id, owner, started_at, now, outcome.value, detail, row_id),
             )
+            if enqueue:
+                cur.executemany(
+                    "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                    "created_at, updated_at, payload) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)",
+                    [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
+                )
+                cur.execute(f"NOTIFY {CHANNEL}")
             event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
             self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
         return _row(updated)  # type: ignore[arg-type]
@@ -387,8 +414,7 @@ class PostgresStore(Store):
     def trace(self, message_id: str) -> Trace:
         with self._tx() as cur:
             m = cur.execute(
-                "SELECT sender, message_id, received_at, document_type, function, route, receipt FROM messages "
-                "WHERE message_id = %s ORDER BY received_at LIMIT 1",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = %s ORDER BY received_at LIMIT 1",
                 (message_id,),
             ).fetchone()
             rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = %s ORDER BY id", (message_id,)).fetchall()]
@@ -404,8 +430,20 @@ class PostgresStore(Store):
                 AuditEntry(*r)
                 for r in cur.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE message_id = %s ORDER BY seq", (message_id,)).fetchall()
             ]
-        record = MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6])) if m else None
-        return Trace(record, tuple(rows), tuple(attempts), tuple(audit))
+        return Trace(_message(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
+
+    def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
+        with self._tx() as cur:
+            found = cur.execute("SELECT conversation FROM messages WHERE conversation = %s LIMIT 1", (key,)).fetchone() or cur.execute(
+                "SELECT conversation FROM messages WHERE message_id = %s OR reference = %s ORDER BY received_at LIMIT 1", (key, key)
+            ).fetchone()
+            if found is None:
+                return []
+            rows = cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation = %s ORDER BY received_at, message_id LIMIT %s",
+                (found[0], limit),
+            ).fetchall()
+        return [_message(r) for r in rows]
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         after = 0

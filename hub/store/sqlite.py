@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
 from ..errors import StoreError, TransitionError, TryAgain
@@ -18,6 +18,7 @@ from .base import (
     Acceptance,
     Attempt,
     MessageRecord,
+    OutboxItem,
     OutboxRow,
     State,
     Store,
@@ -81,7 +82,25 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX audit_message ON audit (message_id);
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE messages ADD COLUMN reference TEXT;
+        ALTER TABLE messages ADD COLUMN pre_reference TEXT;
+        ALTER TABLE messages ADD COLUMN conversation TEXT;
+        UPDATE messages SET conversation = message_id WHERE conversation IS NULL;
+        CREATE INDEX messages_message ON messages (message_id);
+        CREATE INDEX messages_reference ON messages (reference);
+        CREATE INDEX messages_conversation ON messages (conversation, received_at);
+        """,
+    ),
 )
+
+_MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
+
+
+def _message(m: tuple) -> MessageRecord:
+    return MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6]), m[7], m[8], m[9])
 
 _ROW_COLUMNS = (
     "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
@@ -175,9 +194,10 @@ class SQLiteStore(Store):
         a = acceptance
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
-                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt),
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
+                (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
+                 a.reference, a.pre_reference, a.conversation or a.message_id),
             )
             if cur.rowcount == 0:
                 original = cur.execute(
@@ -242,6 +262,7 @@ class SQLiteStore(Store):
         started_at: float,
         now: float,
         next_attempt_at: float | None = None,
+        enqueue: Sequence[OutboxItem] = (),
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
@@ -263,6 +284,11 @@ class SQLiteStore(Store):
             cur.execute(
                 "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) VALUES (?,?,?,?,?,?,?)",
                 (row_id, number, owner, started_at, now, outcome.value, detail),
+            )
+            cur.executemany(
+                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
+                [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
             )
             event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
             self._append_audit(cur, AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"), now)
@@ -321,8 +347,7 @@ class SQLiteStore(Store):
     def trace(self, message_id: str) -> Trace:
         with self._tx(write=False) as cur:
             m = cur.execute(
-                "SELECT sender, message_id, received_at, document_type, function, route, receipt FROM messages "
-                "WHERE message_id = ? ORDER BY received_at LIMIT 1",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ? ORDER BY received_at LIMIT 1",
                 (message_id,),
             ).fetchone()
             rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = ? ORDER BY id", (message_id,))]
@@ -338,8 +363,20 @@ class SQLiteStore(Store):
                 "SELECT seq, at, message_id, actor, event, detail, prev_hash, hash FROM audit WHERE message_id = ? ORDER BY seq",
                 (message_id,),
             )]
-        record = MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6])) if m else None
-        return Trace(record, tuple(rows), tuple(attempts), tuple(audit))
+        return Trace(_message(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
+
+    def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
+        with self._tx(write=False) as cur:
+            found = cur.execute("SELECT conversation FROM messages WHERE conversation = ? LIMIT 1", (key,)).fetchone() or cur.execute(
+                "SELECT conversation FROM messages WHERE message_id = ? OR reference = ? ORDER BY received_at LIMIT 1", (key, key)
+            ).fetchone()
+            if found is None:
+                return []
+            rows = cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation = ? ORDER BY received_at, message_id LIMIT ?",
+                (found[0], limit),
+            ).fetchall()
+        return [_message(r) for r in rows]
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         after = 0
