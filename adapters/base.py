@@ -37,6 +37,7 @@ class Delivery:
     destination: str
     payload: bytes
     attempt: int
+    route: str = ""  # "@events" (hub.events.EVENTS_ROUTE): the payload is a JSON status event
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Adapter(ABC):
     """Delivers to one agency. Instances live as long as the hub and are shared by threads."""
 
     alias: ClassVar[str]
+    carries_events: ClassVar[bool] = False  # can deliver status events (options.events, hub.events)
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         self.agency, self.settings = agency, settings

@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
-
-from lxml import etree
 
 from .errors import ConfigError, HubError, TransitionError, TryAgain
 from .store import State
@@ -345,7 +341,6 @@ COMMANDS = {
     "demo": cmd_demo,
 }
 
-_ = (etree, signal, threading)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,7 +51,7 @@ def _wait(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return bool(condition())
 
 
-def _tampered(data: bytes) -> bytes:
+def tampered(data: bytes) -> bytes:
     """The signed message with one text of the certificate changed after signing."""
     root = etree.fromstring(data)
     content = root.find("{urn:sw-hub:envelope:1}Body/{urn:sw-hub:envelope:1}Content")
@@ -103,7 +103,7 @@ def run_demo(config_path: str) -> int:
             _say(f"2. the same message again: HTTP {again.status_code}, "
                  + ("the original receipt, no new delivery" if same else "a different answer (unexpected)"))
             ok &= same
-            bad = http.post(url, content=_tampered(data))
+            bad = http.post(url, content=tampered(data))
             codes = [f"{c} {m}" for c, m, _ in read_errors(etree.fromstring(bad.content))]
             _say(f"3. a tampered copy: HTTP {bad.status_code}, NACK: {'; '.join(codes)}")
             ok &= bad.status_code == 400

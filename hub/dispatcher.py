@@ -22,7 +22,8 @@ from typing import Callable, Mapping
 from adapters import Adapter, Delivery, Outcome, Result
 
 from .config import DispatcherSettings
-from .errors import HubError, TransitionError
+from .errors import HubError
+from .events import StatusEvents
 from .retry import RetryPolicy
 from .store import OutboxRow, State, Store
 
@@ -43,8 +44,10 @@ class Dispatcher:
         default_policy: RetryPolicy = RetryPolicy(),
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
+        events: StatusEvents | None = None,
     ) -> None:
         self.store, self.adapters, self.policies, self.settings = store, adapters, policies, settings
+        self.events = events  # status events, recorded in the same transaction as each outcome
         self.default_policy = default_policy
         self.owner = owner or new_owner()
         self.clock = clock
@@ -126,7 +129,7 @@ class Dispatcher:
             adapter = self.adapters[row.destination]
             try:
                 result = adapter.deliver(
-                    Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, row.attempts)
+                    Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, row.attempts, row.route)
                 )
             except Exception as exc:  # an adapter bug must not lose the row: treat as transient
                 log.exception("adapter %s raised on row %s", row.destination, row.id)
@@ -142,18 +145,21 @@ class Dispatcher:
     def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
         now = self.clock()
         policy = self.policies.get(row.route, self.default_policy)
+
+        def complete(state: State, detail: str, next_at: float | None = None) -> None:
+            extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
+            if extra:
+                self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
+            else:
+                self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+
         if result.outcome is Outcome.DELIVERED:
-            self.store.complete(row.id, self.owner, State.DELIVERED, result.detail, started, now)
+            complete(State.DELIVERED, result.detail)
         elif result.outcome is Outcome.FAILED:
-            self.store.complete(row.id, self.owner, State.DEAD, f"permanent failure: {result.detail}", started, now)
+            complete(State.DEAD, f"permanent failure: {result.detail}")
         elif policy.exhausted(row.attempts):
-            self.store.complete(
-                row.id, self.owner, State.DEAD, f"gave up after {row.attempts} attempts: {result.detail}", started, now
-            )
+            complete(State.DEAD, f"gave up after {row.attempts} attempts: {result.detail}")
         else:
             delay = policy.delay(row.attempts)
-            try:
-                self.store.complete(row.id, self.owner, State.PENDING, result.detail, started, now, now + delay)
-            except TransitionError:
-                raise
+            complete(State.PENDING, result.detail, now + delay)
             log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempts, result.detail, delay)

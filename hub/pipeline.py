@@ -212,7 +212,7 @@ class Pipeline:
         s = header.subject
         if s.pre_reference:
             earlier = self.store.conversation(s.pre_reference, limit=1)
-            return earlier[0].conversation or s.pre_reference if earlier else s.pre_reference
+            return (earlier[0].conversation if earlier else None) or s.pre_reference
         return s.reference or header.message_id
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:

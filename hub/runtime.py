@@ -13,6 +13,7 @@ from .catalogue import SchemaCatalogue, load_mappings
 from .config import Config, load_config
 from .dispatcher import Dispatcher
 from .errors import ConfigError
+from .events import StatusEvents
 from .pipeline import Pipeline, Trust
 from .store import Store, open_store
 from .trust import Signer, Verifier, in_date, load_certificates, load_private_key, subject_of
@@ -40,8 +41,11 @@ class Runtime:
         schemas = SchemaCatalogue.from_config(config)
         mappings = load_mappings(config, schemas)
         certificates = {}
+        events = StatusEvents.from_agencies(h.party_id, config.agencies.values(), file)
         for agency in config.agencies.values():
-            adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
+            kind = adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
+            if events and agency.id in events.subscribers and not kind.carries_events:
+                raise ConfigError(file, f"agencies[{agency.id}].options.events", f"the {agency.adapter!r} adapter cannot carry status events; use webhook or mqtt")
             certs = []
             for path in agency.certificates:
                 certs.extend(load_certificates(path, f"agencies[{agency.id}].certificates"))
@@ -59,6 +63,7 @@ class Runtime:
             signer=signer,
             verifier=Verifier(),
             store=store,
+            events=events,
         )
         return cls(config, pipeline, store, signer, schemas)
 
@@ -85,6 +90,7 @@ class Runtime:
             {r.name: r.retry for r in self.config.routes},
             self.config.dispatcher,
             owner=owner,
+            events=self.pipeline.events,
         )
         self.pipeline.on_accept = dispatcher.wake
         return dispatcher

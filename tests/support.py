@@ -3,7 +3,6 @@ and a real ``hub serve`` process on loopback."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from lxml import etree
 
 from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
 from hub.config import Config, load_config
+from hub.demo import tampered as tampered  # re-exported for the tests
 from hub.keys import init_keys
 from hub.pipeline import party_of
 from hub.trust import Signer, load_certificates, load_private_key
@@ -222,13 +222,3 @@ def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:  # ty
     return bool(condition())
 
 
-_ = os
-
-
-def tampered(data: bytes) -> bytes:
-    """A signed message with one text of its business document changed after signing."""
-    root = etree.fromstring(data)
-    content = root.find("{urn:sw-hub:envelope:1}Body/{urn:sw-hub:envelope:1}Content")
-    element = next(e for e in content.iter() if isinstance(e.tag, str) and e.text and e.text.strip())
-    element.text = element.text + " altered"
-    return etree.tostring(root)

@@ -175,7 +175,7 @@ def test_signature_wrapping_is_refused(env: tuple[Runtime, Sender]) -> None:
     forged = copy.deepcopy(good)
     signature = forged[-1]
     forged.remove(signature)
-    wrapper = etree.SubElement(forged, f"{{urn:example:hide}}Hidden")
+    wrapper = etree.SubElement(forged, "{urn:example:hide}Hidden")
     wrapper.append(copy.deepcopy(good))
     forged.append(signature)
     code, _, _ = nack(runtime, etree.tostring(forged))
