@@ -16,6 +16,9 @@ ADAPTERS: dict[str, str] = {
     "file": "adapters.file:FileAdapter",
     "http": "adapters.http:HttpAdapter",
     "asw": "adapters.asw:AswAdapter",
+    "soap": "adapters.soap:SoapAdapter",
+    "mqtt": "adapters.mqtt:MqttAdapter",
+    "webhook": "adapters.webhook:WebhookAdapter",
 }
 
 

@@ -19,6 +19,7 @@ from hub.xml import Limits
 
 if TYPE_CHECKING:
     from hub.trust import Signer
+    from hub.truststore import TrustStore
 
 
 class Outcome(str, Enum):
@@ -67,6 +68,7 @@ class AdapterSettings:
     party: Party | None = None  # the hub itself, for protocols that name both ends (asw)
     signer: "Signer | None" = None  # the hub's key, for protocols that sign at their own level (asw)
     limits: Limits = Limits()  # bounds on what an adapter's own inbound endpoint parses
+    trust: "TrustStore | None" = None  # partners' certificates, CAs and CRLs, for protocol-level signatures
 
     def path(self, value: str) -> Path:
         path = Path(value)

@@ -24,8 +24,12 @@ class HttpAdapter(Adapter):
         timeout = float(agency.options.get("timeout", settings.timeout))
         self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/xml"}, trust_env=False)
 
+    def request_headers(self, delivery: Delivery) -> dict[str, str]:
+        """Headers of one delivery's POST (``webhook`` adds its signature)."""
+        return {"X-Message-Id": delivery.message_id, "X-Sender": delivery.sender}
+
     def deliver(self, delivery: Delivery) -> Result:
-        headers = {"X-Message-Id": delivery.message_id, "X-Sender": delivery.sender}
+        headers = self.request_headers(delivery)
         try:
             response = self._client.post(self.agency.endpoint, content=delivery.payload, headers=headers)
         except httpx.TimeoutException as exc:

@@ -26,13 +26,14 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, kind: str, *, gateway_url: str = "http://127.0.0.1:9/inbox", port: int | None = None,
-                 store: str | None = None, workers: int = 1) -> Path:
-    """A hub.toml in ``folder`` (keys of ``kind``: rsa or ec, generated once per folder)."""
+                 store: str | None = None, workers: int = 1, name: str = "hub.toml") -> Path:
+    """A hub configuration file ``name`` in ``folder`` (keys of ``kind``, rsa or ec, generated once
+    per folder and shared by every configuration written there)."""
     from hub.config import load_config
     from hub.keys import init_keys
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hub.toml"
+    path = folder / name
     path.write_text(
         f"""
 [hub]

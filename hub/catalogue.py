@@ -31,6 +31,20 @@ class SchemaCatalogue:
     def for_root(self, tag: str) -> Schema | None:
         return self._by_root.get(tag)
 
+    def unknown_root(self, tag: str) -> str:
+        """Why no schema takes a root element: its name and namespace (or that it has none), and
+        where the catalogue does know an element of that local name."""
+        qn = etree.QName(tag) if tag else None
+        local = qn.localname if qn else "?"
+        where = f"in namespace {qn.namespace}" if qn and qn.namespace else "which has no namespace"
+        known = sorted(
+            f"{root} (schema '{schema.name}')"
+            for root, schema in self._by_root.items()
+            if etree.QName(root).localname == local and root != tag
+        )
+        hint = f"; the catalogue knows {local} only as {', '.join(known)}" if known else ""
+        return f"no schema for the root element {local}, {where}{hint}"
+
     def validate(self, document: etree._Element, name: str | None = None) -> Schema:
         """Validates against the named schema, or the schema that declares the document's root."""
         tag = document.tag if isinstance(document.tag, str) else ""
@@ -47,7 +61,7 @@ class SchemaCatalogue:
         else:
             found = self.for_root(tag)
             if found is None:
-                raise Rejected(Code.UNKNOWN_MESSAGE_TYPE, f"no schema is configured for the document root {tag}", f"line {document.sourceline}")
+                raise Rejected(Code.UNKNOWN_MESSAGE_TYPE, self.unknown_root(tag), f"line {document.sourceline}")
             schema = found
         schema.validate(document)
         return schema

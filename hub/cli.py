@@ -69,11 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="action", required=True)
     _config_arg(asub.add_parser("verify"))
 
-    p = sub.add_parser("keys", help="list keys and certificates, or generate them")
+    p = sub.add_parser("keys", help="list keys, certificates and CRLs with days to expiry, or generate demo ones")
     _config_arg(p)
     p.add_argument("action", nargs="?", choices=["list", "init"], default="list")
     p.add_argument("--kind", choices=["rsa", "ec"], default="rsa")
     p.add_argument("--days", type=int, default=365)
+
+    p = sub.add_parser("sign", help="sign an XML document (enveloped XML-DSig, exclusive c14n, SHA-256)")
+    p.add_argument("--key", required=True, help="PEM private key (RSA or EC)")
+    p.add_argument("--cert", required=True, help="PEM certificate of the key (more certificates after it: its chain)")
+    p.add_argument("input", help="the document to sign")
+    p.add_argument("output", help="where to write the signed document")
+
+    p = sub.add_parser("verify", help="verify a signed XML document; print the signer's subject")
+    _config_arg(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--cert", help="PEM file of the certificate(s) the signer must use")
+    who.add_argument("--agency", help="judge the signer by this agency's trust in hub.toml (pins, CAs, CRLs)")
+    p.add_argument("file")
 
     p = sub.add_parser("store", help="the store's schema")
     _config_arg(p)
@@ -82,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a complete e-Form D exchange on loopback")
     _config_arg(p)
+    p.add_argument("--two-hubs", action="store_true", help="a VN and a TH hub, each with its own keys and hub.toml, exchanging over AS4")
+    p.add_argument("--folder", help="with --two-hubs: where to write the two hubs (default: a new temporary folder)")
+
+    p = sub.add_parser("validate", help="validate documents by their root element against [schemas]")
+    _config_arg(p)
+    p.add_argument("files", nargs="+", metavar="FILE", help="documents or hub envelopes (a folder: every *.xml below it)")
+    p.add_argument("--json", action="store_true", help="a JSON list: file, ok, root, schema, ms, errors")
+
+    p = sub.add_parser("translate", help="apply a mapping (or a chain a,b) and validate the result")
+    _config_arg(p)
+    p.add_argument("file", nargs="?", metavar="FILE", help="the input document (or a hub envelope)")
+    p.add_argument("--mapping", help="a mapping of [mappings], or a comma-separated chain")
+    p.add_argument("-o", "--output", metavar="OUT", help="write the result here (default: stdout)")
+    p.add_argument("--list", action="store_true", help="list the mappings, their input roots and output schemas")
+    p.add_argument("--force", action="store_true", help="write the result even when it is not valid (exit status stays 1)")
     return parser
 
 
@@ -282,31 +310,76 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .keys import init_keys
-    from .config import load_config
-    from .trust import load_certificates, subject_of
     from datetime import datetime, timezone
+
+    from .config import load_config
+    from .keys import init_keys, inventory, warn_expiring
+    from .truststore import TrustStore
 
     config = load_config(args.config)
     if args.action == "init":
         for line in init_keys(config, args.kind, args.days):
             print(line)
         return 0
+    try:
+        trust = TrustStore.from_config(config)
+    except ConfigError as exc:  # still list what can be read
+        print(f"configuration error: {exc}", file=sys.stderr)
+        trust = None
     now = datetime.now(timezone.utc)
-    entries = [("hub", config.hub.certificate)] + [(a.id, p) for a in config.agencies.values() for p in a.certificates]
-    status = 0
-    for owner, path in entries:
-        try:
-            certs = load_certificates(path)
-        except ConfigError as exc:
-            print(f"{owner:<14} {path}: {exc.reason}")
-            status = 1
-            continue
-        for cert in certs:
-            days = (cert.not_valid_after_utc - now).days
-            flag = "EXPIRED" if days < 0 else ("expires soon" if days < 30 else "ok")
-            print(f"{owner:<14} {days:>5} days  {flag:<12} {subject_of(cert)}  ({path})")
-    return status
+    window = config.trust.expiry_warning_days
+    entries = inventory(config, trust)
+    print(f"{'OWNER':<14} {'ROLE':<20} {'DAYS':>5}  {'STATUS':<8} SUBJECT  (LOCATION)")
+    for e in entries:
+        days = e.days_left(now)
+        print(f"{e.owner:<14} {e.role:<20} {'-' if days is None else days:>5}  {e.status(now, window):<8} {e.subject}  ({e.location})"
+              + (f"  {e.problem}" if e.problem else ""))
+    warnings = warn_expiring(entries, window, now)
+    if warnings:
+        print(f"{len(warnings)} key(s), certificate(s) or CRL(s) need attention (expired, stale, unreadable, or within {window} days)")
+    failing = [e for e in entries if e.status(now, window) not in ("ok", "WARNING")]
+    return 1 if failing or trust is None else 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from lxml import etree
+
+    from .trust import Signer
+    from .xml import Limits, XmlParser
+
+    signer = Signer.from_files(Path(args.key), Path(args.cert), "--key", "--cert")
+    document = XmlParser(Limits()).parse(Path(args.input).read_bytes())
+    signed = signer.sign(document)
+    Path(args.output).write_bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+    print(f"signed {args.input} as {signer.certificate.subject.rfc4514_string()} -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .errors import Rejected
+    from .trust import CertificatePolicy, Pinned, Verifier, load_certificates
+    from .xml import Limits, XmlParser
+
+    limits = Limits()
+    policy: CertificatePolicy
+    if args.cert:
+        policy, who = Pinned(load_certificates(Path(args.cert), "--cert")), f"the holder of {args.cert}"
+    else:
+        from .config import load_config
+        from .truststore import TrustStore
+
+        config = load_config(args.config)
+        if args.agency not in config.agencies:
+            raise ConfigError(str(config.path), "agencies", f"no agency {args.agency!r}")
+        limits = config.hub.limits
+        policy, who = TrustStore.from_config(config).policy(args.agency), f"agency {args.agency}"
+    try:
+        verified = Verifier().verify(XmlParser(limits).parse(Path(args.file).read_bytes()), policy, who)
+    except Rejected as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    print(verified.subject)
+    return 0
 
 
 def cmd_store(args: argparse.Namespace) -> int:
@@ -324,9 +397,66 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.two_hubs:
+        from .demo_two import run_two_hubs
+
+        return run_two_hubs(args.folder)
     from .demo import run_demo
 
     return run_demo(args.config)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .validate import Validator, expand
+
+    validator = Validator(load_config(args.config))
+    reports = [validator.validate_file(f) for f in expand(args.files)]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=1, ensure_ascii=False))
+    else:
+        for r in reports:
+            print(r.text())
+    bad = sum(not r.ok for r in reports)
+    if bad:
+        print(f"{bad} of {len(reports)} file(s) not valid", file=sys.stderr)
+    return 1 if bad or not reports else 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .validate import Translator
+
+    translator = Translator(load_config(args.config))
+    if args.list:
+        for m in translator.listing():
+            inputs = ", ".join(f"{i['root']}" + (f" ({i['schema']})" if i["schema"] else "") for i in m["input"]) or "(any)"
+            output = f"{m['output']} ({m['output_schema']})" if m["output"] else "(not validated)"
+            print(f"{m['mapping']}: {inputs} -> {output}")
+        return 0
+    if not args.mapping or not args.file:
+        print("hub translate: give --mapping NAME[,NAME...] and FILE, or --list", file=sys.stderr)
+        return 2
+    chain = [n.strip() for n in args.mapping.split(",") if n.strip()]
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"{args.file}: cannot read the file: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    result = translator.translate(data, chain)
+    if result.faults:
+        print(f"{args.file}: {result.headline}", file=sys.stderr)
+        for f in result.faults:
+            print(f"  {f.text()}", file=sys.stderr)
+    if result.output is not None and (result.ok or args.force):
+        if args.output:
+            Path(args.output).write_bytes(result.output)
+        else:
+            sys.stdout.write(result.output.decode("utf-8"))
+    if result.ok:
+        print(f"{args.file}: translated by {' -> '.join(chain)}, valid against schema {result.schema}", file=sys.stderr)
+        return 0
+    return 1
 
 
 COMMANDS = {
@@ -337,8 +467,12 @@ COMMANDS = {
     "outbox": cmd_outbox,
     "audit": cmd_audit,
     "keys": cmd_keys,
+    "sign": cmd_sign,
+    "verify": cmd_verify,
     "store": cmd_store,
     "demo": cmd_demo,
+    "validate": cmd_validate,
+    "translate": cmd_translate,
 }
 
 

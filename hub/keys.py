@@ -1,27 +1,37 @@
 """Key pairs and demo certificates: ``hub keys init`` and the demo's first run.
 
-Private keys are written with mode 0600 and never logged. The demo issues every certificate from
-one demo CA so the topology looks like a real one; production certificates come from the
-agencies' own CAs.
+Private keys are written with mode 0600 and never logged. The demo issues its agencies'
+certificates from demo CAs (the ``trust_anchors`` the configuration names, created with a key next
+to them) and keeps their CRLs fresh, so the topology looks like a real one; production
+certificates come from the agencies' own CAs. ``inventory`` and ``warn_expiring`` serve
+``hub keys``, ``hub check`` and the daily expiry warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import unquote, urlparse
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .trust import PrivateKey
+from .errors import ConfigError
+from .trust import PrivateKey, load_certificates, load_private_key, subject_of
 
 if TYPE_CHECKING:
     from .config import Config
+    from .trust import Signer
+    from .truststore import TrustStore
+
+log = logging.getLogger("hub.keys")
 
 
 def new_key(kind: str = "rsa") -> PrivateKey:
@@ -96,6 +106,8 @@ def issue(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    if issuer:
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
     if not ca:
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     return builder.sign(issuer.key if issuer else key, hashes.SHA256())
@@ -123,15 +135,228 @@ def create_pair(
     return True
 
 
+def write_crl(
+    path: Path,
+    issuer: Issuer,
+    revoked: Sequence[tuple[int, datetime]] = (),
+    *,
+    days: float = 30,
+    this_update: datetime | None = None,
+) -> x509.CertificateRevocationList:
+    """A CRL from ``issuer`` listing (serial, revocation date); nextUpdate ``days`` after thisUpdate."""
+    start = this_update or datetime.now(timezone.utc) - timedelta(minutes=5)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(start)
+        .next_update(start + timedelta(days=days))
+        .add_extension(x509.CRLNumber(int(start.timestamp())), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(issuer.key, hashes.SHA256())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return crl
+
+
+def _local(location: str, base: Path) -> Path | None:
+    """The file behind a CRL location, when it is local (a path or a file:// URL)."""
+    if "://" not in location:
+        return base / location
+    url = urlparse(location)
+    return Path(unquote(url.path)) if url.scheme == "file" and url.netloc in ("", "localhost") else None
+
+
+def _demo_ca(cert_path: Path, kind: str, written: list[str]) -> Issuer | None:
+    """The demo CA at ``cert_path`` (key next to it, ``.key``), created when missing; None for a
+    real CA whose key the hub does not hold."""
+    key_path = cert_path.with_suffix(".key")
+    if cert_path.exists():
+        if not key_path.exists():
+            return None
+        return Issuer(load_private_key(key_path), load_certificates(cert_path)[0])
+    key = new_key(kind)
+    cert = issue(key, f"{cert_path.stem} demo CA", organization="sw-hub demo", ca=True, days=3650)
+    write_private_key(key_path, key)
+    write_certificate(cert_path, cert)
+    written.append(f"wrote {key_path} (0600) and {cert_path} (demo CA, 10 years)")
+    return Issuer(key, cert)
+
+
+def _demo_crl(path: Path, issuer: Issuer, written: list[str], days: int = 30) -> None:
+    """Writes the demo CA's CRL when missing or past half its life, keeping what it revoked."""
+    revoked: list[tuple[int, datetime]] = []
+    if path.exists():
+        try:
+            old = x509.load_pem_x509_crl(path.read_bytes())
+        except ValueError:
+            old = None
+        if old is not None and old.next_update_utc is not None and old.issuer == issuer.certificate.subject:
+            if old.next_update_utc - datetime.now(timezone.utc) > timedelta(days=days / 2):
+                return
+            revoked = [(r.serial_number, r.revocation_date_utc) for r in old]
+    write_crl(path, issuer, revoked, days=days)
+    written.append(f"wrote {path} (CRL of {subject_of(issuer.certificate)}, next update in {days} days)")
+
+
+def _issued_by(cert_path: Path, issuer: Issuer) -> bool:
+    try:
+        load_certificates(cert_path)[0].verify_directly_issued_by(issuer.certificate)
+        return True
+    except (ConfigError, IndexError, ValueError, TypeError, InvalidSignature):
+        return False
+
+
 def init_keys(config: "Config", kind: str = "rsa", days: int = 365) -> list[str]:
-    """Generates the hub's key pair and the demo agencies' pairs that do not exist yet."""
-    written = []
-    h = config.hub
-    if create_pair(h.key, h.certificate, h.name or h.party_id, kind=kind, country=h.country, organization=h.party_id, days=days):
-        written.append(f"wrote {h.key} (0600) and {h.certificate}")
+    """Generates what the configuration names and does not exist yet: demo CAs (the first
+    ``trust_anchors`` of a demo agency, i.e. one with a ``signing_key``), their CRLs, the demo
+    agencies' key pairs issued by those CAs (self-signed without anchors), and the hub's current
+    and next key pairs, issued by the first demo CA when there is one."""
+    written: list[str] = []
+    cas: dict[Path, Issuer | None] = {}
     for agency in config.agencies.values():
-        if agency.signing_key is not None and agency.certificates:
-            if create_pair(agency.signing_key, agency.certificates[0], agency.name or agency.id, kind=kind,
-                           country=agency.country, organization=agency.id, days=days):
-                written.append(f"wrote {agency.signing_key} (0600) and {agency.certificates[0]} (demo key of {agency.id})")
+        if agency.signing_key is None or not agency.certificates:
+            continue
+        issuer = None
+        if agency.trust_anchors:
+            anchor = agency.trust_anchors[0]
+            if anchor not in cas:
+                cas[anchor] = _demo_ca(anchor, kind, written)
+            issuer = cas[anchor]
+            if issuer is None:
+                written.append(f"skipped {agency.id}: its CA {anchor} is not a demo CA (no key next to it)")
+                continue
+            for location in agency.crl:
+                local = _local(location, config.base)
+                if local is not None:
+                    _demo_crl(local, issuer, written)
+        stale = issuer is not None and agency.certificates[0].exists() and not _issued_by(agency.certificates[0], issuer)
+        if create_pair(agency.signing_key, agency.certificates[0], agency.name or agency.id, kind=kind,
+                       country=agency.country, organization=agency.id, issuer=issuer, days=days, overwrite=stale):
+            written.append(f"wrote {agency.signing_key} (0600) and {agency.certificates[0]} (demo key of {agency.id}"
+                           + (f", issued by {subject_of(issuer.certificate)})" if issuer else ", self-signed)"))
+    h = config.hub
+    hub_issuer = next((i for i in cas.values() if i is not None), None)
+    pairs = [(h.key, h.certificate, "")] + ([(h.next_key, h.next_certificate, " (the hub's next key, published ahead of rotation")]
+                                            if h.next_key is not None and h.next_certificate is not None else [])
+    for key_path, cert_path, note in pairs:
+        if create_pair(key_path, cert_path, h.name or h.party_id, kind=kind, country=h.country, organization=h.party_id,
+                       issuer=hub_issuer, days=days):
+            issued = f", issued by {subject_of(hub_issuer.certificate)}" if hub_issuer else ", self-signed"
+            written.append(f"wrote {key_path} (0600) and {cert_path}{note or ' (the hub'}{issued})")
     return written
+
+
+# -- inventory and expiry warnings -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One certificate or CRL the hub relies on, for ``hub keys`` and the expiry warnings."""
+
+    owner: str  # "hub", or an agency id
+    role: str  # signing certificate, next certificate, chain, pinned, trust anchor, intermediate, CRL
+    location: str
+    subject: str
+    expires: datetime | None  # notAfter, or a CRL's nextUpdate; None when unknown (unreadable)
+    problem: str | None = None
+
+    def days_left(self, now: datetime) -> int | None:
+        return None if self.expires is None else (self.expires - now) // timedelta(days=1)
+
+    def status(self, now: datetime, window_days: int) -> str:
+        """ok, WARNING (within the window; a CRL past nextUpdate but within its grace), EXPIRED or PROBLEM."""
+        days = self.days_left(now)
+        if self.problem or days is None or self.expires is None:
+            return "PROBLEM"
+        if self.role == "CRL":  # a CRL is short-lived by design: only an overdue one needs a look
+            return "WARNING" if self.expires < now else "ok"
+        if self.expires < now:
+            return "EXPIRED"
+        return "WARNING" if days < window_days else "ok"
+
+
+def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEntry]:
+    """Every certificate the configuration names (read from its file) and every CRL (from ``trust``)."""
+    out: list[KeyEntry] = []
+
+    def certs(owner: str, role: str, path: Path | None, rest: str | None = None) -> None:
+        if path is None:
+            return
+        try:
+            loaded = load_certificates(path)
+        except ConfigError as exc:
+            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason))
+            return
+        for i, cert in enumerate(loaded):
+            out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc))
+
+    h = config.hub
+    certs("hub", "signing certificate", h.certificate, "chain")
+    certs("hub", "next certificate", h.next_certificate, "chain")
+    for agency in config.agencies.values():
+        for path in agency.certificates:
+            certs(agency.id, "pinned certificate", path)
+        for path in agency.trust_anchors:
+            certs(agency.id, "trust anchor", path)
+        for path in agency.intermediates:
+            certs(agency.id, "intermediate", path)
+    if trust is not None:
+        out.extend(crl_entries(trust))
+    return out
+
+
+def crl_entries(trust: "TrustStore", now: datetime | None = None) -> list[KeyEntry]:
+    """One entry per CRL location (``expires`` is its nextUpdate), as the store holds it now."""
+    now = now or trust.clock()
+    out = []
+    for source in trust.sources.values():
+        owners = ", ".join(a.id for a in trust.agencies.values() if source in a.crls)
+        loaded = source.loaded
+        unusable = source.unusable(now, trust.crl_grace)
+        if loaded is None:
+            out.append(KeyEntry(owners, "CRL", source.location, "-", None, unusable))
+        else:
+            problem = unusable or (f"last refresh failed: {source.error}" if source.error else None)
+            out.append(KeyEntry(owners, "CRL", source.location, loaded.crl.issuer.rfc4514_string(), loaded.next_update, problem))
+    return out
+
+
+def warn_expiring(entries: Sequence[KeyEntry], window_days: int, now: datetime | None = None) -> list[str]:
+    """Logs (warning level, logger ``hub.keys``) and returns one line per entry that needs attention."""
+    now = now or datetime.now(timezone.utc)
+    lines = []
+    for e in entries:
+        status = e.status(now, window_days)
+        if status == "ok":
+            continue
+        days = e.days_left(now)
+        if e.problem:
+            when = e.problem
+        elif e.role == "CRL":
+            when = f"its next update was due {e.expires:%Y-%m-%d %H:%M} UTC; it is used only within the grace period"
+        else:
+            when = f"expired {-days} day(s) ago" if days is not None and days < 0 else f"expires in {days} day(s)"
+        lines.append(f"{status}: {e.owner} {e.role} {e.subject} ({e.location}): {when}")
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+def published_route(signer: "Signer") -> Any:
+    """``GET /keys``: the hub's current certificate, then the next one (published ahead of a
+    rotation), as a PEM bundle, so that partners can trust the next key before it signs."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in signer.published)
+
+    async def keys(request: Request) -> Response:
+        return Response(pem, media_type="application/x-pem-file")
+
+    return Route("/keys", keys, methods=["GET"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 from cryptography import x509
@@ -41,7 +41,8 @@ from .envelope import (
 from .errors import Code, Rejected
 from .events import StatusEvents
 from .store import Acceptance, OutboxItem, Store
-from .trust import Signer, Verifier
+from .trust import CertificatePolicy, Pinned, Signer, Verifier
+from .truststore import TrustStore
 from .xml import Schema, XmlParser
 
 log = logging.getLogger("hub.pipeline")
@@ -53,9 +54,16 @@ def party_of(agency: Agency) -> Party:
 
 @dataclass(frozen=True)
 class Trust:
-    """Who may send: the certificates accepted for each agency (several during a key rotation)."""
+    """Who may send: each agency's trust store entry (pinned certificates, CA chains, CRLs; see
+    ``hub.truststore``), or, without a store, just the certificates accepted for each agency."""
 
-    certificates: Mapping[str, Sequence[x509.Certificate]]
+    certificates: Mapping[str, Sequence[x509.Certificate]] = field(default_factory=dict)
+    store: TrustStore | None = None
+
+    def policy(self, agency_id: str) -> CertificatePolicy:
+        if self.store is not None:
+            return self.store.policy(agency_id)
+        return Pinned(self.certificates.get(agency_id, ()))
 
 
 class Pipeline:
@@ -128,7 +136,7 @@ class Pipeline:
         signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
         if not (self.settings.require_signature or signed):
             return root, header
-        verified = self.verifier.verify(root, self.trust.certificates.get(sender, ()), f"agency {sender}")
+        verified = self.verifier.verify(root, self.trust.policy(sender), f"agency {sender}")
         signed_header = read_header(verified.element)
         if signed_header != header:
             raise Rejected(Code.SIGNATURE_WRAPPING, "the header read is not the header that was signed")

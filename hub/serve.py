@@ -22,6 +22,7 @@ def serve(config_path: str, dispatch: bool = True) -> int:
     runtime = Runtime.load(config_path)
     h = runtime.config.hub
     dispatcher = runtime.dispatcher() if dispatch else None
+    runtime.start_jobs()  # CRL refresh and the daily expiry warning
     sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s]
     server = uvicorn.Server(
         uvicorn.Config(

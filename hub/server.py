@@ -4,6 +4,8 @@
                           503 + "try again" NACK (ERR50) when the store cannot record it
     GET  /messages/{id}   the message's trace as JSON
     GET  /health          liveness and outbox counts
+    POST /soap, GET /soap?wsdl            SOAP 1.1/1.2 operation Submit (adapters.soap_listener)
+    GET  /messages/{id}/status, /conversations/{key}, /openapi.json   the portal's API (hub.portal)
     ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
 """
 
@@ -18,7 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from adapters.soap_listener import soap_routes
+
 from .errors import Code, Rejected, TryAgain
+from .portal import portal_routes
 from .pipeline import Pipeline
 from .store import Store
 from .tracing import trace_dict
@@ -79,6 +84,8 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
             Route("/messages", submit, methods=["POST"]),
             Route("/messages/{message_id}", trace, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            *portal_routes(store, pipeline.settings.party_id),
+            *soap_routes(pipeline.submit, pipeline.settings.limits),
             *extra_routes,
         ]
     )

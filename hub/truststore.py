@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import verification
 
 from .errors import Code, ConfigError, Rejected
-from .trust import check_signing_certificate, describe, load_certificates, may_sign, subject_of, weak_key
+from .trust import check_signing_certificate, load_certificates, subject_of, weak_key
 
 if TYPE_CHECKING:
     from .config import Agency, Config, TrustSettings
@@ -61,13 +62,7 @@ def utcnow() -> datetime:
 
 
 def fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes_sha256())
-
-
-def hashes_sha256():  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
+    return cert.fingerprint(hashes.SHA256())
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -130,13 +125,10 @@ class CrlSource:
 
     def refresh(self) -> bool:
         """Reads the location again; True when what the hub relies on changed."""
-        before = (self.loaded, self.error)
         try:
             data = self._read()
         except Exception as exc:  # OSError, httpx errors: any failure to fetch keeps the last good CRL
-            self.error = f"cannot read {self.location}: {exc}"
-            log.warning("CRL %s: %s", self.location, self.error if self.loaded is None else self.error + " (keeping the last good CRL)")
-            return (self.loaded, self.error) != before and self.loaded is None
+            return self._refuse(f"cannot read {self.location}: {exc}")
         digest = hashlib.sha256(data).digest()
         if self.loaded is not None and digest == self.loaded.digest:
             self.error = None
@@ -144,24 +136,25 @@ class CrlSource:
         try:
             crl = (x509.load_pem_x509_crl if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl)(data)
         except ValueError as exc:
-            return self._refuse(f"{self.location} is not a readable CRL: {exc}", before)
+            return self._refuse(f"{self.location} is not a readable CRL: {exc}")
         issuer = next((ca for ca in self.issuers if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())), None)
         if issuer is None:
-            return self._refuse(f"{self.location} is not signed by a CA configured for the agencies that name it ({crl.issuer.rfc4514_string()})", before)
+            return self._refuse(f"{self.location} is not signed by a CA configured for the agencies that name it ({crl.issuer.rfc4514_string()})")
         if crl.next_update_utc is None:
-            return self._refuse(f"{self.location} has no nextUpdate, so its freshness cannot be judged", before)
+            return self._refuse(f"{self.location} has no nextUpdate, so its freshness cannot be judged")
         if self.loaded is not None and crl.last_update_utc < self.loaded.this_update:
-            return self._refuse(f"{self.location} is older than the CRL already loaded (thisUpdate {crl.last_update_utc:%Y-%m-%d %H:%M})", before)
+            return self._refuse(f"{self.location} is older than the CRL already loaded (thisUpdate {crl.last_update_utc:%Y-%m-%d %H:%M})")
         self.loaded = LoadedCrl(crl, issuer, crl.last_update_utc, crl.next_update_utc, digest)
         self.error = None
         log.info("CRL %s loaded: issuer %s, %d revoked, next update %s", self.location, crl.issuer.rfc4514_string(), len(crl),
                  crl.next_update_utc.strftime("%Y-%m-%d %H:%M"))
         return True
 
-    def _refuse(self, reason: str, before: tuple[LoadedCrl | None, str | None]) -> bool:
+    def _refuse(self, reason: str) -> bool:
+        """Nothing the hub relies on changes: the last good CRL (if any) stays, bounded by its nextUpdate."""
         self.error = reason
-        log.warning("CRL %s refused: %s%s", self.location, reason, " (keeping the last good CRL)" if self.loaded else "")
-        return (self.loaded, self.error) != before and self.loaded is None
+        log.warning("CRL %s: %s%s", self.location, reason, " (keeping the last good CRL)" if self.loaded else "")
+        return False
 
     def unusable(self, now: datetime, grace: timedelta) -> str | None:
         """Why this CRL cannot be relied on now, or None."""
@@ -414,7 +407,7 @@ class TrustStore:
                 try:
                     cert.verify_directly_issued_by(loaded.issuer)
                     return loaded
-                except (ValueError, TypeError, Exception):
+                except (ValueError, TypeError, InvalidSignature):
                     continue
         return None
 
@@ -515,8 +508,29 @@ def _refuse_ambiguous_anchors(file: str, agencies: Mapping[str, AgencyTrust]) ->
                     )
 
 
-def describe_embedded(embedded: Sequence[bytes]) -> str:
-    return describe(embedded[0]) if embedded else "no certificate"
 
+class TrustJobs:
+    """The trust store's scheduled work (apscheduler): re-read every CRL every
+    ``crl_refresh_seconds``, and log the certificates and CRLs near expiry once a day."""
 
-_ = may_sign
+    def __init__(self, store: TrustStore, refresh_seconds: float, daily: Callable[[], object] | None = None) -> None:
+        self.store, self.refresh_seconds, self.daily = store, refresh_seconds, daily
+        self._scheduler: object | None = None
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(timezone=timezone.utc, daemon=True)
+        if self.store.sources:
+            scheduler.add_job(self.store.refresh_crls, "interval", seconds=self.refresh_seconds, id="crl-refresh",
+                              max_instances=1, coalesce=True)
+        if self.daily is not None:
+            scheduler.add_job(self.daily, "interval", days=1, id="expiry-warning", next_run_time=utcnow(),
+                              max_instances=1, coalesce=True)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)  # type: ignore[attr-defined]
+            self._scheduler = None

@@ -97,8 +97,65 @@ def _load_file(path: Path, what: str, key: str) -> etree._ElementTree:
         raise ConfigError(str(path), key, f"the {what} is not well-formed XML: {exc}") from None
 
 
-def describe_error(entry: etree._LogEntry) -> str:
-    return f"line {entry.line}" + (f", {entry.path}" if entry.path else "")
+def describe_error(entry: etree._LogEntry, top: etree._Element | None = None) -> str:
+    """``line N, /Root/Child[2]/Leaf``: the path in local names when ``top`` (the element that was
+    validated) is given, else libxml2's own path."""
+    path = element_path(top, entry.path) if top is not None else entry.path
+    return f"line {entry.line}" + (f", {path}" if path else "")
+
+
+_PATH_STEP = re.compile(r"^(@)?(?:([^\s:\[\]/]+):)?([^\s:\[\]/]+)(?:\[(\d+)\])?$")
+
+
+def fault_node(top: etree._Element, raw: str | None) -> tuple[etree._Element, str | None] | None:
+    """The element (and attribute name, if any) that libxml2's path of a validation fault points to.
+    libxml2 writes ``*[n]`` for an element in a default namespace (n counts every element sibling)
+    and ``prefix:name[n]`` otherwise; the first step is the validated element itself."""
+    if not raw or not raw.startswith("/"):
+        return None
+    if isinstance(top, etree._ElementTree):
+        top = top.getroot()
+    steps = raw.split("/")[2:]
+    node = top
+    for i, step in enumerate(steps):
+        m = _PATH_STEP.match(step)
+        if m is None:
+            return None
+        attribute, prefix, name, index = m.group(1), m.group(2), m.group(3), int(m.group(4) or 1)
+        if attribute:
+            return (node, f"{prefix}:{name}" if prefix else name) if i == len(steps) - 1 else None
+        children = [c for c in node if isinstance(c.tag, str)]
+        if name != "*":
+            children = [
+                c for c in children
+                if etree.QName(c).localname == name
+                and (c.prefix == prefix if prefix else etree.QName(c).namespace is None)
+            ]
+        if not 0 < index <= len(children):
+            return None
+        node = children[index - 1]
+    return node, None
+
+
+def element_path(top: etree._Element, raw: str | None) -> str | None:
+    """libxml2's path of a fault (``/*/*[8]/*[5]``, relative to the validated element ``top``) as local
+    names, with a position where siblings share the name: ``/COCertificate/GoodsItem[2]/HSCode``.
+    Falls back to libxml2's path when it does not resolve."""
+    found = fault_node(top, raw)
+    if found is None:
+        return raw
+    node, attribute = found
+    steps = []
+    while node is not None:
+        step = etree.QName(node).localname
+        parent = node.getparent() if node is not top else None
+        if parent is not None:
+            same = [c for c in parent if c.tag == node.tag]
+            if len(same) > 1:
+                step += f"[{same.index(node) + 1}]"
+        steps.append(step)
+        node = parent
+    return "/" + "/".join(reversed(steps)) + (f"/@{attribute}" if attribute else "")
 
 
 class Schema:
@@ -121,7 +178,7 @@ class Schema:
         raise Rejected(
             Code.INVALID_DOCUMENT,
             f"the document is not valid against schema '{self.name}': {entry.message}",
-            describe_error(entry),
+            describe_error(entry, element),
         )
 
     def errors(self, element: etree._Element) -> list[etree._LogEntry]:

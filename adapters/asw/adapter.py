@@ -1,0 +1,56 @@
+"""``asw``: a member gateway of the ASEAN Single Window, reached over AS4 (see the package docstring)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from starlette.routing import Route
+
+from adapters.base import Adapter, AdapterSettings, Delivery, Result, Submit
+from hub.config import Agency
+from hub.errors import ConfigError
+from hub.trust import CertificatePolicy, Pinned, in_date, subject_of
+from hub.xml import XmlParser
+
+from .inbound import Inbound
+from .outbound import Outbound
+from .peer import load_peer
+
+PATH = "/as4"
+
+
+class AswAdapter(Adapter):
+    alias = "asw"
+
+    def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
+        super().__init__(agency, settings)
+        if settings.signer is None or settings.party is None:
+            raise ConfigError("hub.toml", f"agencies[{agency.id}].adapter", "the asw adapter needs the hub's key and party id")
+        self.peer = load_peer(agency, settings.base, settings.timeout)
+        # who may sign for this gateway: the trust store's entry (pins, CA chains, CRLs), else the pins
+        self.policy: CertificatePolicy = settings.trust.policy(agency.id) if settings.trust else Pinned(self.peer.certificates)
+        self._outbound = Outbound(self.peer, self.policy, settings.party, settings.signer, XmlParser(settings.limits))
+
+    def deliver(self, delivery: Delivery) -> Result:
+        return self._outbound.deliver(delivery)
+
+    @classmethod
+    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit) -> list[Any]:
+        gateways = [a for a in adapters if isinstance(a, AswAdapter)]
+        if not gateways:
+            return []
+        return [Route(PATH, Inbound(gateways, submit).endpoint, methods=["POST"])]
+
+    def check(self) -> list[str]:
+        problems = []
+        if not self.agency.endpoint.startswith(("http://", "https://")):
+            problems.append(f"endpoint: {self.agency.endpoint!r} is not an http(s) URL of the gateway's AS4 endpoint")
+        if not (self.peer.certificates or self.agency.trust_anchors):
+            problems.append("certificates: a member gateway needs a certificate (or a CA) to verify its messages and receipts")
+        for cert in self.peer.certificates:
+            if not in_date(cert):
+                problems.append(f"certificates: {subject_of(cert)} is not valid now")
+        return problems
+
+    def close(self) -> None:
+        self._outbound.close()

@@ -1,0 +1,95 @@
+"""A member gateway as configured in ``hub.toml``: an agency with ``adapter = "asw"``.
+
+    [[agencies]]
+    id = "TH-NSW"                       # = the partner hub's own party id (its envelopes' From)
+    country = "TH"
+    adapter = "asw"
+    endpoint = "https://gateway.example.th/as4"
+    certificates = ["keys/partners/TH-NSW.crt"]   # verifies its messages and receipts
+    options = { party_type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:asw",
+                service = "urn:sw-hub:asw:service:e-atiga", timeout = 30, receipts = "var/receipts/TH-NSW" }
+
+Options (all optional): ``party_id`` (the AS4 PartyId, default the agency id), ``party_type``,
+``service``, ``service_type``, ``agreement`` (eb:AgreementRef), ``actions`` (payload root local
+name -> eb:Action; defaults FormD -> FORMD, FormDStatus -> FORMD-STATUS, otherwise the envelope's
+document type), ``timeout`` (seconds), ``receipts`` (a folder where each signed receipt received
+from this partner is kept as non-repudiation evidence). Unknown options are configuration errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from cryptography import x509
+
+from hub.config import Agency
+from hub.errors import ConfigError
+from hub.trust import load_certificates
+
+DEFAULT_PARTY_TYPE = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:asw"
+DEFAULT_SERVICE = "urn:sw-hub:asw:service:e-atiga"
+DEFAULT_AGREEMENT = "urn:sw-hub:asw:agreement:e-form-d:1"
+DEFAULT_ACTIONS: Mapping[str, str] = MappingProxyType({"FormD": "FORMD", "FormDStatus": "FORMD-STATUS"})
+OPTIONS = ("party_id", "party_type", "service", "service_type", "agreement", "actions", "timeout", "receipts")
+
+
+@dataclass(frozen=True)
+class Peer:
+    agency: str
+    endpoint: str
+    party_id: str
+    party_type: str
+    service: str
+    service_type: str | None
+    agreement: str | None
+    timeout: float
+    certificates: tuple[x509.Certificate, ...]
+    receipts: Path | None = None
+    actions: Mapping[str, str] = field(default_factory=lambda: DEFAULT_ACTIONS)
+
+    @property
+    def who(self) -> str:
+        return f"member gateway {self.agency}"
+
+
+def _str(options: Mapping[str, Any], key: str, default: str | None, file: str, prefix: str) -> str | None:
+    value = options.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(file, f"{prefix}.{key}", f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def load_peer(agency: Agency, base: Path, default_timeout: float, file: str = "hub.toml") -> Peer:
+    prefix = f"agencies[{agency.id}].options"
+    options = dict(agency.options)
+    for key in options:
+        if key not in OPTIONS:
+            hint = difflib.get_close_matches(key, OPTIONS, n=1)
+            raise ConfigError(file, f"{prefix}.{key}", "unknown option of the asw adapter" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    actions = options.get("actions", {})
+    if not isinstance(actions, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in actions.items()):
+        raise ConfigError(file, f"{prefix}.actions", "must be a table of payload root name = action")
+    timeout = options.get("timeout", default_timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(file, f"{prefix}.timeout", f"must be a positive number of seconds, not {timeout!r}")
+    receipts = _str(options, "receipts", None, file, prefix)
+    certificates: list[x509.Certificate] = []
+    for path in agency.certificates:
+        certificates.extend(load_certificates(path, f"agencies[{agency.id}].certificates"))
+    return Peer(
+        agency=agency.id,
+        endpoint=agency.endpoint,
+        party_id=_str(options, "party_id", agency.id, file, prefix) or agency.id,
+        party_type=_str(options, "party_type", DEFAULT_PARTY_TYPE, file, prefix) or DEFAULT_PARTY_TYPE,
+        service=_str(options, "service", DEFAULT_SERVICE, file, prefix) or DEFAULT_SERVICE,
+        service_type=_str(options, "service_type", None, file, prefix),
+        agreement=_str(options, "agreement", DEFAULT_AGREEMENT, file, prefix),
+        timeout=float(timeout),
+        certificates=tuple(certificates),
+        receipts=(Path(receipts) if Path(receipts).is_absolute() else base / receipts) if receipts else None,
+        actions=MappingProxyType({**DEFAULT_ACTIONS, **actions}),
+    )

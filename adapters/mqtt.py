@@ -1,0 +1,102 @@
+"""``mqtt``: deliver to a topic per agency (QoS 1, persistent session), receive from subscribed
+topics, publish status events.
+
+    [[agencies]]
+    id = "VN-MOT"
+    adapter = "mqtt"
+    endpoint = "mqtt://broker.example:1883"            # mqtts:// for TLS
+    options = { topic = "nsw/VN-MOT/in",                # deliveries (default sw-hub/to/<agency id>)
+                subscribe = ["nsw/VN-MOT/out"],          # inbound: messages from this agency
+                reply_topic = "nsw/VN-MOT/ack",          # receipts/NACKs when no Response Topic
+                events = ["received", "delivered", "retry", "dead"],   # status events (hub.events)
+                status_topic = "sw-hub/status",          # ... published to <status_topic>/<message id>/<event>
+                protocol = "5",                          # or "3.1.1"
+                client_id = "sw-hub-VN-NSW-VN-MOT", session_expiry = 604800, timeout = 10,
+                require_subscriber = true,               # MQTT 5: retry while no subscriber takes the topic
+                username = "hub", password_env = "MQTT_PASSWORD", tls_ca = "keys/broker-ca.crt" }
+
+Delivered means the broker's PUBACK came back (the broker then owns the message, in its own
+persistent store). No connection, no PUBACK in time or a broker refusal that may pass is retried;
+a refusal that cannot pass (not authorized, invalid topic or payload) is a permanent failure.
+With ``require_subscriber`` (default true for envelopes) an MQTT 5 PUBACK saying "no matching
+subscribers" is retried: nobody would ever read that message. Delivery is at least once; each
+message carries its message id (MQTT 5 user property ``message-id``, and inside the envelope).
+
+Deliveries and the inbox use two connections (client ids ``<client_id>-pub`` and ``-sub``), so
+that messages queued for the inbox are never received by a connection that cannot take them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hub.config import Agency
+from hub.events import EVENTS_ROUTE, event_of
+
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit
+from .mqtt_client import MqttConnection, MqttOptions
+from .mqtt_inbound import MqttInbox
+
+
+class MqttAdapter(Adapter):
+    alias = "mqtt"
+    carries_events = True
+
+    def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
+        super().__init__(agency, settings)
+        o = agency.options
+        self.options = MqttOptions.from_agency(agency, settings)
+        self.topic = str(o.get("topic", f"sw-hub/to/{agency.id}"))
+        self.status_topic = str(o.get("status_topic", "sw-hub/status")).rstrip("/")
+        self.timeout = float(o.get("timeout", settings.timeout))
+        self.require_subscriber = bool(o.get("require_subscriber", True))
+        self._connection: MqttConnection | None = None
+        self._lock = threading.Lock()
+
+    def _publisher(self) -> MqttConnection:
+        with self._lock:
+            if self._connection is None:
+                self._connection = MqttConnection(self.options, "pub")
+            return self._connection
+
+    def deliver(self, delivery: Delivery) -> Result:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("message-id", delivery.message_id), ("sender", delivery.sender)]
+        props.PayloadFormatIndicator = 1
+        if delivery.route == EVENTS_ROUTE:
+            event = event_of(delivery.payload)
+            topic = f"{self.status_topic}/{delivery.message_id}/{event.get('event', 'status')}"
+            props.ContentType = "application/json"
+        else:
+            topic = self.topic
+            props.ContentType = "application/xml"
+        published = self._publisher().publish(topic, delivery.payload, props, self.timeout)
+        if not published.ok:
+            return Result(Outcome.FAILED if published.permanent else Outcome.RETRY, published.detail)
+        if published.no_subscriber and self.require_subscriber and delivery.route != EVENTS_ROUTE:
+            return Result(Outcome.RETRY, published.detail)
+        return Result(Outcome.DELIVERED, published.detail)
+
+    def inbound(self, submit: Submit) -> InboundSource | None:
+        topics = self.agency.options.get("subscribe")
+        if not topics:
+            return None
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        reply = self.agency.options.get("reply_topic")
+        return MqttInbox(self.agency.id, submit, lambda handler: MqttConnection(self.options, "sub", handler, topics),
+                         str(reply) if reply else None)
+
+    def check(self) -> list[str]:
+        topics = self.agency.options.get("subscribe")
+        if topics is not None and not (isinstance(topics, str) or (isinstance(topics, list) and all(isinstance(t, str) for t in topics))):
+            return ["options.subscribe: must be a topic filter or a list of them"]
+        return []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

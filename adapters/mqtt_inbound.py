@@ -1,0 +1,90 @@
+"""The MQTT inbox: messages on subscribed topics are submitted, then acknowledged to the broker.
+
+A message is acknowledged (PUBACK) only after ``Pipeline.submit`` returned, that is after the hub
+durably recorded it (receipt) or answered it for good (NACK). If the hub crashes before, the
+broker still holds the message in the persistent session and delivers it again on reconnect; the
+hub answers a repeat with the original receipt. When the store cannot take it (``TryAgain``) the
+message is submitted again with a capped backoff, and nothing behind it is acknowledged first:
+one worker handles messages in arrival order, as MQTT wants acknowledgements in order.
+
+The answer (receipt or NACK) is published to the message's MQTT 5 Response Topic with its
+Correlation Data, else to ``options.reply_topic`` if set.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .base import InboundSource, Submit
+from .mqtt_client import MqttConnection
+
+log = logging.getLogger("hub.adapters.mqtt")
+
+
+class MqttInbox(InboundSource):
+    def __init__(self, agency: str, submit: Submit, connect: Callable[[Callable[[mqtt.MQTTMessage], None]], MqttConnection],
+                 reply_topic: str | None = None) -> None:
+        self.agency, self.submit, self.connect, self.reply_topic = agency, submit, connect, reply_topic
+        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connection: MqttConnection | None = None
+        self.taken = 0  # messages submitted and acknowledged (for tests and logs)
+
+    def start(self) -> None:
+        self._connection = self.connect(self._queue.put)  # messages queue up until the worker runs
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-inbox-{self.agency}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops taking messages; those not yet submitted stay unacknowledged, with the broker."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self._connection:
+            self._connection.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._handle(message)
+
+    def _handle(self, message: mqtt.MQTTMessage) -> None:
+        delay = 0.1
+        while True:
+            if self._stop.is_set():
+                return  # not acknowledged: the broker delivers it again to the next session
+            try:
+                ack = self.submit(message.payload, self.agency)
+                break
+            except Exception as exc:  # TryAgain (store down) or a bug: keep the message, try again
+                log.warning("mqtt inbox %s: message on %s not taken yet: %s", self.agency, message.topic, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        assert self._connection is not None
+        self._reply(message, ack.xml)
+        self._connection.ack(message)
+        self.taken += 1
+
+    def _reply(self, message: mqtt.MQTTMessage, answer: bytes) -> None:
+        assert self._connection is not None
+        props = getattr(message, "properties", None)
+        topic = getattr(props, "ResponseTopic", None) or self.reply_topic
+        if not topic:
+            return
+        out = Properties(PacketTypes.PUBLISH)
+        correlation = getattr(props, "CorrelationData", None)
+        if correlation is not None:
+            out.CorrelationData = correlation
+        out.ContentType = "application/xml"
+        self._connection.send(topic, answer, out)

@@ -1,0 +1,220 @@
+"""``soap``: calls a ministry's own WSDL operation with the signed envelope (zeep).
+
+    [[agencies]]
+    id = "VN-MOH"
+    adapter = "soap"
+    endpoint = "https://moh.example/nsw/service"     # optional: overrides the WSDL's soap:address
+    options = { wsdl = "wsdl/moh.wsdl", service = "MinistryService", port = "MinistrySoap11",
+                operation = "ReceiveDocument", argument = "_value_1", timeout = 10,
+                client_cert = "keys/hub-client.crt", client_key = "keys/hub-client.key", ca = "keys/moh-ca.crt" }
+
+``argument`` names the operation's parameter that takes the envelope element (``_value_1`` for an
+``xs:any`` content, zeep's name for it). ``service``/``port`` default to the WSDL's first ones.
+
+Outcomes: a normal answer is delivered (its content is the ministry's business); a SOAP fault
+whose code is Client/Sender (or VersionMismatch, MustUnderstand, DataEncodingUnknown) is a
+permanent failure that keeps the fault text; Server/Receiver faults, time-outs, refused
+connections, HTTP 408/425/429/5xx and unreadable answers are retried; other HTTP errors fail.
+
+zeep reaches nothing but the configured places: the WSDL's URL (or the folder of a local WSDL)
+and the endpoint (``GuardedTransport``); its parser refuses DTDs, entities, huge trees and
+external references. One zeep client per dispatcher thread, built on first use (a ministry whose
+WSDL URL is down at start-up is retried, not fatal).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+import zeep
+from zeep.exceptions import Fault, TransportError, ValidationError, XMLSyntaxError
+from zeep.transports import Transport
+
+from hub.config import Agency
+from hub.errors import ConfigError, Rejected
+from hub.xml import XmlParser
+
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result
+
+CLIENT_FAULTS = frozenset({"Client", "Sender", "VersionMismatch", "MustUnderstand", "DataEncodingUnknown"})
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+
+
+class Refused(Exception):
+    """zeep tried to reach a place the configuration does not name."""
+
+
+def _origin(url: str) -> str:
+    u = urlparse(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return f"{u.scheme}://{(u.hostname or '').lower()}:{port}"
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+class GuardedTransport(Transport):
+    """A zeep transport limited to the given origins and to local files under one folder."""
+
+    def __init__(self, origins: frozenset[str], folder: Path | None, timeout: float, session: requests.Session) -> None:
+        super().__init__(timeout=timeout, operation_timeout=timeout, session=session)
+        self.origins, self.folder = origins, folder
+        self.last_status = 0  # HTTP status of the last call (one transport per thread)
+
+    def _check(self, url: str) -> None:
+        if _is_url(url):
+            if _origin(url) not in self.origins:
+                raise Refused(f"{url} is not the configured WSDL or endpoint location")
+            return
+        path = Path(url[len("file://"):] if url.startswith("file://") else url).resolve()
+        if self.folder is None or not path.is_relative_to(self.folder):
+            raise Refused(f"{url} is outside the folder of the configured WSDL")
+
+    def load(self, url: str) -> bytes:
+        self._check(url)
+        return super().load(url)  # type: ignore[no-any-return]
+
+    def post(self, address: str, message: Any, headers: Any) -> requests.Response:
+        self._check(address)
+        self.last_status = 0
+        response: requests.Response = super().post(address, message, headers)
+        self.last_status = response.status_code
+        return response
+
+    def get(self, address: str, params: Any, headers: Any) -> requests.Response:
+        self._check(address)
+        return super().get(address, params, headers)
+
+
+def fault_outcome(code: str | None) -> Outcome:
+    """Client-side SOAP fault codes are permanent; everything else may pass."""
+    local = re.split(r"[:}]", code or "")[-1].split(".")[0]
+    return Outcome.FAILED if local in CLIENT_FAULTS else Outcome.RETRY
+
+
+def _http_result(status: int, text: str) -> Result:
+    retry = status >= 500 or status in RETRYABLE_HTTP or status == 200
+    return Result(Outcome.RETRY if retry else Outcome.FAILED, f"HTTP {status}: {text}")
+
+
+def _text(value: Any, limit: int = 300) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = re.sub(r"^\s*<\?xml[^>]*\?>", "", value.decode("utf-8", "replace"))
+    text = " ".join("".join(value.itertext()).split()) if hasattr(value, "itertext") else " ".join(str(value).split())
+    return text[:limit]
+
+
+class SoapAdapter(Adapter):
+    alias = "soap"
+
+    def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
+        super().__init__(agency, settings)
+        o = agency.options
+        key = f"agencies[{agency.id}].options"
+        for required in ("wsdl", "operation"):
+            if not o.get(required):
+                raise ConfigError("hub.toml", f"{key}.{required}", "is required for the soap adapter")
+        raw = str(o["wsdl"])
+        self.wsdl = raw if _is_url(raw) else str(settings.path(raw).resolve())
+        self.service, self.port = o.get("service"), o.get("port")
+        self.operation, self.argument = str(o["operation"]), str(o.get("argument", "_value_1"))
+        self.timeout = float(o.get("timeout", settings.timeout))
+        origins = {_origin(u) for u in (raw, agency.endpoint) if u and _is_url(u)}
+        self._origins = frozenset(origins)
+        self._folder = None if _is_url(raw) else Path(self.wsdl).parent
+        self._tls = {name: settings.path(str(o[name])) for name in ("client_cert", "client_key", "ca") if o.get(name)}
+        self._parser = XmlParser(settings.limits)
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    # -- zeep ------------------------------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc from the environment
+        if "client_cert" in self._tls:
+            session.cert = (str(self._tls["client_cert"]), str(self._tls.get("client_key", self._tls["client_cert"])))
+        if "ca" in self._tls:
+            session.verify = str(self._tls["ca"])
+        with self._lock:
+            self._sessions.append(session)
+        return session
+
+    def _build(self) -> Any:
+        settings = zeep.Settings(strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        transport = self._local.transport = GuardedTransport(self._origins, self._folder, self.timeout, self._session())
+        client = zeep.Client(self.wsdl, transport=transport, settings=settings)
+        service = self.service or next(iter(client.wsdl.services))
+        port = self.port or next(iter(client.wsdl.services[service].ports))
+        if self.agency.endpoint:
+            binding = client.wsdl.services[service].ports[port].binding
+            proxy = client.create_service(str(binding.name), self.agency.endpoint)
+        else:
+            proxy = client.bind(service, port)
+        getattr(proxy, self.operation)  # fails early (AttributeError) if the WSDL has no such operation
+        return proxy
+
+    def _proxy(self) -> Any:
+        proxy = getattr(self._local, "proxy", None)
+        if proxy is None:
+            proxy = self._local.proxy = self._build()
+        return proxy
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def deliver(self, delivery: Delivery) -> Result:
+        try:
+            proxy = self._proxy()
+        except (Refused, ValidationError, AttributeError, KeyError, StopIteration) as exc:
+            return Result(Outcome.FAILED, f"the WSDL {self.wsdl} does not fit the configuration: {type(exc).__name__}: {exc}")
+        except (requests.RequestException, TransportError, XMLSyntaxError, OSError) as exc:
+            return Result(Outcome.RETRY, f"cannot load the WSDL {self.wsdl}: {type(exc).__name__}: {_text(exc)}")
+        try:
+            element = self._parser.parse(delivery.payload)
+        except Rejected as exc:
+            return Result(Outcome.FAILED, f"the stored envelope does not parse: {exc}")
+        try:
+            answer = getattr(proxy, self.operation)(**{self.argument: element})
+        except Fault as fault:
+            detail = _text(fault.detail)
+            if fault.code is None:  # an answer that is no SOAP fault (an HTML error page): judge by HTTP
+                return _http_result(self._local.transport.last_status, detail)
+            text = f"SOAP fault {fault.code}: {fault.message}" + (f" ({detail})" if detail else "")
+            return Result(fault_outcome(fault.code), text)
+        except TransportError as exc:
+            return _http_result(exc.status_code or 0, _text(exc.content) or _text(exc.message))
+        except requests.Timeout as exc:
+            return Result(Outcome.RETRY, f"time-out calling {self.operation}: {type(exc).__name__}")
+        except requests.RequestException as exc:
+            return Result(Outcome.RETRY, f"cannot reach the {self.operation} endpoint: {_text(exc)}")
+        except XMLSyntaxError as exc:
+            return Result(Outcome.RETRY, f"unreadable answer to {self.operation}: {_text(exc)}")
+        except Refused as exc:
+            return Result(Outcome.FAILED, f"refused: {exc}; set the agency's endpoint")
+        except (ValidationError, TypeError) as exc:
+            return Result(Outcome.FAILED, f"the envelope does not fit operation {self.operation}: {_text(exc)}")
+        return Result(Outcome.DELIVERED, f"SOAP {self.operation}: {_text(answer, 200) or 'answered'}")
+
+    def check(self) -> list[str]:
+        if _is_url(self.wsdl):
+            return []  # reachability is not a configuration fault: deliveries retry
+        try:
+            self._build()
+        except Exception as exc:  # noqa: BLE001 (reported, not raised: this is `hub check`)
+            return [f"options.wsdl: {self.wsdl}: {type(exc).__name__}: {exc}"]
+        return []
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()

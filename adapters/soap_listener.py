@@ -1,0 +1,155 @@
+"""The hub's SOAP endpoint for ministries: ``POST /soap`` (operation Submit), ``GET /soap?wsdl``.
+
+A request is bounded in size, parsed by the hub's hardened parser (``hub.xml.XmlParser``: no DTD,
+no entities, depth limit) and unwrapped: SOAP Envelope/Body/Submit/{urn:sw-hub:envelope:1}Envelope.
+The hub envelope goes to the same ``Pipeline.submit`` as ``POST /messages``, and its signed
+receipt or NACK comes back byte for byte inside SubmitResponse (a NACK is an answer, not a fault).
+
+Faults, in the request's SOAP version (1.2 if the root or Content-Type says so):
+
+    not XML, DTD, too large or deep, no Body, not one Submit, no hub Envelope  -> Client / Sender
+    a header block with mustUnderstand                                         -> MustUnderstand
+    an Envelope in neither SOAP namespace                                      -> VersionMismatch
+    the store cannot record the message now (TryAgain)                         -> Server / Receiver, Retry-After
+    anything unexpected                                                        -> Server / Receiver
+
+HTTP status: SOAP 1.1 faults are 500 (WS-I Basic Profile R1126); SOAP 1.2 Sender faults are 400,
+all others 500 (SOAP 1.2 part 2, 7.5.1.2). The fault detail carries the hub's error code
+(``HubFault/code``: ERR02, ERR10, ERR11, ..., ERR50).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from xml.sax.saxutils import escape
+
+from lxml import etree
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.errors import Code, Rejected, TryAgain
+from hub.xml import Limits, XmlParser
+
+from .base import Submit
+from .soap_wsdl import ENVELOPE_NS, NS, wsdl
+
+log = logging.getLogger("hub.adapters.soap")
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+MEDIA = {SOAP11: "text/xml; charset=utf-8", SOAP12: "application/soap+xml; charset=utf-8"}
+WRAPPER_BYTES = 64 * 1024  # room for the SOAP envelope, headers and Submit around the hub envelope
+_PROLOG = re.compile(rb"^\s*<\?xml[^>]*\?>\s*")
+
+
+class Fault(Exception):
+    def __init__(self, sender: bool, code: str, message: str, special: str | None = None) -> None:
+        super().__init__(message)
+        self.sender = sender  # True: the client's fault (Client/Sender); False: the hub's (Server/Receiver)
+        self.code = code  # the hub's error code, for the detail
+        self.message = message
+        self.special = special  # MustUnderstand / VersionMismatch instead of Client/Server
+
+
+def _fault_body(ns: str, fault: Fault) -> bytes:
+    detail = f'<h:HubFault xmlns:h="{NS}"><h:code>{escape(fault.code)}</h:code><h:message>{escape(fault.message)}</h:message></h:HubFault>'
+    if ns == SOAP11:
+        code = fault.special or ("Client" if fault.sender else "Server")
+        inner = f"<faultcode>s:{code}</faultcode><faultstring>{escape(fault.message)}</faultstring><detail>{detail}</detail>"
+    else:
+        code = fault.special or ("Sender" if fault.sender else "Receiver")
+        inner = (f"<s:Code><s:Value>s:{code}</s:Value></s:Code><s:Reason><s:Text xml:lang=\"en\">{escape(fault.message)}</s:Text></s:Reason>"
+                 f"<s:Detail>{detail}</s:Detail>")
+    return f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{ns}"><s:Body><s:Fault>{inner}</s:Fault></s:Body></s:Envelope>'.encode()
+
+
+def fault_response(ns: str, fault: Fault) -> Response:
+    status = 400 if ns == SOAP12 and fault.sender and fault.special is None else 500
+    headers = {"Retry-After": "1"} if fault.code == Code.TRY_AGAIN.value else None
+    return Response(_fault_body(ns, fault), status_code=status, media_type=MEDIA[ns], headers=headers)
+
+
+def _success(ns: str, ack_xml: bytes) -> Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{ns}"><s:Body><SubmitResponse xmlns="{NS}">'.encode()
+            + _PROLOG.sub(b"", ack_xml, count=1) + b"</SubmitResponse></s:Body></s:Envelope>")
+    return Response(body, media_type=MEDIA[ns])
+
+
+class SoapEndpoint:
+    def __init__(self, submit: Submit, limits: Limits) -> None:
+        self.submit = submit
+        self.limits = limits
+        self.parser = XmlParser(Limits(limits.max_bytes + WRAPPER_BYTES, limits.max_depth + 3))
+
+    def unwrap(self, data: bytes, ns: str) -> tuple[str, bytes]:
+        """(the request's SOAP namespace, the hub envelope's bytes), or raises ``Fault``."""
+        try:
+            root = self.parser.parse(data)
+        except Rejected as exc:
+            raise Fault(True, exc.code.value, f"the request is refused: {exc.message}") from None
+        q = etree.QName(root)
+        if q.localname != "Envelope" or q.namespace not in (SOAP11, SOAP12):
+            raise Fault(True, Code.WRONG_NAMESPACE.value, f"the request is not a SOAP envelope: root element {root.tag}",
+                        "VersionMismatch" if q.localname == "Envelope" else None)
+        ns = q.namespace
+        header = root.find(f"{{{ns}}}Header")
+        for block in header if header is not None else ():
+            if isinstance(block.tag, str) and block.get(f"{{{ns}}}mustUnderstand") in ("1", "true"):
+                raise Fault(True, Code.INVALID_MESSAGE.value, f"header block {block.tag} is not understood", "MustUnderstand")
+        body = root.find(f"{{{ns}}}Body")
+        if body is None:
+            raise Fault(True, Code.INVALID_MESSAGE.value, "the SOAP envelope has no Body")
+        operations = [e for e in body if isinstance(e.tag, str)]
+        if len(operations) != 1 or operations[0].tag != f"{{{NS}}}Submit":
+            names = ", ".join(str(e.tag) for e in operations) or "nothing"
+            raise Fault(True, Code.INVALID_MESSAGE.value, f"unknown operation: the Body holds {names}; this endpoint offers {{{NS}}}Submit")
+        inner = [e for e in operations[0] if isinstance(e.tag, str)]
+        if len(inner) != 1 or inner[0].tag != f"{{{ENVELOPE_NS}}}Envelope":
+            raise Fault(True, Code.WRONG_NAMESPACE.value, f"Submit must hold exactly one Envelope in namespace {ENVELOPE_NS}")
+        return ns, etree.tostring(inner[0])
+
+    async def post(self, request: Request) -> Response:
+        ns = SOAP12 if "application/soap+xml" in request.headers.get("content-type", "") else SOAP11
+        data = await _read_bounded(request, self.parser.limits.max_bytes)
+        if data is None:
+            return fault_response(ns, Fault(True, Code.TOO_LARGE.value, f"the request is larger than {self.parser.limits.max_bytes} bytes"))
+        try:
+            ns, envelope = await run_in_threadpool(self.unwrap, data, ns)
+        except Fault as fault:
+            return fault_response(ns, fault)
+        try:
+            ack = await run_in_threadpool(self.submit, envelope, None)
+        except TryAgain as exc:
+            log.warning("store unavailable, SOAP sender asked to retry: %s", exc)
+            return fault_response(ns, Fault(False, Code.TRY_AGAIN.value, "the hub cannot record the message now; send it again later"))
+        except Exception:
+            log.exception("SOAP submit failed")
+            return fault_response(ns, Fault(False, "ERR99", "internal error; send the message again later"))
+        return _success(ns, ack.xml)
+
+    async def get(self, request: Request) -> Response:
+        if "wsdl" not in {k.lower() for k in request.query_params}:
+            return Response("POST SOAP requests here; GET /soap?wsdl for the WSDL\n", status_code=400, media_type="text/plain")
+        address = str(request.url.replace(query="", fragment=""))
+        return Response(wsdl(address), media_type="text/xml; charset=utf-8")
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def soap_routes(submit: Submit, limits: Limits) -> list[Route]:
+    endpoint = SoapEndpoint(submit, limits)
+    return [Route("/soap", endpoint.post, methods=["POST"]), Route("/soap", endpoint.get, methods=["GET"])]

@@ -1,0 +1,165 @@
+"""The floor: what one message costs in the primitives the path cannot avoid.
+
+Measured with the hub's own libraries, classes and keys: the hardened parser (``hub.xml``), lxml's
+libxml2 XSD validator, the compiled co-to-formd stylesheet, signxml verification with the hub's
+settings, the hub's ``Signer``, and one durable SQLite commit (WAL, ``synchronous=FULL``, the
+store's own pragmas) of a row as large as the outbound message. ``raw`` figures are the bare
+cryptography under the XML-DSig: exclusive c14n + SHA-256 + the private or public key operation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from lxml import etree
+
+from .common import timed
+
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def _hub_parts(config_path: Path):  # type: ignore[no-untyped-def]
+    from hub.catalogue import SchemaCatalogue, load_mappings
+    from hub.config import load_config
+    from hub.trust import Signer, load_certificates, load_private_key
+    from hub.xml import Schema, XmlParser
+
+    config = load_config(config_path)
+    h = config.hub
+    schemas = SchemaCatalogue.from_config(config)
+    mappings = load_mappings(config, schemas)
+    moit = config.agencies["VN-MOIT"]
+    return {
+        "parser": XmlParser(h.limits),
+        "envelope": Schema("envelope", h.envelope_schema, "hub.envelope_schema"),
+        "co": schemas.by_name["co"],
+        "formd": schemas.by_name["formd"],
+        "stylesheet": mappings["co-to-formd"].stylesheet,
+        "hub_signer": Signer(load_private_key(h.key), load_certificates(h.certificate)[0]),
+        "moit_certificate": load_certificates(moit.certificates[0])[0],
+    }
+
+
+def _verifier():  # type: ignore[no-untyped-def]
+    """signxml's verifier configured as the hub configures it."""
+    from signxml import SignatureConfiguration, XMLVerifier
+    from signxml.algorithms import DigestAlgorithm, SignatureMethod
+
+    config = SignatureConfiguration(
+        require_x509=True,
+        expect_references=1,
+        signature_methods=frozenset(m for m in SignatureMethod if m.name.startswith(("RSA_SHA2", "RSA_SHA3", "RSA_SHA5", "ECDSA_SHA2", "ECDSA_SHA3", "ECDSA_SHA5"))),
+        digest_algorithms=frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}),
+        ignore_ambiguous_key_info=True,
+    )
+    return XMLVerifier(), config
+
+
+def _commit_timer(folder: Path, payload: bytes):  # type: ignore[no-untyped-def]
+    db = sqlite3.connect(folder / "floor.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+
+    def commit() -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO outbox (payload) VALUES (?)", (payload,))
+        db.execute("COMMIT")
+
+    return db, commit
+
+
+def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: bool = False) -> dict:
+    """Seconds per operation of each primitive for one signed inbound message (``inbound``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    parts = _hub_parts(config_path)
+    min_time = 0.05 if quick else 0.3
+    repeats = 1 if quick else 3
+    t = lambda fn: timed(fn, min_time=min_time, repeats=repeats, min_runs=3)  # noqa: E731
+
+    parser = parts["parser"]
+    root = parser.parse(inbound)
+    payload = root.find("{urn:sw-hub:envelope:1}Body/{urn:sw-hub:envelope:1}Content")[0]
+    document = etree.fromstring(etree.tostring(payload))  # the certificate as a document of its own
+    formd = parts["stylesheet"].apply(document)
+
+    from hub.client import Outgoing, envelope_for
+    from hub.envelope import Party
+
+    outbound = envelope_for(
+        etree.fromstring(etree.tostring(formd)), Party("VN-MOIT", "VN"), Party("TH-ASW", "TH"), Outgoing("CO-FORMD")
+    )
+    signer = parts["hub_signer"]
+    signed_out = etree.tostring(signer.sign(outbound), xml_declaration=True, encoding="UTF-8")
+    verifier, vconfig = _verifier()
+    cert = parts["moit_certificate"]
+    key, public = signer.key, cert.public_key()
+
+    def c14n_digest(element: etree._Element) -> bytes:
+        return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()
+
+    signed_info = etree.fromstring(inbound).find(f"{{{DSIG}}}Signature/{{{DSIG}}}SignedInfo")
+    signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
+    if kind == "ec":
+        private_op = lambda: key.sign(signed_info_c14n, ec.ECDSA(hashes.SHA256()))  # noqa: E731
+        moit_sig = _moit_signature(config_path, signed_info_c14n, kind)
+        public_op = lambda: public.verify(moit_sig, signed_info_c14n, ec.ECDSA(hashes.SHA256()))  # noqa: E731
+    else:
+        private_op = lambda: key.sign(signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())  # noqa: E731
+        moit_sig = _moit_signature(config_path, signed_info_c14n, kind)
+        public_op = lambda: public.verify(moit_sig, signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())  # noqa: E731
+
+    unsigned_in = etree.fromstring(inbound)
+    unsigned_in.remove(unsigned_in.find(f"{{{DSIG}}}Signature"))
+
+    with tempfile.TemporaryDirectory(dir=str(config_path.parent)) as tmp:
+        db, commit = _commit_timer(Path(tmp), signed_out)
+        try:
+            seconds = {
+                "parse": t(lambda: parser.parse(inbound)),
+                "validate": t(lambda: (parts["envelope"].validate(root), parts["co"].validate(payload))),
+                "xslt": t(lambda: parts["stylesheet"].apply(document)),
+                "verify": t(lambda: verifier.verify(inbound, x509_cert=cert, expect_config=vconfig)),
+                "sign": t(lambda: signer.sign(outbound)),
+                "commit": t(commit),
+                # what the XML-DSig libraries add to the bare cryptography
+                "verify_raw": t(lambda: (c14n_digest(unsigned_in), public_op())),
+                "sign_raw": t(lambda: (c14n_digest(outbound), private_op())),
+                "validate_output": t(lambda: parts["formd"].validate(formd)),
+                "serialize_out": t(lambda: etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")),
+            }
+        finally:
+            db.close()
+    floor_keys = ("parse", "validate", "xslt", "verify", "sign", "commit")
+    total = sum(seconds[k] for k in floor_keys)
+    raw_total = total - seconds["verify"] - seconds["sign"] + seconds["verify_raw"] + seconds["sign_raw"]
+    return {
+        "size": size,
+        "key": kind,
+        "inbound_bytes": len(inbound),
+        "outbound_bytes": len(signed_out),
+        "ms": {k: round(v * 1e3, 4) for k, v in seconds.items()},
+        "floor_ms": round(total * 1e3, 4),
+        "floor_msgs_per_s": round(1 / total, 1),
+        "floor_raw_crypto_ms": round(raw_total * 1e3, 4),
+        "floor_raw_crypto_msgs_per_s": round(1 / raw_total, 1),
+    }
+
+
+def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
+    """A signature by VN-MOIT's key over ``data``, to time the public-key operation alone."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    from hub.config import load_config
+    from hub.trust import load_private_key
+
+    key = load_private_key(load_config(config_path).agencies["VN-MOIT"].signing_key)  # type: ignore[arg-type]
+    if kind == "ec":
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]

@@ -1,0 +1,133 @@
+"""The hub in-process: ``Pipeline.submit`` from signed bytes to the outbox row committed and the
+signed receipt built, exactly as ``hub serve`` runs it (same ``Runtime``, same store settings).
+
+* single: one process, one thread, messages one after the other;
+* processes_shared_db: one process per core, each with its own ``Runtime`` (pipeline, keys,
+  store connection) on the SAME SQLite file: what ``hub serve --workers N`` does, production-like;
+* processes_own_db: one process per core, each with its own SQLite file: an upper bound that
+  production does not have (duplicates would not be caught across files);
+* threads: one process, one pipeline, one thread per core x 4: what one ``hub serve`` worker
+  does with concurrent requests (group commit has several callers to batch).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+from .common import proc_cpu_seconds
+
+
+def _runtime(config_path: Path):  # type: ignore[no-untyped-def]
+    from hub.runtime import Runtime
+
+    return Runtime.load(config_path)
+
+
+def single(config_path: Path, messages: list[bytes], warmup: int = 5) -> dict:
+    runtime = _runtime(config_path)
+    try:
+        submit = runtime.pipeline.submit
+        for data in messages[:warmup]:
+            _check(submit(data))
+        todo = messages[warmup:]
+        cpu0, start = time.process_time(), time.perf_counter()
+        for data in todo:
+            _check(submit(data))
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+    finally:
+        runtime.close()
+    n = len(todo)
+    return {"messages": n, "msgs_per_s": round(n / wall, 1), "ms_per_msg": round(wall / n * 1e3, 4),
+            "cpu_ms_per_msg": round(cpu / n * 1e3, 4)}
+
+
+def threads(config_path: Path, messages: list[bytes], count: int, warmup: int = 5) -> dict:
+    runtime = _runtime(config_path)
+    try:
+        submit = runtime.pipeline.submit
+        for data in messages[:warmup]:
+            _check(submit(data))
+        todo = messages[warmup:]
+        errors: list[BaseException] = []
+
+        def work(part: list[bytes]) -> None:
+            try:
+                for data in part:
+                    _check(submit(data))
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        pool = [threading.Thread(target=work, args=(todo[i::count],)) for i in range(count)]
+        cpu0, start = time.process_time(), time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+        if errors:
+            raise errors[0]
+    finally:
+        runtime.close()
+    n = len(todo)
+    return {"threads": count, "messages": n, "msgs_per_s": round(n / wall, 1), "ms_per_msg": round(wall / n * 1e3, 4),
+            "cpu_ms_per_msg": round(cpu / n * 1e3, 4)}
+
+
+def processes(config_paths: list[Path], messages: list[bytes], warmup: int = 5) -> dict:
+    """One process per config path (the same path repeated = the same SQLite file)."""
+    count = len(config_paths)
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(count + 1)
+    results = ctx.Queue()
+    parts = [messages[i::count] for i in range(count)]
+    procs = [ctx.Process(target=_worker, args=(config_paths[i], parts[i], warmup, ready, results)) for i in range(count)]
+    for p in procs:
+        p.start()
+    ready.wait(timeout=120)  # every worker loaded and warmed up
+    start = time.perf_counter()
+    ready.wait(timeout=120)  # ... and the workers start together
+    outs = [results.get(timeout=3600) for _ in procs]
+    wall = time.perf_counter() - start
+    for p in procs:
+        p.join(30)
+    failed = [o for o in outs if "error" in o]
+    if failed:
+        raise RuntimeError(f"an in-process worker failed: {failed[0]['error']}")
+    n = sum(o["messages"] for o in outs)
+    cpu = sum(o["cpu"] for o in outs)
+    last = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    return {"processes": count, "messages": n, "msgs_per_s": round(n / last, 1), "ms_per_msg": round(last / n * 1e3, 4),
+            "cpu_ms_per_msg": round(cpu / n * 1e3, 4), "wall_s": round(wall, 3)}
+
+
+def _worker(config_path: Path, messages: list[bytes], warmup: int, ready, results) -> None:  # type: ignore[no-untyped-def]
+    try:
+        runtime = _runtime(config_path)
+        submit = runtime.pipeline.submit
+        for data in messages[:warmup]:
+            _check(submit(data))
+        todo = messages[warmup:]
+        ready.wait(timeout=120)
+        ready.wait(timeout=120)
+        cpu0, start = time.process_time(), time.time()
+        for data in todo:
+            _check(submit(data))
+        end = time.time()
+        results.put({"messages": len(todo), "cpu": time.process_time() - cpu0, "start": start, "end": end, "pid": os.getpid()})
+        runtime.close()
+    except BaseException as exc:  # noqa: BLE001
+        results.put({"error": f"{type(exc).__name__}: {exc}", "messages": 0})
+
+
+def _check(ack) -> None:  # type: ignore[no-untyped-def]
+    if not ack.accepted or ack.duplicate:
+        raise RuntimeError(f"the hub did not accept a benchmark message: {ack.xml[:600]!r}")
+
+
+_ = proc_cpu_seconds

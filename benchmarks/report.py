@@ -1,0 +1,207 @@
+"""results.json -> the headline summary, the Markdown table and the PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import KINDS
+
+
+def _find(rows: list[dict], key: str, size: str) -> dict:
+    return next((r for r in rows if r.get("key") == key and r.get("size") == size), {})
+
+
+def summary(results: dict) -> dict:
+    """The figures the issue's targets are about, and whether each is met."""
+    out: dict = {}
+    targets = results.get("targets", {})
+    for key, target in targets.items():
+        e = _find(results.get("e2e", []), key, "10KiB")
+        if not e:
+            continue
+        m, p = e.get("max", {}), e.get("paced", {})
+        out[f"e2e_10KiB_{key}"] = {
+            "accepted_per_s": m.get("accepted_per_s"),
+            "delivered_per_s": m.get("delivered_per_s"),
+            "p99_receipt_ms_at_max": m.get("receipt_latency", {}).get("p99_ms"),
+            "paced_rate": p.get("rate_asked"),
+            "paced_accepted_per_s": p.get("accepted_per_s"),
+            "p99_receipt_ms_at_paced_rate": p.get("receipt_latency", {}).get("p99_ms"),
+            "target_msgs_per_s": target["msgs_per_s"],
+            "target_met": bool(
+                (m.get("accepted_per_s") or 0) >= target["msgs_per_s"]
+                and (p.get("receipt_latency", {}).get("p99_ms") or 1e9) < target["p99_ms"]
+                and (p.get("accepted_per_s") or 0) >= 0.95 * target["msgs_per_s"]
+            ),
+        }
+    ratios = {}
+    for entry in results.get("inprocess", []):
+        if "single_vs_floor" in entry:
+            ratios[f"{entry['key']}_{entry['size']}"] = entry["single_vs_floor"]
+    out["inprocess_single_vs_floor"] = ratios
+    out["inprocess_at_least_half_the_floor"] = bool(ratios) and all(v >= 0.5 for v in ratios.values())
+    soak = results.get("soak") or {}
+    if soak.get("messages"):
+        out["soak"] = {"messages": soak["messages"], "rss_start_mib": round(soak["rss_start_bytes"] / 2**20, 1),
+                       "rss_end_mib": round(soak["rss_end_bytes"] / 2**20, 1), "growth_percent": soak["rss_growth_percent"]}
+    return out
+
+
+def _f(value, digits: int = 0) -> str:  # type: ignore[no-untyped-def]
+    if value is None:
+        return "-"
+    if isinstance(value, float) and digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        "# sw-hub benchmark",
+        "",
+        f"`{results['command']}` on {m['cores']} cores ({m['cpu_model']}), Python {m['python']}, "
+        f"lxml {m['libraries'].get('lxml')} (libxml2 {m['libxml2']}), signxml {m['libraries'].get('signxml')}, "
+        f"cryptography {m['libraries'].get('cryptography')}, SQLite {m['sqlite']}; {results['started']}"
+        + (" (QUICK run: indicative only)" if results.get("quick") else "") + ".",
+        "",
+        f"Hub: {results['settings']['hub']}. End to end: `hub serve --workers {results['settings']['workers']}`, "
+        f"{results['settings']['senders']} concurrent HTTP senders, {results['settings']['e2e_seconds']} s per run. "
+        f"Other load on the machine (share of all cores busy before each phase): {results['background_cpu_busy']}.",
+        "",
+        "## Throughput (messages/s) and latency",
+        "",
+        "| key | size | floor 1 core | in-process 1 thread | % of floor | in-process all cores | end to end accepted/s | delivered/s "
+        "| receipt p50 / p95 / p99 ms | delivery p99 ms | hub CPU ms/msg | hub peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    sizes = results["settings"]["sizes"]
+    for key in KINDS:
+        for size in sizes:
+            f = _find(results["floor"], key, size)
+            i = _find(results["inprocess"], key, size)
+            e = _find(results["e2e"], key, size)
+            if not (f or i or e):
+                continue
+            mx = e.get("max", {})
+            r = mx.get("receipt_latency", {})
+            d = mx.get("delivery_latency", {})
+            mem = e.get("hub_memory", {})
+            lines.append(
+                f"| {KINDS[key]} | {size} | {_f(f.get('floor_msgs_per_s'))} | {_f(i.get('single', {}).get('msgs_per_s'))} "
+                f"| {_f((i.get('single_vs_floor') or 0) * 100) if i.get('single_vs_floor') else '-'} "
+                f"| {_f(i.get('processes_shared_db', {}).get('msgs_per_s'))} | {_f(mx.get('accepted_per_s'))} "
+                f"| {_f(mx.get('delivered_per_s'))} | {_f(r.get('p50_ms'), 1)} / {_f(r.get('p95_ms'), 1)} / {_f(r.get('p99_ms'), 1)} "
+                f"| {_f(d.get('p99_ms'), 1)} | {_f(mx.get('hub_cpu', {}).get('cpu_ms_per_msg'), 2)} "
+                f"| {_f(mem.get('peak_rss_bytes_max', 0) / 2**20, 0) if mem else '-'} |"
+            )
+    paced = [e for e in results["e2e"] if e.get("paced")]
+    if paced:
+        lines += ["", "## Latency at a fixed rate (open loop)", "",
+                  "| key | size | rate asked | accepted/s | receipt p50 / p95 / p99 ms | delivery p50 / p99 ms | hub cores busy |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for e in paced:
+            p = e["paced"]
+            r, d = p.get("receipt_latency", {}), p.get("delivery_latency", {})
+            lines.append(
+                f"| {KINDS[e['key']]} | {e['size']} | {_f(p.get('rate_asked'))} | {_f(p.get('accepted_per_s'))} "
+                f"| {_f(r.get('p50_ms'), 1)} / {_f(r.get('p95_ms'), 1)} / {_f(r.get('p99_ms'), 1)} "
+                f"| {_f(d.get('p50_ms'), 1)} / {_f(d.get('p99_ms'), 1)} | {_f(p.get('hub_cpu', {}).get('cores_busy_while_sending'), 2)} |"
+            )
+    if results["floor"]:
+        lines += ["", "## The floor per message (ms, one core)", "",
+                  "| key | size | parse | XSD validate | XSLT | verify | sign | durable commit | floor | verify raw | sign raw |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in results["floor"]:
+            ms = f["ms"]
+            lines.append(
+                f"| {KINDS[f['key']]} | {f['size']} | {ms['parse']:.3f} | {ms['validate']:.3f} | {ms['xslt']:.3f} | {ms['verify']:.3f} "
+                f"| {ms['sign']:.3f} | {ms['commit']:.3f} | **{f['floor_ms']:.3f}** | {ms['verify_raw']:.3f} | {ms['sign_raw']:.3f} |"
+            )
+        lines += ["", "verify / sign: signxml as the hub calls it; *raw*: exclusive c14n + SHA-256 + the key operation alone.",
+                  "XSD validate: envelope.xsd + co.xsd. Durable commit: one row of the outbound message's size, WAL, synchronous=FULL."]
+    if results["inprocess"]:
+        lines += ["", "## In-process variants (messages/s)", "",
+                  "| key | size | 1 thread | threads (1 process) | processes, one SQLite file (production-like) | processes, own files | CPU ms/msg (1 thread) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for i in results["inprocess"]:
+            lines.append(
+                f"| {KINDS[i['key']]} | {i['size']} | {_f(i['single']['msgs_per_s'])} | {_f((i.get('threads') or {}).get('msgs_per_s'))} "
+                f"| {_f(i['processes_shared_db']['msgs_per_s'])} | {_f(i['processes_own_db']['msgs_per_s'])} | {_f(i['single']['cpu_ms_per_msg'], 3)} |"
+            )
+    soak = results.get("soak") or {}
+    lines += ["", "## Soak", ""]
+    if soak.get("messages"):
+        lines.append(
+            f"{soak['messages']:,} messages ({KINDS[soak['key']]}, {soak['size']}) through an in-process hub with its dispatcher "
+            f"delivering over HTTP: RSS {soak['rss_start_bytes'] / 2**20:.1f} MiB after warm-up, {soak['rss_end_bytes'] / 2**20:.1f} MiB "
+            f"at the end ({soak['rss_growth_percent']:+.1f} %), {_f(soak.get('msgs_per_s_after_warmup'))} msg/s, all delivered: {soak['all_delivered']}."
+        )
+    else:
+        lines.append("Not run (`--soak 100000`).")
+    s = results.get("summary", {})
+    lines += ["", "## Against the issue's targets", ""]
+    for key in ("rsa", "ec"):
+        t = s.get(f"e2e_10KiB_{key}")
+        if t:
+            lines.append(
+                f"- 10 KiB {KINDS[key]}: {_f(t['accepted_per_s'])} msg/s at most (target {t['target_msgs_per_s']}), "
+                f"p99 receipt {_f(t['p99_receipt_ms_at_paced_rate'], 1)} ms at {_f(t['paced_rate'])} msg/s asked "
+                f"({_f(t['paced_accepted_per_s'])} accepted/s): {'met' if t['target_met'] else 'NOT met'}."
+            )
+    if s.get("inprocess_single_vs_floor"):
+        lines.append(f"- In-process >= 50 % of the floor for every size: {'yes' if s['inprocess_at_least_half_the_floor'] else 'no'} "
+                     f"({', '.join(f'{k} {v * 100:.0f} %' for k, v in s['inprocess_single_vs_floor'].items())}).")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = results["settings"]["sizes"]
+    keys = [k for k in KINDS if any(r.get("key") == k for r in results["floor"] + results["inprocess"] + results["e2e"])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    series = [
+        ("floor (1 core)", lambda k, s: _find(results["floor"], k, s).get("floor_msgs_per_s")),
+        ("in-process, 1 thread", lambda k, s: _find(results["inprocess"], k, s).get("single", {}).get("msgs_per_s")),
+        ("in-process, all cores", lambda k, s: _find(results["inprocess"], k, s).get("processes_shared_db", {}).get("msgs_per_s")),
+        ("end to end (HTTP)", lambda k, s: _find(results["e2e"], k, s).get("max", {}).get("accepted_per_s")),
+    ]
+    groups = [(k, s) for k in keys for s in sizes]
+    width = 0.8 / len(series)
+    ax = axes[0]
+    for n, (label, get) in enumerate(series):
+        values = [get(k, s) or 0 for k, s in groups]
+        ax.bar([g + n * width for g in range(len(groups))], values, width, label=label)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{'RSA' if k == 'rsa' else 'ECDSA'}" for k, s in groups], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("messages / s (log)")
+    ax.set_title("Throughput by size: floor beside hub")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax = axes[1]
+    lat = [
+        ("receipt p99", lambda k, s: _find(results["e2e"], k, s).get("max", {}).get("receipt_latency", {}).get("p99_ms")),
+        ("delivery p99", lambda k, s: _find(results["e2e"], k, s).get("max", {}).get("delivery_latency", {}).get("p99_ms")),
+        ("floor (1 message)", lambda k, s: _find(results["floor"], k, s).get("floor_ms")),
+    ]
+    width = 0.8 / len(lat)
+    for n, (label, get) in enumerate(lat):
+        values = [get(k, s) or 0 for k, s in groups]
+        ax.bar([g + n * width for g in range(len(groups))], values, width, label=label)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{'RSA' if k == 'rsa' else 'ECDSA'}" for k, s in groups], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log)")
+    ax.set_title("End to end p99 latency at the maximum rate")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    m = results["machine"]
+    fig.suptitle(f"sw-hub {'(quick) ' if results.get('quick') else ''}on {m['cores']} cores, {m['cpu_model']}, Python {m['python']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

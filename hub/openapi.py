@@ -1,0 +1,132 @@
+"""The listener's OpenAPI 3.1 document, served at ``GET /openapi.json``; written by hand, checked
+against the app's routes by tests/test_portal.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+XML = {"application/xml": {"schema": {"type": "string", "description": "a hub envelope (urn:sw-hub:envelope:1)"}}}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _message_id() -> dict[str, Any]:
+    return {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+_EVENT = {
+    "type": "object",
+    "required": ["event_id", "event", "hub", "message_id", "sender", "at"],
+    "properties": {
+        "event_id": {"type": "string", "format": "uuid", "description": "unique per event: deduplicate redeliveries on it"},
+        "event": {"enum": ["received", "delivered", "retry", "dead"]},
+        "hub": {"type": "string"},
+        "message_id": {"type": "string"},
+        "sender": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "destination": {"type": "string", "description": "delivered, retry, dead: the destination agency"},
+        "attempt": {"type": "integer"},
+        "detail": {"type": "string", "description": "the destination's own answer or error"},
+        "destinations": {"type": "array", "items": {"type": "string"}, "description": "received: where it goes"},
+        "document_type": {"type": "string"},
+        "function": {"type": "string"},
+        "conversation": {"type": ["string", "null"]},
+    },
+}
+
+_STATUS = {
+    "type": "object",
+    "required": ["message_id", "status"],
+    "properties": {
+        "message_id": {"type": "string"},
+        "sender": {"type": "string"},
+        "status": {"enum": ["delivered", "failed", "in_progress", "rejected"],
+                   "description": "failed: at least one destination dead-lettered; rejected: answered with a NACK"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "document_type": {"type": "string"},
+        "function": {"type": "string"},
+        "route": {"type": "string"},
+        "reference": {"type": ["string", "null"]},
+        "pre_reference": {"type": ["string", "null"]},
+        "conversation": {"type": ["string", "null"]},
+        "detail": {"type": "string", "description": "rejected: the NACK's code and reason"},
+        "destinations": {"type": "array", "items": {"type": "object", "properties": {
+            "agency": {"type": "string"}, "state": {"enum": ["pending", "leased", "delivered", "dead"]},
+            "attempts": {"type": "integer"}, "updated_at": {"type": "string"}, "last_error": {"type": ["string", "null"]}}}},
+    },
+}
+
+
+def openapi_document(party_id: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"sw-hub listener ({party_id})",
+            "version": "1",
+            "description": "Submit envelopes, follow their status and conversations. Every accepted message is "
+            "durably recorded before its receipt is returned. Status changes are pushed to subscribed "
+            "agencies as signed webhooks (see `webhooks`) or MQTT events.",
+        },
+        "paths": {
+            "/messages": {"post": {
+                "summary": "Submit a signed envelope",
+                "requestBody": {"required": True, "content": XML},
+                "responses": {
+                    "200": {"description": "signed receipt (function 99); a duplicate gets the original receipt", "content": XML},
+                    "400": {"description": "signed NACK (function 00) with an ErrorList: code and reason", "content": XML},
+                    "413": {"description": "NACK ERR11: larger than the limit", "content": XML},
+                    "503": {"description": "NACK ERR50: not recorded, send the same message again later", "content": XML},
+                },
+            }},
+            "/messages/{message_id}": {"get": {
+                "summary": "A message's trace: every destination, attempt and audit entry",
+                "parameters": [_message_id()],
+                "responses": {"200": {"description": "the trace", "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "404": {"description": "no such message"}},
+            }},
+            "/messages/{message_id}/status": {"get": {
+                "summary": "A message's status",
+                "parameters": [_message_id()],
+                "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"}},
+            }},
+            "/conversations/{key}": {"get": {
+                "summary": "The messages of one conversation",
+                "description": "A message joins the conversation of the message its Subject/preReference names (by "
+                "reference or message id); otherwise its own reference (or message id) starts one. `key` is a "
+                "conversation id, or the reference or message id of any message in it.",
+                "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the conversation, oldest message first", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"conversation": {"type": "string"},
+                                                     "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Status"}}}}}}},
+                              "404": {"description": "no such conversation"}},
+            }},
+            "/health": {"get": {"summary": "Liveness and outbox counts", "responses": {"200": {"description": "ok"}}}},
+            "/soap": {
+                "get": {"summary": "The WSDL of the SOAP endpoint (`?wsdl`)",
+                        "parameters": [{"name": "wsdl", "in": "query", "required": True, "allowEmptyValue": True, "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "WSDL 1.1 with SOAP 1.1 and 1.2 bindings", "content": {"text/xml": {}}}}},
+                "post": {"summary": "SOAP 1.1 / 1.2 operation Submit: an envelope in, the receipt or NACK out",
+                         "responses": {"200": {"description": "SubmitResponse"}, "400": {"description": "SOAP 1.2 Sender fault"},
+                                       "500": {"description": "SOAP fault (1.1: any; 1.2: Receiver)"}}},
+            },
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+        "webhooks": {
+            "status": {"post": {
+                "summary": "A status change of a message (agencies with adapter `webhook` and `options.events`)",
+                "description": "Delivered through the hub's durable outbox: retried with backoff on 408/425/429/5xx or "
+                "no answer, dead-lettered on other 4xx. Check `X-Hub-Signature` before trusting the body.",
+                "parameters": [
+                    {"name": "X-Hub-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+                     "description": "t=<unix seconds>,sha256=<hex HMAC-SHA256(secret, \"<t>.\" + raw body)>; refuse old t"},
+                    {"name": "X-Hub-Event", "in": "header", "schema": {"type": "string"}},
+                    {"name": "X-Message-Id", "in": "header", "schema": {"type": "string"}},
+                ],
+                "requestBody": {"content": _json("StatusEvent")},
+                "responses": {"200": {"description": "taken"}},
+            }},
+        },
+        "components": {"schemas": {"Status": _STATUS, "StatusEvent": _EVENT}},
+    }

@@ -1,0 +1,396 @@
+"""The asw adapter (AS4): reading phase4's messages, the OASIS schema, WS-Security, the inbound
+endpoint, and the partner's failures mapped onto the outbox."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography import x509
+from lxml import etree
+
+import hub  # noqa: F401  (the core first: hub.runtime imports the adapters package)
+from adapters.asw import build, header, wss
+from adapters.asw.errors import EbmsCode, EbmsError
+from adapters.asw.header import EB, S12, WSSE, WSU
+from adapters.asw.outbound import Outbound
+from adapters.base import Delivery, Outcome
+from hub.errors import ConfigError
+from hub.runtime import Runtime
+from hub.store import State
+from hub.trust import Pinned, Signer
+from hub.twohubs import TH_CUSTOMS, TH_HUB, VN_HUB, Pair, write_pair
+
+from .as4_support import AS4_SAMPLES, Partner, inbound_of, outbound_message, resign, submit_certificate
+from .support import REPO, SHARED, free_port, wait_until
+
+SHARED_AS4 = SHARED / "conformance" / "as4"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Pair:
+    return write_pair(tmp_path, free_port(), free_port(), initial_delay=0.05)
+
+
+@pytest.fixture
+def hubs(pair: Pair) -> Iterator[tuple[Runtime, Runtime]]:
+    vn, th = Runtime.load(pair.vn), Runtime.load(pair.th)
+    yield vn, th
+    vn.close()
+    th.close()
+
+
+def _signal(data: bytes) -> header.Signal:
+    return header.read(etree.fromstring(data)).signals[0]
+
+
+# -- the schemas and phase4's messages ------------------------------------------------------------
+
+
+def test_shipped_schemas_are_the_oasis_ones_with_their_licence() -> None:
+    for name in ("ebms-header-3_0-200704.xsd", "soap11.xsd", "soap12.xsd", "LICENSE"):
+        assert (REPO / "xsd" / "as4" / name).read_bytes() == (SHARED_AS4 / name).read_bytes(), name
+    assert "Apache License 2.0" in (REPO / "xsd" / "as4" / "NOTICE.md").read_text()
+    assert "../shared" not in header.SCHEMA_PATH.read_text() and header.SCHEMA_PATH.is_relative_to(REPO)
+
+
+def test_reads_phase4_user_messages() -> None:
+    m = header.read(etree.parse(str(AS4_SAMPLES / "UserMessage.xml")).getroot())
+    assert m.soap == "1.1" and not m.signals and len(m.user_messages) == 1
+    u = m.user_messages[0]
+    assert (u.message_id, u.timestamp) == ("UUID-1@requester.example.com", "2006-07-25T12:19:05")
+    assert u.sender.ids == (header.PartyId("uri:requester.example.com", None),) and u.sender.role == "http://example.org/roles/Buyer"
+    assert u.recipient.ids == (header.PartyId("QRS543", "someType"),) and u.recipient.role == "http://example.org/roles/Seller"
+    assert (u.agreement, u.service, u.service_type, u.action, u.conversation_id) == (
+        "http://registry.example.com/cpa/123456", "QuoteToCollect", "MyServiceTypes", "NewPurchaseOrder", "4321")
+    assert u.property("ProcessInst") == "PurchaseOrder:123456" and u.property("ContextID") == "987654321"
+    (part,) = u.parts
+    assert (part.href, part.kind, part.schema_location) == ("cid:part@example.com", "attachment", "http://registry.example.org/po.xsd")
+    assert dict((p.name, p.value) for p in part.properties)["MimeType"] == "application/xml"
+
+    root12 = etree.parse(str(AS4_SAMPLES / "UserMessage12.xml")).getroot()
+    u = header.read(root12).user_messages[0]
+    scheme = "urn:oasis:names:tc:ebcore:partyid-type:iso6523:0088"
+    assert header.read(root12).soap == "1.2" and u.message_id == "2011-921@5209999001264.example.com"
+    assert u.sender.id == header.PartyId("5209999001264", scheme) and u.recipient.id == header.PartyId("5209999001295", scheme)
+    assert (u.sender.role, u.recipient.role, u.conversation_id) == ("Seller", "Buyer", "2011-921")
+    assert u.service == "http://docs.oasis-open.org/ebxml-msg/as4/200902/service" and u.agreement is None
+    (part,) = u.parts
+    body = root12.find(f"{{{S12}}}Body")
+    assert part.kind == "body-element" and part.href == f"#{body.get(f'{{{WSU}}}Id')}"  # the payload reference resolves
+
+    two = header.read(etree.parse(str(AS4_SAMPLES / "TwoUserMessages.xml")).getroot())
+    assert [u.message_id for u in two.user_messages] == ["UUID-2@receiver.example.com", "UUID-dad2@receiver.example.com"]
+    assert all(u.pmode == "pm-esens-generic-resp" and u.parts[0].kind == "body" for u in two.user_messages)
+
+    bare = etree.parse(str(AS4_SAMPLES / "UserMessageWithoutWSSE.xml")).getroot()
+    u = header.read(bare).user_messages[0]
+    assert u.sender.id.value == u.recipient.id.value == "APP_1000000101" and u.parts[0].kind == "body"
+    assert not wss.is_signed(bare) and etree.QName(bare.find(f"{{{header.S11}}}Body")[0]).localname == "StandardBusinessDocument"
+
+
+def test_a_header_without_party_id_is_read_but_refused_by_the_schema() -> None:
+    root = etree.parse(str(AS4_SAMPLES / "UserMessageNoPartyID.xml")).getroot()
+    assert header.read(root, check=False).user_messages[0].sender.id.value == ""
+    with pytest.raises(EbmsError) as caught:
+        header.read(root)
+    assert caught.value.code is EbmsCode.INVALID_HEADER and "PartyId" in caught.value.message
+
+
+def test_reads_phase4_receipts_and_verifies_phase4s_signature() -> None:
+    plain = _signal((AS4_SAMPLES / "ReceiptMessage.xml").read_bytes())
+    assert plain.ref_to_message_id == "uiopfdsmnf4898965563434@a.example.com" and plain.message_id == "uiwtoruiopwr2543890@b.example.com"
+    assert [r.uri for r in plain.receipt or ()] == ["http://b.example.com/doc45/#b", "http:/a.example.com/doc23/#a"]
+    assert {r.digest_value for r in plain.receipt or ()} == {"fX/iNylcUHNLV4lCE0eC7aEGP28="}
+
+    root = etree.parse(str(AS4_SAMPLES / "TestReceipt12.xml")).getroot()
+    signal = header.read(root).signals[0]
+    assert signal.ref_to_message_id == "035e0a83-6dc5-427b-bcee-483475c65153@phase4" and not signal.errors
+    assert [r.uri.split("-")[0] for r in signal.receipt or ()] == ["#phase4", "#id", "cid:phase4"]
+    token = root.find(f".//{{{WSSE}}}BinarySecurityToken")
+    phase4 = x509.load_der_x509_certificate(base64.b64decode(token.text or ""))
+    verified = wss.verify(root, Pinned([phase4]), "phase4")  # exclusive c14n with a PrefixList, by another implementation
+    assert "PEPPOL TEST AP" in verified.subject and header.read_messaging(verified.messaging).signals == (signal,)
+    root.find(f".//{{{header.EB}}}RefToMessageId").text = "someone-else@phase4"
+    with pytest.raises(EbmsError, match="digest mismatch"):
+        wss.verify(root, Pinned([phase4]), "phase4")
+
+
+def test_every_sample_but_the_one_without_party_id_is_valid_against_the_schema() -> None:
+    for path in sorted(AS4_SAMPLES.glob("*.xml")):
+        root = etree.parse(str(path)).getroot()
+        if path.name == "UserMessageNoPartyID.xml":
+            continue
+        header.validate(header.find_messaging(root))
+
+
+def _schema_over_shared(tmp_path: Path) -> etree.XMLSchema:
+    """The unmodified OASIS schema from ../shared, with only the XML namespace supplied locally."""
+    wrapper = tmp_path / "wrapper.xsd"
+    wrapper.write_text(f"""<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t">
+      <xs:import namespace="http://www.w3.org/XML/1998/namespace" schemaLocation="{REPO}/xsd/as4/xml.xsd"/>
+      <xs:import namespace="{EB}" schemaLocation="{SHARED_AS4}/ebms-header-3_0-200704.xsd"/></xs:schema>""")
+    return etree.XMLSchema(etree.parse(str(wrapper)))
+
+
+def test_our_messages_receipts_and_errors_validate_against_the_oasis_schema(hubs: tuple[Runtime, Runtime], tmp_path: Path) -> None:
+    vn, th = hubs
+    data, ebms_id = outbound_message(vn, submit_certificate(vn))
+    status, receipt = inbound_of(th).handle(data)
+    error = inbound_of(th).error_signal(ebms_id, EbmsError(EbmsCode.OTHER, "a test error"))
+    schema = _schema_over_shared(tmp_path)
+    for message in (data, receipt, error):
+        messaging = header.find_messaging(etree.fromstring(message))
+        assert schema.validate(messaging), schema.error_log
+        header.validate(messaging)
+    u = header.read(etree.fromstring(data)).user_messages[0]
+    assert status == 200 and u.action == "FORMD" and u.sender.id.value == VN_HUB and u.recipient.id.value == TH_HUB
+    assert u.sender.id.type == u.recipient.id.type and u.agreement and u.conversation_id and u.parts[0].kind == "body-element"
+
+
+# -- inbound: POST /as4 ---------------------------------------------------------------------------
+
+
+def test_inbound_verifies_accepts_and_answers_with_a_signed_receipt(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    message_id = submit_certificate(vn)
+    data, ebms_id = outbound_message(vn, message_id)
+    status, answer = inbound_of(th).handle(data)
+    assert status == 200
+    gateway = vn.create_adapters()[TH_HUB]
+    verified = wss.verify(etree.fromstring(answer), gateway.policy, "TH")  # type: ignore[attr-defined]
+    signal = header.read_messaging(verified.messaging).signals[0]
+    sent = wss.verify(etree.fromstring(data), th.create_adapters()[VN_HUB].policy, "VN")  # type: ignore[attr-defined]
+    assert signal.ref_to_message_id == ebms_id and "Thailand" in verified.subject
+    assert {(r.uri, r.digest_value) for r in signal.receipt or ()} == {
+        (r.get("URI"), r.findtext("{http://www.w3.org/2000/09/xmldsig#}DigestValue")) for r in sent.references}
+    trace = th.store.trace(message_id)
+    assert trace.message is not None and trace.message.sender == VN_HUB and trace.message.document_type == "FORMD"
+    assert [r.destination for r in trace.rows] == [TH_CUSTOMS]
+
+
+def test_duplicates_on_message_id_are_answered_but_accepted_once(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    message_id = submit_certificate(vn)
+    first, ebms_id = outbound_message(vn, message_id)
+    again, same_id = outbound_message(vn, message_id)  # a resend: new timestamp and signature, same MessageId
+    assert same_id == ebms_id and again != first
+    inbound = inbound_of(th)
+    answers = [inbound.handle(m) for m in (first, first, again)]
+    assert [s for s, _ in answers] == [200, 200, 200]
+    assert all(_signal(a).ref_to_message_id == ebms_id and _signal(a).receipt for _, a in answers)
+    assert len(th.store.trace(message_id).rows) == 1
+
+
+def _refused(th: Runtime, data: bytes) -> header.SignalError:
+    status, answer = inbound_of(th).handle(data)
+    assert status == 400
+    root = etree.fromstring(answer)
+    assert wss.is_signed(root)
+    (error,) = header.read(root).signals[0].errors
+    assert error.failure
+    return error
+
+
+def test_inbound_refusals_are_signed_ebms_errors(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    message_id = submit_certificate(vn)
+    data, _ = outbound_message(vn, message_id)
+    moit = Signer.from_files(vn.config.agencies["VN-MOIT"].signing_key, vn.config.agencies["VN-MOIT"].certificates[0])  # type: ignore[arg-type]
+
+    def text(element_path: str, value: str):  # type: ignore[no-untyped-def]
+        def change(root: etree._Element) -> None:
+            root.find(element_path, {"eb": EB, "h": "urn:sw-hub:envelope:1"}).text = value
+        return change
+
+    tampered = data.replace(b"Robusta", b"Arabica")
+    cases = {
+        "EBMS:0101 digest": (tampered, "changed after signing"),
+        "EBMS:0103 unsigned": (etree.tostring(_without_security(data)), "carries no WS-Security signature"),
+        "EBMS:0101 signer": (resign(data, moit), "configured for agency VN-NSW"),
+        "EBMS:0010 party": (resign(data, vn.signer, text(".//eb:From/eb:PartyId", "MY-NSW")), "no member gateway"),
+        "EBMS:0010 to": (resign(data, vn.signer, text(".//eb:To/eb:PartyId", "LA-NSW")), "this hub is 'TH-NSW'"),
+        "EBMS:0003 id": (resign(data, vn.signer, text(".//eb:MessageId", "other@VN-NSW")), "does not name the envelope"),
+        "EBMS:0003 action": (resign(data, vn.signer, text(".//eb:Action", "FORMD-STATUS")), "differs from the envelope's documentType"),
+        "EBMS:0009 schema": (resign(data, vn.signer, text(".//eb:Timestamp", "yesterday")), "not valid"),
+        "EBMS:0009 soap11": (data.replace(S12.encode(), b"http://schemas.xmlsoap.org/soap/envelope/"), "SOAP 1.2"),
+        "EBMS:0003 envelope": (resign(data, vn.signer, text(".//h:messageId", "not-the-same")), "does not name"),
+    }
+    for name, (message, words) in cases.items():
+        error = _refused(th, message)
+        assert error.code == name.split()[0], (name, error)
+        assert words in (error.description or ""), (name, error.description)
+    assert th.store.trace(message_id).message is None  # nothing was accepted
+
+
+def _without_security(data: bytes) -> etree._Element:
+    root = etree.fromstring(data)
+    h = root.find(f"{{{S12}}}Header")
+    h.remove(h.find(f"{{{WSSE}}}Security"))
+    return root
+
+
+def test_a_payload_the_pipeline_refuses_becomes_an_error_with_its_nack(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    message_id = submit_certificate(vn)
+    data, _ = outbound_message(vn, message_id)
+
+    def break_form(root: etree._Element) -> None:  # the envelope inside is re-signed by VN, but its Form D is invalid
+        body = root.find(f"{{{S12}}}Body")
+        envelope = body[0]
+        envelope.remove(envelope.find("{http://www.w3.org/2000/09/xmldsig#}Signature"))
+        form = envelope.find(".//{urn:sw-hub:asean:eatiga:formd:1}FormD")
+        form.remove(form.find("{urn:sw-hub:asean:eatiga:formd:1}Exporter"))
+        body.replace(envelope, vn.signer.sign(envelope))
+
+    error = _refused(th, resign(data, vn.signer, break_form))
+    assert error.code == "EBMS:0004" and "ERR05" in (error.description or "")
+
+
+@pytest.mark.parametrize("forged_id", [True, False])
+def test_signature_wrapping_is_refused(hubs: tuple[Runtime, Runtime], forged_id: bool) -> None:
+    """The signed eb:Messaging is hidden in a wrapper; a forged one takes its place, with the same
+    wsu:Id (the id is then ambiguous) or with none (it is then not covered by the signature)."""
+    vn, th = hubs
+    data, _ = outbound_message(vn, submit_certificate(vn))
+    root = etree.fromstring(data)
+    h = root.find(f"{{{S12}}}Header")
+    signed = h.find(f"{{{EB}}}Messaging")
+    forged = copy.deepcopy(signed)
+    forged.find(f".//{{{EB}}}Action").text = "SOMETHING-ELSE"
+    if not forged_id:
+        del forged.attrib[f"{{{WSU}}}Id"]
+    hidden = etree.SubElement(h, "{urn:attacker}Wrapper")
+    h.replace(signed, forged)
+    hidden.append(signed)
+    error = _refused(th, etree.tostring(root))
+    if forged_id:
+        assert error.code == "EBMS:0101" and "used 2 times (signature wrapping)" in (error.description or "")
+    else:
+        assert error.code == "EBMS:0103" and "carries no wsu:Id" in (error.description or "")
+
+
+# -- outbound: the partner's answers mapped onto the outbox --------------------------------------
+
+
+def _outbox(tmp_path: Path, th_port: int) -> tuple[Runtime, Runtime, str]:
+    pair = write_pair(tmp_path, free_port(), th_port, initial_delay=0.05, max_attempts=6)
+    vn, th = Runtime.load(pair.vn), Runtime.load(pair.th)
+    return vn, th, submit_certificate(vn)
+
+
+def _row(vn: Runtime, message_id: str):  # type: ignore[no-untyped-def]
+    return next(r for r in vn.store.trace(message_id).rows if r.destination == TH_HUB)
+
+
+def _ids(partner: Partner) -> set[str]:
+    return {header.read(etree.fromstring(b)).user_messages[0].message_id for b in partner.received}
+
+
+@pytest.mark.parametrize("failure", ["5xx", "missing receipt", "refused connection"])
+def test_transient_failures_are_retried_with_the_same_message_id(tmp_path: Path, failure: str) -> None:
+    port = free_port()
+    vn, th, message_id = _outbox(tmp_path, port)
+    inbound, partner, calls = inbound_of(th), Partner(port), []
+
+    def answer(body: bytes) -> tuple[int, bytes]:
+        calls.append(1)
+        if len(calls) <= 2 and failure == "5xx":
+            return 500, b"gateway overloaded"
+        if len(calls) <= 2 and failure == "missing receipt":
+            inbound.handle(body)  # the partner accepts it, but the receipt is lost on the way back
+            return 200, b""
+        return inbound.handle(body)
+
+    partner.answer = answer
+    dispatcher = vn.dispatcher()
+    try:
+        if failure != "refused connection":
+            partner.start()
+        else:
+            assert wait_until(lambda: dispatcher.run_once() >= 0 and _row(vn, message_id).attempts >= 2 and _row(vn, message_id).state is State.PENDING, 20)
+            assert "cannot reach" in (_row(vn, message_id).last_error or "")
+            partner.start()
+        assert dispatcher.drain(30)
+        row = _row(vn, message_id)
+        assert row.state is State.DELIVERED and (row.attempts == 3 or failure == "refused connection" and row.attempts >= 3)
+        attempts = [a for a in vn.store.trace(message_id).attempts if a.row_id == row.id]
+        assert [a.outcome for a in attempts] == [State.PENDING] * (row.attempts - 1) + [State.DELIVERED]
+        assert attempts[-1].detail.startswith("AS4 receipt") and "signed by CN=Thailand" in attempts[-1].detail
+        if failure != "refused connection":
+            assert len(_ids(partner)) == 1 and len(partner.received) == 3  # resent with the same eb:MessageId
+        assert len(th.store.trace(message_id).rows) == 1  # the partner took it once
+    finally:
+        dispatcher.stop()
+        partner.stop()
+        vn.close()
+        th.close()
+
+
+def test_a_partner_error_is_dead_lettered_with_the_partners_text(tmp_path: Path) -> None:
+    port = free_port()
+    vn, th, message_id = _outbox(tmp_path, port)
+    inbound, partner = inbound_of(th), Partner(port).start()
+    words = "Form D VN-TH 25/02/00317 was already used for another consignment"
+    partner.answer = lambda body: (400, inbound.error_signal(header.read(etree.fromstring(body)).user_messages[0].message_id,
+                                                             EbmsError(EbmsCode.OTHER, words)))
+    dispatcher = vn.dispatcher()
+    try:
+        assert dispatcher.drain(20)
+        row = _row(vn, message_id)
+        assert row.state is State.DEAD and row.attempts == 1
+        assert f"AS4 error from {TH_HUB}: EBMS:0004 Other: {words}" in (row.last_error or "")
+    finally:
+        dispatcher.stop()
+        partner.stop()
+        vn.close()
+        th.close()
+
+
+def test_time_outs_and_receipts_that_do_not_check_out_are_retried(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    message_id = submit_certificate(vn)
+    port = free_port()
+    partner = Partner(port).start()
+    gateway = vn.create_adapters()[TH_HUB]
+    peer = dataclasses.replace(gateway.peer, endpoint=f"http://127.0.0.1:{port}/as4", timeout=0.3)  # type: ignore[attr-defined]
+    outbound = Outbound(peer, gateway.policy, vn.pipeline.party, vn.signer, gateway._outbound.parser)  # type: ignore[attr-defined]
+    row = _row(vn, message_id)
+    delivery = Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, 1)
+    inbound = inbound_of(th)
+    try:
+        partner.answer = lambda body: (time.sleep(1.0), (200, b""))[1]
+        result = outbound.deliver(delivery)
+        assert result.outcome is Outcome.RETRY and "time-out" in result.detail
+
+        other, _ = outbound_message(vn, submit_certificate(vn))
+        partner.answer = lambda body: inbound.handle(other)  # a valid receipt, but for another message
+        result = outbound.deliver(delivery)
+        assert result.outcome is Outcome.RETRY and "refers to" in result.detail
+
+        partner.answer = lambda body: (200, resign(inbound.handle(body)[1], vn.signer))  # signed by the wrong key
+        result = outbound.deliver(delivery)
+        assert result.outcome is Outcome.RETRY and "does not check out" in result.detail
+
+        partner.answer = lambda body: inbound.handle(body)
+        assert outbound.deliver(delivery).outcome is Outcome.DELIVERED
+    finally:
+        outbound.close()
+        partner.stop()
+
+
+def test_gateway_options_are_checked(tmp_path: Path) -> None:
+    pair = write_pair(tmp_path, free_port(), free_port())
+    text = pair.vn.read_text().replace('options = { receipts = "receipts/TH-NSW" }', 'options = { reciepts = "x" }')
+    pair.vn.write_text(text)
+    runtime = Runtime.load(pair.vn)
+    try:
+        with pytest.raises(ConfigError, match="did you mean 'receipts'"):
+            runtime.create_adapters()
+    finally:
+        runtime.close()

@@ -1,0 +1,516 @@
+"""Trust: signatures, certificates, chains, CRLs, key rotation, and one code and sentence per refusal.
+
+The PKI of these tests: a government root CA with an intermediate that issues VN-MOIT's
+certificates (VN-MOIT trusts the root, names the intermediate and both CRLs, and requires
+O=VN-MOIT), a Thai CA for TH-ASW, VN-MARD with a pinned self-signed certificate, and a rogue CA
+that nobody trusts.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from hub.client import Outgoing, envelope_for, recipient_for
+from hub.config import load_config
+from hub.envelope import NS, read_errors
+from hub.errors import Code, ConfigError, Rejected
+from hub.keys import Issuer, init_keys, issue, new_key, write_certificate, write_crl, write_private_key
+from hub.pipeline import party_of
+from hub.runtime import Runtime, check
+from hub.trust import DSIG, Pinned, Signer, Verifier, load_certificates
+from hub.truststore import TrustJobs, TrustStore
+
+from .support import REPO, Sender, tampered, wait_until, write_config
+
+E = f"{{{NS}}}"
+
+
+@dataclass
+class Pki:
+    folder: Path
+    root: Issuer
+    inter: Issuer
+    th: Issuer
+    rogue: Issuer
+    moit: Issuer  # VN-MOIT's signing key and certificate, issued by the intermediate
+    th_asw: Issuer
+
+    def leaf(self, issuer: Issuer, organization: str, *, kind: str = "rsa", **kwargs) -> Issuer:  # type: ignore[no-untyped-def]
+        key = new_key(kind)
+        return Issuer(key, issue(key, f"{organization} signer", organization=organization, issuer=issuer, **kwargs))
+
+    def revoke(self, name: str, issuer: Issuer, *certs: x509.Certificate, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        now = datetime.now(timezone.utc) - timedelta(minutes=1)
+        write_crl(self.folder / name, issuer, [(c.serial_number, now) for c in certs], **kwargs)
+
+
+def make_pki(folder: Path) -> Pki:
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def ca(name: str, issuer: Issuer | None = None) -> Issuer:
+        key = new_key("ec")
+        cert = issue(key, name, organization="Test PKI", issuer=issuer, ca=True, days=3650)
+        write_certificate(folder / f"{name}.crt", cert)
+        return Issuer(key, cert)
+
+    root = ca("gov-root")
+    inter = ca("gov-issuing", root)
+    th = ca("th-root")
+    rogue = ca("rogue-root")
+    pki = Pki(folder, root, inter, th, rogue, None, None)  # type: ignore[arg-type]
+    pki.moit = pki.leaf(inter, "VN-MOIT")
+    pki.th_asw = pki.leaf(th, "TH-ASW", kind="ec")
+    for name, issuer in (("gov-root.crl", root), ("gov-issuing.crl", inter), ("th-root.crl", th)):
+        write_crl(folder / name, issuer)
+    return pki
+
+
+def pki_config(tmp_path: Path, *, extra_hub: str = "", moit_crl: str | None = None) -> tuple[Path, Pki]:
+    """The test topology of ``support.write_config`` with VN-MOIT and TH-ASW trusted through CAs."""
+    path = write_config(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    p = pki.folder
+    text = path.read_text()
+    crl = moit_crl if moit_crl is not None else f'["{p}/gov-root.crl", "file://{p}/gov-issuing.crl"]'
+    moit = f'certificates = ["{tmp_path}/keys/VN-MOIT.crt"]'
+    assert moit in text
+    text = text.replace(moit, f'trust_anchors = ["{p}/gov-root.crt"]\nintermediates = ["{p}/gov-issuing.crt"]\n'
+                              f'subject = "O=VN-MOIT"\ncrl = {crl}')
+    th = 'endpoint = "http://127.0.0.1:9/inbox"'
+    assert th in text
+    text = text.replace(th, th + f'\ntrust_anchors = ["{p}/th-root.crt"]\ncrl = "{p}/th-root.crl"')
+    if extra_hub:
+        text = text.replace('max_depth = 40\n', f"max_depth = 40\n{extra_hub}\n")
+    path.write_text(text)
+    return path, pki
+
+
+@pytest.fixture
+def pki_env(tmp_path: Path) -> Iterator[tuple[TrustStore, Pki, Path]]:
+    path, pki = pki_config(tmp_path)
+    yield TrustStore.from_config(load_config(path)), pki, path
+
+
+def envelope(config_path: Path, sender: str = "VN-MOIT") -> etree._Element:
+    config = load_config(config_path)
+    document = etree.fromstring((REPO / "examples" / "co-certificate.xml").read_bytes())
+    return envelope_for(document, party_of(config.agencies[sender]), recipient_for(config, "TH-ASW"), Outgoing("CO-FORMD"))
+
+
+def signed(config_path: Path, who: Issuer, *, chain: tuple[x509.Certificate, ...] = (), sender: str = "VN-MOIT") -> etree._Element:
+    return Signer(who.key, who.certificate, chain).sign(envelope(config_path, sender))
+
+
+def refusal(store: TrustStore, root: etree._Element, agency: str = "VN-MOIT") -> Rejected:
+    with pytest.raises(Rejected) as info:
+        Verifier().verify(root, store.policy(agency), f"agency {agency}")
+    assert info.value.message, "every refusal carries a sentence"
+    return info.value
+
+
+# -- accepted ---------------------------------------------------------------------------------------
+
+
+def test_a_chain_to_the_senders_ca_is_accepted_and_only_the_signed_part_goes_on(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = signed(path, pki.moit)
+    root.append(etree.Comment("unsigned comment after the signature"))
+    verified = Verifier().verify(root, store.policy("VN-MOIT"), "agency VN-MOIT")
+    assert verified.subject == "CN=VN-MOIT signer,O=VN-MOIT"
+    assert verified.element is not root and verified.element.find(f"{{{DSIG}}}Signature") is None
+    assert b"unsigned comment" not in etree.tostring(verified.element)
+    # the intermediate may also travel in KeyInfo; an EC signer works as well
+    ec = pki.leaf(pki.inter, "VN-MOIT", kind="ec")
+    assert Verifier().verify(signed(path, ec, chain=(pki.inter.certificate,)), store.policy("VN-MOIT"), "x").certificate == ec.certificate
+
+
+def test_a_certificate_is_judged_once_then_cached(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    documents = [signed(path, pki.moit) for _ in range(5)]
+    before = store.evaluations
+    for root in documents:
+        Verifier().verify(root, store.policy("VN-MOIT"), "agency VN-MOIT")
+    assert store.evaluations == before + 1
+    assert store.refresh_crls() is False  # unchanged CRLs keep the cache
+    Verifier().verify(documents[0], store.policy("VN-MOIT"), "agency VN-MOIT")
+    assert store.evaluations == before + 1
+
+
+# -- one code and one sentence per refusal ------------------------------------------------------------
+
+
+def test_tampered_content(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = etree.fromstring(tampered(etree.tostring(signed(path, pki.moit))))
+    error = refusal(store, root)
+    assert error.code is Code.SIGNATURE_INVALID and "changed after signing" in error.message
+
+
+def test_tampered_signature_value(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = signed(path, pki.moit)
+    value = root.find(f"{{{DSIG}}}Signature/{{{DSIG}}}SignatureValue")
+    raw = bytearray(base64.b64decode(value.text))
+    raw[10] ^= 0x01
+    value.text = base64.b64encode(bytes(raw)).decode()
+    error = refusal(store, root)
+    assert error.code is Code.SIGNATURE_VALUE_INVALID and "signature value does not verify" in error.message
+
+
+def test_wrapped_payload(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    good = signed(path, pki.moit)
+    # the signed envelope hidden in a wrapper, a forged unsigned payload where the hub reads
+    forged = copy.deepcopy(good)
+    signature = forged[-1]
+    forged.remove(signature)
+    forged.find(f"{E}Body/{E}Content")[0].set("forged", "yes")
+    hidden = etree.SubElement(forged, "{urn:example:attack}Hidden")
+    hidden.append(copy.deepcopy(good))
+    error = refusal(store, forged)
+    assert error.code is Code.SIGNATURE_WRAPPING and "as a child of the root" in error.message
+    # a signature that points at one element instead of the whole document
+    partial = copy.deepcopy(good)
+    partial.find(f".//{{{DSIG}}}Reference").set("URI", "#payload")
+    error = refusal(store, partial)
+    assert error.code is Code.SIGNATURE_WRAPPING and 'URI=""' in error.message
+    # a second, unsigned payload next to the signed one
+    doubled = copy.deepcopy(good)
+    doubled.find(f"{E}Body").append(copy.deepcopy(doubled.find(f"{E}Body/{E}Content")))
+    error = refusal(store, doubled)
+    assert error.code is Code.SIGNATURE_INVALID
+
+
+def test_unknown_signer(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    stranger = new_key("rsa")
+    me = Issuer(stranger, issue(stranger, "nobody", organization="XX-NOBODY"))
+    error = refusal(store, signed(path, me, sender="VN-MARD"), "VN-MARD")
+    assert error.code is Code.UNKNOWN_SIGNER and "not one of the certificates configured for agency VN-MARD" in error.message
+    # a certificate of the right CA without the sender's subject attribute
+    other = pki.leaf(pki.inter, "VN-SOMEONE")
+    error = refusal(store, signed(path, other))
+    assert error.code is Code.UNKNOWN_SIGNER and "O=VN-MOIT" in error.message
+
+
+def test_certificate_of_another_agency(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    config = load_config(path)
+    mard = Sender(config, "VN-MARD")  # pinned, self-signed
+    root = mard.signer.sign(envelope(path))
+    error = refusal(store, root)
+    assert error.code is Code.WRONG_SIGNER and "certificate of VN-MARD" in error.message and "VN-MOIT" in error.message
+    error = refusal(store, signed(path, pki.th_asw))  # chains to TH-ASW's CA, not to VN-MOIT's
+    assert error.code is Code.WRONG_SIGNER and "certificate of TH-ASW" in error.message
+    error = refusal(store, signed(path, pki.moit, sender="TH-ASW"), "TH-ASW")
+    assert error.code is Code.UNTRUSTED_CHAIN and "belongs to VN-MOIT" in error.message
+
+
+def test_expired_certificate(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    old = pki.leaf(pki.inter, "VN-MOIT", not_before=datetime.now(timezone.utc) - timedelta(days=400), days=30)
+    error = refusal(store, signed(path, old))
+    assert error.code is Code.CERTIFICATE_EXPIRED and "valid only from" in error.message
+    future = pki.leaf(pki.inter, "VN-MOIT", not_before=datetime.now(timezone.utc) + timedelta(days=2))
+    error = refusal(store, signed(path, future))
+    assert error.code is Code.CERTIFICATE_EXPIRED and "not valid before" in error.message
+
+
+def test_revoked_certificate_after_a_crl_refresh(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = signed(path, pki.moit)
+    Verifier().verify(root, store.policy("VN-MOIT"), "agency VN-MOIT")  # accepted and cached
+    pki.revoke("gov-issuing.crl", pki.inter, pki.moit.certificate)
+    assert store.refresh_crls() is True
+    error = refusal(store, root)
+    assert error.code is Code.CERTIFICATE_REVOKED and "was revoked by CN=gov-issuing" in error.message
+    assert f"{pki.moit.certificate.serial_number:x}" in error.message
+
+
+def test_revoked_intermediate(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    pki.revoke("gov-root.crl", pki.root, pki.inter.certificate)
+    store.refresh_crls()
+    error = refusal(store, signed(path, pki.moit))
+    assert error.code is Code.CERTIFICATE_REVOKED and "CA certificate CN=gov-issuing" in error.message
+
+
+def test_untrusted_chain(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    impostor = pki.leaf(pki.rogue, "VN-MOIT")  # the right subject from a CA VN-MOIT does not trust
+    error = refusal(store, signed(path, impostor))
+    assert error.code is Code.UNTRUSTED_CHAIN and "does not chain to a CA trusted for agency VN-MOIT" in error.message
+    key = new_key("rsa")  # issued by the right CA but not allowed to sign documents
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "VN-MOIT")]))
+        .issuer_name(pki.inter.certificate.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(timezone.utc) - timedelta(minutes=5)).not_valid_after(datetime.now(timezone.utc) + timedelta(days=5))
+        .add_extension(x509.KeyUsage(False, False, True, False, False, False, False, False, False), critical=True)
+        .sign(pki.inter.key, hashes.SHA256())
+    )
+    error = refusal(store, signed(path, Issuer(key, cert)))
+    assert error.code is Code.UNTRUSTED_CHAIN and "may not sign documents" in error.message
+
+
+def test_weak_algorithm(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = signed(path, pki.moit)
+    root.find(f".//{{{DSIG}}}SignatureMethod").set("Algorithm", "http://www.w3.org/2000/09/xmldsig#rsa-sha1")
+    error = refusal(store, root)
+    assert error.code is Code.WEAK_ALGORITHM and "rsa-sha1" in error.message
+    root = signed(path, pki.moit)
+    root.find(f".//{{{DSIG}}}DigestMethod").set("Algorithm", "http://www.w3.org/2000/09/xmldsig#sha1")
+    assert refusal(store, root).code is Code.WEAK_ALGORITHM
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    weak = Issuer(small, issue(small, "VN-MOIT signer", organization="VN-MOIT", issuer=pki.inter))
+    error = refusal(store, signed(path, weak))
+    assert error.code is Code.WEAK_ALGORITHM and "1024 bits" in error.message
+
+
+def test_missing_signature(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    error = refusal(store, envelope(path))
+    assert error.code is Code.SIGNATURE_MISSING and "VN-MOIT must sign" in error.message
+
+
+def test_crl_missing_at_start_up_fails_closed(tmp_path: Path) -> None:
+    path, pki = pki_config(tmp_path, moit_crl=f'"{tmp_path}/nowhere.crl"')
+    store = TrustStore.from_config(load_config(path))
+    error = refusal(store, signed(path, pki.moit))
+    assert error.code is Code.CRL_UNAVAILABLE and "nowhere.crl" in error.message
+    write_crl(tmp_path / "nowhere.crl", pki.inter)
+    store.refresh_crls()
+    error = refusal(store, signed(path, pki.moit))  # that CRL covers the leaf; the root's (for the intermediate) is missing
+    assert error.code is Code.CRL_UNAVAILABLE and "no CRL of CN=gov-root" in error.message
+
+
+def test_stale_crl_fails_closed_after_the_grace(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    long_ago = datetime.now(timezone.utc) - timedelta(days=10)
+    write_crl(pki.folder / "gov-issuing.crl", pki.inter, days=1, this_update=long_ago - timedelta(days=1))  # older: refused
+    store.refresh_crls()
+    assert "older than the CRL already loaded" in (store.sources[f"file://{pki.folder}/gov-issuing.crl"].error or "")
+    write_crl(pki.folder / "gov-issuing.crl", pki.inter, days=1, this_update=long_ago)
+    fresh = TrustStore.from_config(load_config(path))  # a hub started with only the stale CRL
+    error = refusal(fresh, signed(path, pki.moit))
+    assert error.code is Code.CRL_UNAVAILABLE and "stale" in error.message
+    within_grace = TrustStore.from_config(load_config(path))
+    within_grace.crl_grace = timedelta(days=30)
+    within_grace.refresh_crls()
+    Verifier().verify(signed(path, pki.moit), within_grace.policy("VN-MOIT"), "agency VN-MOIT")
+
+
+def test_the_scheduled_job_refreshes_crls(pki_env) -> None:  # type: ignore[no-untyped-def]
+    store, pki, path = pki_env
+    root = signed(path, pki.moit)
+    Verifier().verify(root, store.policy("VN-MOIT"), "agency VN-MOIT")
+    jobs = TrustJobs(store, refresh_seconds=0.1)
+    jobs.start()
+    try:
+        pki.revoke("gov-issuing.crl", pki.inter, pki.moit.certificate)
+
+        def revoked() -> bool:
+            try:
+                Verifier().verify(root, store.policy("VN-MOIT"), "agency VN-MOIT")
+                return False
+            except Rejected as exc:
+                return exc.code is Code.CERTIFICATE_REVOKED
+
+        assert wait_until(revoked, 10)
+    finally:
+        jobs.stop()
+
+
+def test_agencies_sharing_a_ca_must_be_told_apart(tmp_path: Path) -> None:
+    path, pki = pki_config(tmp_path)
+    text = path.read_text()
+    mard = f'certificates = ["{tmp_path}/keys/VN-MARD.crt"]'
+    path.write_text(text.replace(mard, f'trust_anchors = ["{pki.folder}/gov-root.crt"]'))
+    with pytest.raises(ConfigError) as info:
+        TrustStore.from_config(load_config(path))
+    assert "trust the same CA" in info.value.reason and "subject" in info.value.key
+    path.write_text(text.replace(mard, f'trust_anchors = ["{pki.folder}/gov-root.crt"]\nsubject = "O=VN-MARD"'))
+    store = TrustStore.from_config(load_config(path))
+    mard_leaf = pki.leaf(pki.root, "VN-MARD")
+    error = refusal(store, signed(path, mard_leaf))  # the same CA, but VN-MARD's subject: not VN-MOIT's
+    assert error.code is Code.WRONG_SIGNER and "certificate of VN-MARD" in error.message
+
+
+def test_a_crl_needs_its_ca(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text().replace(f'certificates = ["{tmp_path}/keys/VN-MARD.crt"]',
+                                    f'certificates = ["{tmp_path}/keys/VN-MARD.crt"]\ncrl = "x.crl"')
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        TrustStore.from_config(load_config(path))
+    assert info.value.key == "agencies[VN-MARD].crl"
+
+
+# -- the pipeline answers with the same codes ------------------------------------------------------------
+
+
+def nack_code(runtime: Runtime, data: bytes) -> tuple[str, str, str | None]:
+    ack = runtime.pipeline.submit(data)
+    assert not ack.accepted
+    (error,) = read_errors(Verifier().verify(etree.fromstring(ack.xml), [runtime.signer.certificate], "hub").element)
+    return error
+
+
+def test_pipeline_accepts_a_ca_issued_signer_and_nacks_revoked_and_missing_crls(tmp_path: Path) -> None:
+    path, pki = pki_config(tmp_path)
+    runtime = Runtime.load(path)
+    try:
+        data = etree.tostring(signed(path, pki.moit))
+        assert runtime.pipeline.submit(data).accepted
+        pki.revoke("gov-issuing.crl", pki.inter, pki.moit.certificate)
+        runtime.trust.refresh_crls()  # type: ignore[union-attr]
+        code, message, _ = nack_code(runtime, etree.tostring(signed(path, pki.moit)))
+        assert code == Code.CERTIFICATE_REVOKED.value
+        (pki.folder / "gov-root.crl").unlink()
+        runtime.trust.refresh_crls()  # type: ignore[union-attr]
+        code, _, _ = nack_code(runtime, etree.tostring(signed(path, pki.moit)))
+        assert code == Code.CERTIFICATE_REVOKED.value  # the last good root CRL stays until its nextUpdate + grace
+        assert "cannot read" in (runtime.trust.sources[f"{pki.folder}/gov-root.crl"].error or "")  # type: ignore[union-attr]
+        code, _, _ = nack_code(runtime, etree.tostring(envelope(path)))
+        assert code == Code.SIGNATURE_MISSING.value
+    finally:
+        runtime.close()
+    errors, _ = check(path)
+    assert any("gov-root.crl" in e and "agencies[VN-MOIT].crl" in e for e in errors)
+
+
+# -- key rotation and expiry ---------------------------------------------------------------------------------
+
+
+def test_an_agency_may_have_an_old_and_a_new_certificate(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    config = load_config(path)
+    old = Sender(config, "VN-MARD")
+    key = new_key("ec")
+    new_cert = issue(key, "VN-MARD 2", organization="VN-MARD")
+    write_certificate(tmp_path / "keys" / "VN-MARD-next.crt", new_cert)
+    path.write_text(path.read_text().replace(f'certificates = ["{tmp_path}/keys/VN-MARD.crt"]',
+                                             f'certificates = ["{tmp_path}/keys/VN-MARD.crt", "{tmp_path}/keys/VN-MARD-next.crt"]'))
+    store = TrustStore.from_config(load_config(path))
+    for signer in (old.signer, Signer(key, new_cert)):
+        root = signer.sign(envelope(path, "VN-MARD"))
+        assert Verifier().verify(root, store.policy("VN-MARD"), "agency VN-MARD").certificate == signer.certificate
+
+
+def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("max_depth = 40\n", f'max_depth = 40\nnext_key = "{tmp_path}/keys/hub-next.key"\n'
+                                             f'next_certificate = "{tmp_path}/keys/hub-next.crt"\n'))
+    lines = init_keys(load_config(path))
+    assert any("hub-next.key (0600)" in line for line in lines)
+    assert (tmp_path / "keys" / "hub-next.key").stat().st_mode & 0o777 == 0o600
+    soon = new_key("ec")
+    write_certificate(tmp_path / "keys" / "VN-MARD.crt", issue(soon, "VN-MARD", organization="VN-MARD", days=10))
+    with caplog.at_level(logging.WARNING, logger="hub.keys"):
+        runtime = Runtime.load(path)
+    try:
+        assert [c.subject for c in runtime.signer.published] == [runtime.signer.certificate.subject, load_certificates(tmp_path / "keys" / "hub-next.crt")[0].subject]
+        assert runtime.signer.next_certificate is not None and runtime.signer.next_certificate != runtime.signer.certificate
+        assert any("VN-MARD" in r.getMessage() and "expires in 9 day(s)" in r.getMessage() for r in caplog.records)
+        from starlette.applications import Starlette
+        from starlette.testclient import TestClient
+
+        keys_route = [r for r in runtime.listener_routes() if getattr(r, "path", None) == "/keys"]
+        with TestClient(Starlette(routes=keys_route)) as client:
+            published = x509.load_pem_x509_certificates(client.get("/keys").content)
+        assert published == list(runtime.signer.published)
+    finally:
+        runtime.close()
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "keys", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "next certificate" in out.stdout and "WARNING" in out.stdout and "need attention" in out.stdout
+    assert "PRIVATE KEY" not in out.stdout + out.stderr
+
+
+def test_next_key_must_match_its_certificate(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    write_private_key(tmp_path / "keys" / "other.key", new_key("ec"))
+    path.write_text(path.read_text().replace("max_depth = 40\n", f'max_depth = 40\nnext_key = "{tmp_path}/keys/other.key"\n'
+                                             f'next_certificate = "{tmp_path}/keys/hub.crt"\n'))
+    with pytest.raises(ConfigError) as info:
+        Runtime.load(path)
+    assert info.value.key == "hub.next_key" and "does not belong" in info.value.reason
+
+
+def test_keys_init_makes_a_demo_ca_crl_and_issued_certificates(tmp_path: Path) -> None:
+    for name in ("xsd", "mappings", "examples"):
+        os.symlink(REPO / name, tmp_path / name)
+    (tmp_path / "hub.toml").write_text((REPO / "hub.toml").read_text())
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "--config", str(tmp_path / "hub.toml")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "demo CA" in out.stdout and "issued by" in out.stdout
+    assert "PRIVATE KEY" not in out.stdout + out.stderr
+    demo = tmp_path / "keys" / "demo"
+    for key in demo.glob("*.key"):
+        assert key.stat().st_mode & 0o777 == 0o600
+    moit = load_certificates(demo / "VN-MOIT.crt")[0]
+    moit.verify_directly_issued_by(load_certificates(demo / "vn-ca.crt")[0])
+    assert x509.load_pem_x509_crl((demo / "vn-ca.crl").read_bytes()).next_update_utc is not None
+    runtime = Runtime.load(tmp_path / "hub.toml")
+    try:
+        sender = Sender(runtime.config, "VN-MOIT")
+        assert runtime.pipeline.submit(sender.message()).accepted
+    finally:
+        runtime.close()
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+
+def hub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_sign_and_verify_commands(tmp_path: Path) -> None:
+    path, pki = pki_config(tmp_path)
+    key, cert = tmp_path / "moit.key", tmp_path / "moit.crt"
+    write_private_key(key, pki.moit.key)
+    write_certificate(cert, pki.moit.certificate)
+    unsigned = tmp_path / "in.xml"
+    unsigned.write_bytes(etree.tostring(envelope(path)))
+    out = hub("sign", "--key", str(key), "--cert", str(cert), str(unsigned), str(tmp_path / "out.xml"))
+    assert out.returncode == 0, out.stderr
+    good = hub("verify", "--cert", str(cert), str(tmp_path / "out.xml"))
+    assert good.returncode == 0 and good.stdout.strip() == "CN=VN-MOIT signer,O=VN-MOIT"
+    good = hub("verify", "--config", str(path), "--agency", "VN-MOIT", str(tmp_path / "out.xml"))
+    assert good.returncode == 0 and good.stdout.strip() == "CN=VN-MOIT signer,O=VN-MOIT"
+    wrong = hub("verify", "--config", str(path), "--agency", "TH-ASW", str(tmp_path / "out.xml"))
+    assert wrong.returncode == 1 and "ERR41 UNTRUSTED_CHAIN" in wrong.stderr and wrong.stdout == ""
+    (tmp_path / "bad.xml").write_bytes(tampered((tmp_path / "out.xml").read_bytes()))
+    bad = hub("verify", "--cert", str(cert), str(tmp_path / "bad.xml"))
+    assert bad.returncode == 1 and "ERR22 SIGNATURE_INVALID" in bad.stderr and "changed after signing" in bad.stderr
+    unsigned_out = hub("verify", "--cert", str(cert), str(unsigned))
+    assert unsigned_out.returncode == 1 and "ERR21" in unsigned_out.stderr
+
+
+def test_pinned_policy_without_a_store() -> None:
+    key = new_key("ec")
+    cert = issue(key, "solo")
+    root = Signer(key, cert).sign(etree.fromstring(b"<doc><a>1</a></doc>"))
+    assert Verifier().verify(root, Pinned([cert]), "solo").subject == "CN=solo"
+    other = new_key("ec")
+    with pytest.raises(Rejected) as info:
+        Verifier().verify(root, [issue(other, "someone else")], "solo")
+    assert info.value.code is Code.UNKNOWN_SIGNER
+
