@@ -8,6 +8,7 @@ that nobody trusts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import logging
@@ -19,12 +20,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
+from starlette.applications import Starlette
 
 from hub.client import Outgoing, envelope_for, recipient_for
 from hub.config import load_config
@@ -428,13 +431,16 @@ def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, 
         assert [c.subject for c in runtime.signer.published] == [runtime.signer.certificate.subject, load_certificates(tmp_path / "keys" / "hub-next.crt")[0].subject]
         assert runtime.signer.next_certificate is not None and runtime.signer.next_certificate != runtime.signer.certificate
         assert any("VN-MARD" in r.getMessage() and "expires in 9 day(s)" in r.getMessage() for r in caplog.records)
-        from starlette.applications import Starlette
-        from starlette.testclient import TestClient
-
         keys_route = [r for r in runtime.listener_routes() if getattr(r, "path", None) == "/keys"]
-        with TestClient(Starlette(routes=keys_route)) as client:
-            published = x509.load_pem_x509_certificates(client.get("/keys").content)
-        assert published == list(runtime.signer.published)
+
+        async def get_keys() -> httpx.Response:
+            transport = httpx.ASGITransport(app=Starlette(routes=keys_route))
+            async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+                return await client.get("/keys")
+
+        response = asyncio.run(get_keys())
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-pem-file"
+        assert x509.load_pem_x509_certificates(response.content) == list(runtime.signer.published)
     finally:
         runtime.close()
     out = subprocess.run([sys.executable, "-m", "hub.cli", "keys", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
