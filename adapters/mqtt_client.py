@@ -5,7 +5,20 @@ MQTT 5 connects with clean_start False and a session expiry interval, 3.1.1 with
 False; so a broker keeps the session's subscriptions and queued QoS 1 messages while the hub is
 away, and paho resends unacknowledged publications after a reconnect. Received messages are
 acknowledged only by ``ack`` (paho's ``manual_ack``): the inbox calls it once the hub has
-durably taken the message. paho's network thread reconnects by itself with a capped backoff.
+durably taken the message.
+
+Reconnection is ours, not paho's: each connection is a fresh paho client, made by a supervisor
+thread with a capped backoff. So a publication that had no PUBACK when the connection broke is
+never resent behind the hub's back; ``publish`` reports it as a retry and the outbox resends it
+when the dispatcher decides (at least once, with the same message id). An acknowledgement is
+sent only on the connection that received the message; after a reconnect the broker sends the
+message again (persistent session) and the hub answers the repeat from its dedupe record.
+
+Settling: after each (re)connection, publishing waits ``settle`` seconds (default 1). mosquitto
+(2.0.11, Debian's) restores persistent sessions after a restart but silently drops, with a
+successful PUBACK, messages routed to a restored session before its client reconnects
+(eclipse-mosquitto/mosquitto#769); a broker restart is when the hub reconnects, so it gives the
+subscribers that time to come back first. (A broker without that fault needs no settling.)
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
@@ -45,6 +59,7 @@ class MqttOptions:
     keepalive: int
     receive_maximum: int
     reconnect_max: float
+    settle: float  # seconds after each (re)connection before publishing (see MqttConnection)
     username: str | None = None
     password: str | None = None
     ca: str | None = None
@@ -76,6 +91,7 @@ class MqttOptions:
             keepalive=int(o.get("keepalive", 30)),
             receive_maximum=int(o.get("receive_maximum", 32)),
             reconnect_max=float(o.get("reconnect_max", 5.0)),
+            settle=float(o.get("settle", 1.0)),
             username=o.get("username"),
             password=password,
             **{name: str(settings.path(str(o[f"tls_{name}"]))) for name in ("ca", "cert", "key") if o.get(f"tls_{name}")},
@@ -91,81 +107,117 @@ class Published:
 
 
 class MqttConnection:
-    def __init__(self, options: MqttOptions, suffix: str, on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
-                 subscriptions: Sequence[str] = ()) -> None:
+    def __init__(self, options: MqttOptions, suffix: str,
+                 on_message: Callable[[mqtt.MQTTMessage, int], None] | None = None, subscriptions: Sequence[str] = ()) -> None:
         self.options = options
+        self.client_id = f"{options.client_id}-{suffix}"
         self.v5 = options.protocol == mqtt.MQTTv5
         self.on_message, self.subscriptions = on_message, tuple(subscriptions)
         self.connected = threading.Event()
+        self.generation = 0  # which connection is current: acks and PUBACK waits belong to one
+        self.ready_at = 0.0  # monotonic time from which publishing is allowed (settle)
         self.last_error = "not connected yet"
-        self._reasons: dict[int, Any] = {}
+        self._up = 0  # the last generation that completed its CONNECT
+        self._client: mqtt.Client | None = None
+        self._reasons: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{options.client_id}-{suffix}",
-            protocol=options.protocol,
-            clean_session=None if self.v5 else False,
-            manual_ack=True,
-        )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=0.2, max_delay=options.reconnect_max)  # type: ignore[arg-type]
-        client.max_queued_messages_set(1000)
-        if options.username:
-            client.username_pw_set(options.username, options.password)
-        if options.tls:
-            client.tls_set(ca_certs=options.ca, certfile=options.cert, keyfile=options.key, cert_reqs=ssl.CERT_REQUIRED)
-        self.client = client
-        if self.v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = options.session_expiry
-            props.ReceiveMaximum = options.receive_maximum
-            client.connect_async(options.host, options.port, options.keepalive, clean_start=False, properties=props)
-        else:
-            client.connect_async(options.host, options.port, options.keepalive)
-        client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}", daemon=True)
+        self._thread.start()
+
+    # -- the supervisor: one fresh paho client per connection ---------------------------------------
+
+    def _new_client(self, generation: int) -> mqtt.Client:
+        o = self.options
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=o.protocol,
+                             clean_session=None if self.v5 else False, manual_ack=True, reconnect_on_failure=False)
+        client.on_connect = lambda c, u, flags, reason, props: self._on_connect(c, generation, reason)
+        client.on_disconnect = lambda c, u, flags, reason, props: self._on_disconnect(generation, reason)
+        client.on_publish = lambda c, u, mid, reason, props: self._on_publish(generation, mid, reason)
+        client.on_message = lambda c, u, message: self.on_message(message, generation) if self.on_message else None
+        if o.username:
+            client.username_pw_set(o.username, o.password)
+        if o.tls:
+            client.tls_set(ca_certs=o.ca, certfile=o.cert, keyfile=o.key, cert_reqs=ssl.CERT_REQUIRED)
+        return client
+
+    def _run(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            with self._lock:
+                self.generation += 1
+                generation = self.generation
+            client = self._new_client(generation)
+            try:
+                if self.v5:
+                    props = Properties(PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = self.options.session_expiry
+                    props.ReceiveMaximum = self.options.receive_maximum
+                    client.connect(self.options.host, self.options.port, self.options.keepalive, clean_start=False, properties=props)
+                else:
+                    client.connect(self.options.host, self.options.port, self.options.keepalive)
+            except (OSError, ValueError) as exc:
+                self.last_error = f"cannot connect to {self.options.host}:{self.options.port}: {exc}"
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.options.reconnect_max)
+                continue
+            self._client = client
+            client.loop_forever()  # returns when the connection ends (reconnect_on_failure is off)
+            self.connected.clear()
+            self._client = None
+            if self._up == generation:
+                delay = 0.2  # it had been up: start the backoff again
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.options.reconnect_max)
 
     # -- paho callbacks (network thread) ----------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, generation: int, reason: Any) -> None:
         if reason.is_failure:
             self.last_error = f"the broker refused the connection: {reason}"
-            log.warning("mqtt %s: %s", self.options.client_id, self.last_error)
+            log.warning("mqtt %s: %s", self.client_id, self.last_error)
             return
         if self.subscriptions:
             topics = [(t, SubscribeOptions(qos=1) if self.v5 else 1) for t in self.subscriptions]
             client.subscribe(topics)  # type: ignore[arg-type]
+        self.ready_at = time.monotonic() + self.options.settle
+        self._up = generation
         self.connected.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_disconnect(self, generation: int, reason: Any) -> None:
         self.connected.clear()
         self.last_error = f"disconnected from {self.options.host}:{self.options.port}: {reason}"
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+    def _on_publish(self, generation: int, mid: int, reason: Any) -> None:
         with self._lock:
-            self._reasons[mid] = reason
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self.on_message is not None:
-            self.on_message(message)  # not acknowledged here: see ``ack``
+            self._reasons[(generation, mid)] = reason
 
     # -- use --------------------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, properties: Properties | None, timeout: float) -> Published:
-        """Publishes with QoS 1 and waits for the broker's PUBACK."""
+        """Publishes with QoS 1 and waits for the broker's PUBACK on the same connection."""
+        deadline = time.monotonic() + timeout
         if not self.connected.wait(min(timeout, 2.0)):
             return Published(False, False, f"broker {self.options.host}:{self.options.port} not reachable ({self.last_error})")
-        info = self.client.publish(topic, payload, qos=1, properties=properties if self.v5 else None)
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as exc:
-            return Published(False, False, f"publish to {topic} failed: {exc}")
-        if not info.is_published():
-            return Published(False, False, f"no PUBACK for {topic} within {timeout:g} s")
+        wait = self.ready_at - time.monotonic()
+        if wait > timeout:
+            return Published(False, False, f"connection to {self.options.host}:{self.options.port} is settling")
+        if wait > 0:
+            time.sleep(wait)
+        client, generation = self._client, self.generation
+        if client is None or not self.connected.is_set():
+            return Published(False, False, f"broker {self.options.host}:{self.options.port} not reachable ({self.last_error})")
+        info = client.publish(topic, payload, qos=1, properties=properties if self.v5 else None)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return Published(False, False, f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        while not info.is_published():
+            if generation != self.generation or not self.connected.is_set():
+                return Published(False, False, f"connection lost before the PUBACK for {topic}")
+            if time.monotonic() > deadline:
+                return Published(False, False, f"no PUBACK for {topic} within {timeout:g} s")
+            info.wait_for_publish(0.05)
         with self._lock:
-            reason = self._reasons.pop(info.mid, None)
+            reason = self._reasons.pop((generation, info.mid), None)
         code = getattr(reason, "value", 0)
         if code >= 0x80:
             return Published(False, code in PERMANENT_REASONS, f"the broker refused the message on {topic}: {reason} (0x{code:02x})")
@@ -174,12 +226,23 @@ class MqttConnection:
         return Published(True, False, f"PUBACK on {topic}")
 
     def send(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
-        """Publishes with QoS 1 without waiting (replies): paho resends it after a reconnect."""
-        self.client.publish(topic, payload, qos=1, properties=properties if self.v5 else None)
+        """Publishes with QoS 1 without waiting (replies); lost with the connection if it breaks."""
+        client = self._client
+        if client is not None:
+            client.publish(topic, payload, qos=1, properties=properties if self.v5 else None)
 
-    def ack(self, message: mqtt.MQTTMessage) -> None:
-        self.client.ack(message.mid, message.qos)
+    def ack(self, message: mqtt.MQTTMessage, generation: int) -> bool:
+        """Acknowledges on the connection that received the message; False if that one is gone
+        (the broker then sends the message again)."""
+        client = self._client
+        if client is None or generation != self.generation:
+            return False
+        client.ack(message.mid, message.qos)
+        return True
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stop.set()
+        client = self._client
+        if client is not None:
+            client.disconnect()
+        self._thread.join(timeout=10)

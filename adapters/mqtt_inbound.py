@@ -29,17 +29,17 @@ log = logging.getLogger("hub.adapters.mqtt")
 
 
 class MqttInbox(InboundSource):
-    def __init__(self, agency: str, submit: Submit, connect: Callable[[Callable[[mqtt.MQTTMessage], None]], MqttConnection],
+    def __init__(self, agency: str, submit: Submit, connect: Callable[[Callable[[mqtt.MQTTMessage, int], None]], MqttConnection],
                  reply_topic: str | None = None) -> None:
         self.agency, self.submit, self.connect, self.reply_topic = agency, submit, connect, reply_topic
-        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._queue: queue.Queue[tuple[mqtt.MQTTMessage, int]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: MqttConnection | None = None
         self.taken = 0  # messages submitted and acknowledged (for tests and logs)
 
     def start(self) -> None:
-        self._connection = self.connect(self._queue.put)  # messages queue up until the worker runs
+        self._connection = self.connect(lambda message, generation: self._queue.put((message, generation)))
         self._thread = threading.Thread(target=self._run, name=f"mqtt-inbox-{self.agency}", daemon=True)
         self._thread.start()
 
@@ -54,12 +54,12 @@ class MqttInbox(InboundSource):
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                message = self._queue.get(timeout=0.2)
+                message, generation = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._handle(message)
+            self._handle(message, generation)
 
-    def _handle(self, message: mqtt.MQTTMessage) -> None:
+    def _handle(self, message: mqtt.MQTTMessage, generation: int) -> None:
         delay = 0.1
         while True:
             if self._stop.is_set():
@@ -73,7 +73,7 @@ class MqttInbox(InboundSource):
                 delay = min(delay * 2, 5.0)
         assert self._connection is not None
         self._reply(message, ack.xml)
-        self._connection.ack(message)
+        self._connection.ack(message, generation)  # False: the connection changed, the broker sends it again
         self.taken += 1
 
     def _reply(self, message: mqtt.MQTTMessage, answer: bytes) -> None:

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the listeners and the dispatcher until SIGTERM")
     _config_arg(p)
     p.add_argument("--no-dispatch", action="store_true", help="accept only; another node delivers")
+    p.add_argument("--workers", type=int, help="processes sharing the port and the store (default: [hub] workers, 1)")
 
     p = sub.add_parser("send", help="submit a document as an agency and print the receipt")
     _config_arg(p)
@@ -149,7 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
-    return serve(args.config, dispatch=not args.no_dispatch)
+    return serve(args.config, dispatch=not args.no_dispatch, workers=args.workers)
 
 
 def _open_store(config_path: str):  # type: ignore[no-untyped-def]

@@ -36,6 +36,7 @@ class HubSettings:
     envelope_schema: Path
     next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
+    workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one per core
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Config:
     agencies: Mapping[str, Agency]
     routes: tuple[Route, ...]
     trust: TrustSettings = field(default_factory=TrustSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # [retry]: rows of no route (status events)
 
     @property
     def base(self) -> Path:
@@ -256,6 +258,7 @@ def load_config(path: str | Path) -> Config:
         envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
         next_key=h.path("next_key", None),
         next_certificate=h.path("next_certificate", None),
+        workers=h.int("workers", 1, minimum=1),
     )
     h.done()
     if (hub.next_key is None) != (hub.next_certificate is None):
@@ -364,4 +367,5 @@ def load_config(path: str | Path) -> Config:
         agencies=MappingProxyType(agencies),
         routes=tuple(routes),
         trust=trust,
+        retry=default_retry,
     )

@@ -26,7 +26,7 @@ from .runtime import Runtime
 from .server import create_app
 from .store import State
 from .tracing import trace_text
-from .trust import Signer, Verifier, load_certificates
+from .trust import Signer, Verifier
 from .twohubs import MOIT, REPO, TH_CUSTOMS, TH_HUB, VN_HUB, write_pair
 
 FORMD = "urn:sw-hub:asean:eatiga:formd:1"

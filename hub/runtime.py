@@ -115,6 +115,7 @@ class Runtime:
             self.config.dispatcher,
             owner=owner,
             events=self.pipeline.events,
+            default_policy=self.config.retry,
         )
         self.pipeline.on_accept = dispatcher.wake
         return dispatcher

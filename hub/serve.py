@@ -3,12 +3,21 @@
 SIGTERM or SIGINT stops the listener (requests in progress finish), then the inbound sources,
 then the dispatcher (deliveries in flight finish, held leases are given back). Every accepted
 message is already in the store, so stopping at any point loses nothing.
+
+With ``workers`` > 1 (``[hub] workers`` or ``--workers``) the process binds the port once and
+forks that many workers, each a whole hub (listener, pipeline, dispatcher) on the shared socket
+and the shared store, so every core works; inbound folder sources run in the first worker only.
+The parent only supervises: it passes SIGTERM/SIGINT on, restarts a worker that dies, and
+workers stop by themselves if the parent is killed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+import time
 
 import uvicorn
 
@@ -18,12 +27,19 @@ from .server import create_app
 log = logging.getLogger("hub.serve")
 
 
-def serve(config_path: str, dispatch: bool = True) -> int:
+def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *,
+          sock: socket.socket | None = None, worker: int = 0) -> int:
+    if sock is None:
+        from .config import load_config
+
+        count = workers if workers is not None else load_config(config_path).hub.workers
+        if count > 1:
+            return _supervise(config_path, dispatch, count)
     runtime = Runtime.load(config_path)
     h = runtime.config.hub
     dispatcher = runtime.dispatcher() if dispatch else None
     runtime.start_jobs()  # CRL refresh and the daily expiry warning
-    sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s]
+    sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s] if worker == 0 else []
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(runtime.pipeline, runtime.store, runtime.listener_routes()),
@@ -45,7 +61,7 @@ def serve(config_path: str, dispatch: bool = True) -> int:
         source.start()
     log.info("hub %s listening on http://%s:%s (dispatcher %s)", h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off")
     try:
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     finally:
         for source in sources:
             source.stop()
@@ -54,3 +70,97 @@ def serve(config_path: str, dispatch: bool = True) -> int:
         runtime.close()
         log.info("hub %s stopped cleanly", h.party_id)
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervising parent goes away, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _supervise(config_path: str, dispatch: bool, count: int) -> int:
+    """Binds once, forks ``count`` workers on the socket, and keeps them running until told to stop.
+    Nothing that holds threads or database connections exists in this process before a fork."""
+    from .config import load_config
+
+    h = load_config(config_path).hub
+    sock = _listen(h.listen_host, h.listen_port)
+    parent = os.getpid()
+    stopping = False
+    pids: dict[int, int] = {}  # pid -> worker index
+    restarts: list[float] = []
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setpgid(0, 0)  # a terminal's ^C reaches the parent, which passes it on once
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(0)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = serve(config_path, dispatch, sock=sock, worker=index)
+            except BaseException:  # noqa: BLE001 (the worker's own log has the details)
+                log.exception("worker %s failed", index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        pids[pid] = index
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    for index in range(count):
+        spawn(index)
+    log.info("hub %s: %s workers on http://%s:%s", h.party_id, count, h.listen_host, h.listen_port)
+    status = 0
+    while pids:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = pids.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(code)
+        if stopping:
+            status = status or (code if code > 0 else 0)
+            continue
+        log.warning("worker %s (pid %s) exited with %s; starting it again", index, pid, code)
+        now = time.monotonic()
+        restarts[:] = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > 5:
+            log.error("workers keep dying (%s restarts in a minute); stopping", len(restarts))
+            status = 1
+            stop()
+            continue
+        time.sleep(0.5)
+        spawn(index)
+    sock.close()
+    return status

@@ -3,12 +3,18 @@
 Keys and certificates are loaded once, at start-up; nothing here reads a file per message.
 ``Verifier.verify`` returns only what the signature covers, and the pipeline goes on with that
 element alone, so content moved next to a signed envelope (signature wrapping) is never used.
+Which certificate may sign is a ``CertificatePolicy``: ``Pinned`` (a fixed list) here, or an
+agency's entry in ``hub.truststore`` (pins, CA chains, CRLs, cached per certificate).
+
+signxml keeps per-call state on its signer and verifier objects (the verifier stores the
+certificate it checks with), so ``Signer`` and ``Verifier`` hold one per thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,12 +126,8 @@ class Signer:
             raise ValueError(f"the private key does not belong to the certificate {subject_of(certificate)}")
         self.key, self.certificate, self.next_certificate = key, certificate, next_certificate
         method = SignatureMethod.ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
-        self._signer = XMLSigner(
-            method=methods.enveloped,
-            signature_algorithm=method,
-            digest_algorithm=DigestAlgorithm.SHA256,
-            c14n_algorithm=EXC_C14N,
-        )
+        self._method = method
+        self._local = threading.local()  # signxml keeps per-call state and a parser on the instance
         self._certs = [certificate, *chain]
 
     @property
@@ -147,7 +149,15 @@ class Signer:
             raise ConfigError(str(key_path), key, str(exc)) from None
 
     def sign(self, element: etree._Element) -> etree._Element:
-        return self._signer.sign(element, key=self.key, cert=self._certs)
+        signer = getattr(self._local, "signer", None)
+        if signer is None:
+            signer = self._local.signer = XMLSigner(
+                method=methods.enveloped,
+                signature_algorithm=self._method,
+                digest_algorithm=DigestAlgorithm.SHA256,
+                c14n_algorithm=EXC_C14N,
+            )
+        return signer.sign(element, key=self.key, cert=self._certs)
 
 
 
@@ -237,7 +247,9 @@ class Verifier:
     """
 
     def __init__(self) -> None:
-        self._verifier = XMLVerifier()
+        # one signxml verifier per thread: ``XMLVerifier.verify`` stores the certificate it checks
+        # with on the instance, so a shared one would let two threads swap certificates
+        self._local = threading.local()
         self._config = SignatureConfiguration(
             require_x509=True,
             expect_references=1,
@@ -252,7 +264,10 @@ class Verifier:
         policy = trusted if isinstance(trusted, CertificatePolicy) else Pinned(trusted)
         cert = policy.signer(_embedded(signature), who)
         try:
-            result = self._verifier.verify(root, x509_cert=cert, expect_config=self._config)
+            verifier = getattr(self._local, "verifier", None)
+            if verifier is None:
+                verifier = self._local.verifier = XMLVerifier()
+            result = verifier.verify(root, x509_cert=cert, expect_config=self._config)
         except InvalidDigest:
             raise Rejected(Code.SIGNATURE_INVALID, "the signed content was changed after signing (digest mismatch)") from None
         except InvalidSignature:

@@ -47,7 +47,7 @@ from .errors import Code, ConfigError, Rejected
 from .trust import check_signing_certificate, load_certificates, subject_of, weak_key
 
 if TYPE_CHECKING:
-    from .config import Agency, Config, TrustSettings
+    from .config import Agency, Config
 
 log = logging.getLogger("hub.trust")
 

@@ -26,7 +26,9 @@ class Limits:
 
 
 # A DOCTYPE can only stand in the prolog: refuse it before libxml2 reads any declaration in it.
-_PROLOG_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?(?:\s|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.S)
+# Atomic and possessive, so a failed match never backtracks into the lazy PI or comment to look
+# for a later "?>" or "-->": the check reads the prolog only, not the whole message.
+_PROLOG_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s+|<\?.*?\?>|<!--.*?-->)*+<!DOCTYPE", re.S)
 
 
 def _hardened_parser() -> etree.XMLParser:

@@ -44,7 +44,7 @@ def outbound_message(vn: Runtime, message_id: str) -> tuple[bytes, str]:
     row = next(r for r in vn.store.trace(message_id).rows if r.destination == TH_HUB)
     adapter = vn.create_adapters()[TH_HUB]
     assert isinstance(adapter, AswAdapter)
-    data, sent = adapter._outbound.message(Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, 1))
+    data, sent = adapter.message(Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, 1))
     return data, sent.message_id
 
 

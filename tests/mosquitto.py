@@ -85,9 +85,12 @@ class Broker:
 
 class Peer:
     """An MQTT client playing an agency or the portal: a persistent session (MQTT 5 unless told),
-    QoS 1; records what arrives on its subscriptions, keyed by message id."""
+    QoS 1; records what arrives on its subscriptions, keyed by message id. ``publish`` waits for
+    the connection and then ``settle`` seconds after each (re)connection, like the hub does (see
+    adapters/mqtt_client.py on mosquitto#769)."""
 
-    def __init__(self, broker: Broker, client_id: str, subscribe: tuple[str, ...] = (), protocol: int = 5) -> None:
+    def __init__(self, broker: Broker, client_id: str, subscribe: tuple[str, ...] = (), protocol: int = 5,
+                 reconnect: tuple[float, float] = (0.1, 0.5), settle: float = 0.0) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -96,13 +99,14 @@ class Peer:
         self.received: dict[str, list[tuple[str, bytes]]] = {}  # message id -> [(topic, payload)]
         self.lock = threading.Lock()
         self.connected = threading.Event()
+        self.settle, self.ready_at = settle, 0.0
         self.topics = subscribe
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311, clean_session=None if self.v5 else False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]
+        self.client.reconnect_delay_set(min_delay=reconnect[0], max_delay=reconnect[1])  # type: ignore[arg-type]
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
         if self.v5:
@@ -117,6 +121,7 @@ class Peer:
     def _on_connect(self, client, userdata, flags, reason, properties):  # type: ignore[no-untyped-def]
         if self.topics:
             client.subscribe([(t, 1) for t in self.topics])
+        self.ready_at = time.monotonic() + self.settle
         self.connected.set()
 
     def _on_message(self, client, userdata, message):  # type: ignore[no-untyped-def]
@@ -128,6 +133,8 @@ class Peer:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        assert self.connected.wait(30), "the test peer lost its broker"
+        time.sleep(max(0.0, self.ready_at - time.monotonic()))
         props = None
         if self.v5 and response_topic:
             props = Properties(PacketTypes.PUBLISH)

@@ -172,3 +172,31 @@ class StoreContract:
     def test_counts(self, store: Store) -> None:
         store.accept(acceptance())
         assert store.counts() == {("TH-ASW", State.PENDING): 1, ("VN-CUSTOMS", State.PENDING): 1}
+
+    def test_conversation_by_id_reference_or_message(self, store: Store) -> None:
+        from dataclasses import replace
+
+        store.accept(replace(acceptance("m-1"), reference="APP-1", conversation="APP-1"))
+        store.accept(replace(acceptance("m-2", sender="VN-MARD"), reference="LIC-9", pre_reference="APP-1", conversation="APP-1"))
+        store.accept(acceptance("m-3"))
+        for key in ("APP-1", "LIC-9", "m-1", "m-2"):
+            assert [m.message_id for m in store.conversation(key)] == ["m-1", "m-2"], key
+        assert store.conversation("m-2")[1].pre_reference == "APP-1"
+        assert [m.conversation for m in store.conversation("m-3")] == ["m-3"]  # its own, by default
+        assert store.conversation("nothing") == []
+        assert store.trace("m-2").message.conversation == "APP-1"  # type: ignore[union-attr]
+
+    def test_complete_enqueues_follow_up_rows_in_the_same_transaction(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(destinations=("TH-ASW",), at=now))
+        row, = store.lease("a", "TH-ASW", 1, now, 30)
+        store.complete(row.id, "a", State.DELIVERED, "HTTP 200", now, now + 0.1,
+                       enqueue=(OutboxItem("VN-PORTAL", "@events", b'{"event":"delivered"}'),))
+        event, = store.rows(destination="VN-PORTAL")
+        assert (event.message_id, event.sender, event.route, event.state) == ("m-1", "VN-MOIT", "@events", State.PENDING)
+        # a lost lease writes nothing, the follow-up included
+        store.accept(acceptance("m-2", destinations=("TH-ASW",), at=now))
+        row, = store.lease("a", "TH-ASW", 1, now, 30)
+        with pytest.raises(TransitionError):
+            store.complete(row.id, "b", State.DELIVERED, "x", now, now, enqueue=(OutboxItem("VN-PORTAL", "@events", b"{}"),))
+        assert len(store.rows(destination="VN-PORTAL")) == 1

@@ -15,7 +15,7 @@ from cryptography import x509
 from lxml import etree
 
 import hub  # noqa: F401  (the core first: hub.runtime imports the adapters package)
-from adapters.asw import build, header, wss
+from adapters.asw import header, wss
 from adapters.asw.errors import EbmsCode, EbmsError
 from adapters.asw.header import EB, S12, WSSE, WSU
 from adapters.asw.outbound import Outbound
@@ -23,8 +23,9 @@ from adapters.base import Delivery, Outcome
 from hub.errors import ConfigError
 from hub.runtime import Runtime
 from hub.store import State
-from hub.trust import Pinned, Signer
+from hub.trust import Pinned, Signer, in_date
 from hub.twohubs import TH_CUSTOMS, TH_HUB, VN_HUB, Pair, write_pair
+from hub.xml import XmlParser
 
 from .as4_support import AS4_SAMPLES, Partner, inbound_of, outbound_message, resign, submit_certificate
 from .support import REPO, SHARED, free_port, wait_until
@@ -114,6 +115,8 @@ def test_reads_phase4_receipts_and_verifies_phase4s_signature() -> None:
     assert [r.uri.split("-")[0] for r in signal.receipt or ()] == ["#phase4", "#id", "cid:phase4"]
     token = root.find(f".//{{{WSSE}}}BinarySecurityToken")
     phase4 = x509.load_der_x509_certificate(base64.b64decode(token.text or ""))
+    if not in_date(phase4):
+        pytest.skip(f"phase4's test certificate is valid only until {phase4.not_valid_after_utc:%Y-%m-%d}")
     verified = wss.verify(root, Pinned([phase4]), "phase4")  # exclusive c14n with a PrefixList, by another implementation
     assert "PEPPOL TEST AP" in verified.subject and header.read_messaging(verified.messaging).signals == (signal,)
     root.find(f".//{{{header.EB}}}RefToMessageId").text = "someone-else@phase4"
@@ -359,7 +362,7 @@ def test_time_outs_and_receipts_that_do_not_check_out_are_retried(hubs: tuple[Ru
     partner = Partner(port).start()
     gateway = vn.create_adapters()[TH_HUB]
     peer = dataclasses.replace(gateway.peer, endpoint=f"http://127.0.0.1:{port}/as4", timeout=0.3)  # type: ignore[attr-defined]
-    outbound = Outbound(peer, gateway.policy, vn.pipeline.party, vn.signer, gateway._outbound.parser)  # type: ignore[attr-defined]
+    outbound = Outbound(peer, gateway.policy, vn.pipeline.party, vn.signer, XmlParser(vn.config.hub.limits))  # type: ignore[attr-defined]
     row = _row(vn, message_id)
     delivery = Delivery(row.id, row.message_id, row.sender, row.destination, row.payload, 1)
     inbound = inbound_of(th)

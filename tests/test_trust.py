@@ -1,10 +1,5 @@
-"""Trust: signatures, certificates, chains, CRLs, key rotation, and one code and sentence per refusal.
-
-The PKI of these tests: a government root CA with an intermediate that issues VN-MOIT's
-certificates (VN-MOIT trusts the root, names the intermediate and both CRLs, and requires
-O=VN-MOIT), a Thai CA for TH-ASW, VN-MARD with a pinned self-signed certificate, and a rogue CA
-that nobody trusts.
-"""
+"""Trust: signatures, certificates, chains, CRLs, key rotation, and one code and sentence per
+refusal. The PKI is described in ``tests/pki.py``."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -24,100 +19,30 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from starlette.applications import Starlette
 
-from hub.client import Outgoing, envelope_for, recipient_for
 from hub.config import load_config
 from hub.envelope import NS, read_errors
 from hub.errors import Code, ConfigError, Rejected
 from hub.keys import Issuer, init_keys, issue, new_key, write_certificate, write_crl, write_private_key
-from hub.pipeline import party_of
 from hub.runtime import Runtime, check
 from hub.trust import DSIG, Pinned, Signer, Verifier, load_certificates
 from hub.truststore import TrustJobs, TrustStore
 
+from .pki import Pki, envelope, pki_config, signed
 from .support import REPO, Sender, tampered, wait_until, write_config
 
 E = f"{{{NS}}}"
-
-
-@dataclass
-class Pki:
-    folder: Path
-    root: Issuer
-    inter: Issuer
-    th: Issuer
-    rogue: Issuer
-    moit: Issuer  # VN-MOIT's signing key and certificate, issued by the intermediate
-    th_asw: Issuer
-
-    def leaf(self, issuer: Issuer, organization: str, *, kind: str = "rsa", **kwargs) -> Issuer:  # type: ignore[no-untyped-def]
-        key = new_key(kind)
-        return Issuer(key, issue(key, f"{organization} signer", organization=organization, issuer=issuer, **kwargs))
-
-    def revoke(self, name: str, issuer: Issuer, *certs: x509.Certificate, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        now = datetime.now(timezone.utc) - timedelta(minutes=1)
-        write_crl(self.folder / name, issuer, [(c.serial_number, now) for c in certs], **kwargs)
-
-
-def make_pki(folder: Path) -> Pki:
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def ca(name: str, issuer: Issuer | None = None) -> Issuer:
-        key = new_key("ec")
-        cert = issue(key, name, organization="Test PKI", issuer=issuer, ca=True, days=3650)
-        write_certificate(folder / f"{name}.crt", cert)
-        return Issuer(key, cert)
-
-    root = ca("gov-root")
-    inter = ca("gov-issuing", root)
-    th = ca("th-root")
-    rogue = ca("rogue-root")
-    pki = Pki(folder, root, inter, th, rogue, None, None)  # type: ignore[arg-type]
-    pki.moit = pki.leaf(inter, "VN-MOIT")
-    pki.th_asw = pki.leaf(th, "TH-ASW", kind="ec")
-    for name, issuer in (("gov-root.crl", root), ("gov-issuing.crl", inter), ("th-root.crl", th)):
-        write_crl(folder / name, issuer)
-    return pki
-
-
-def pki_config(tmp_path: Path, *, extra_hub: str = "", moit_crl: str | None = None) -> tuple[Path, Pki]:
-    """The test topology of ``support.write_config`` with VN-MOIT and TH-ASW trusted through CAs."""
-    path = write_config(tmp_path)
-    pki = make_pki(tmp_path / "pki")
-    p = pki.folder
-    text = path.read_text()
-    crl = moit_crl if moit_crl is not None else f'["{p}/gov-root.crl", "file://{p}/gov-issuing.crl"]'
-    moit = f'certificates = ["{tmp_path}/keys/VN-MOIT.crt"]'
-    assert moit in text
-    text = text.replace(moit, f'trust_anchors = ["{p}/gov-root.crt"]\nintermediates = ["{p}/gov-issuing.crt"]\n'
-                              f'subject = "O=VN-MOIT"\ncrl = {crl}')
-    th = 'endpoint = "http://127.0.0.1:9/inbox"'
-    assert th in text
-    text = text.replace(th, th + f'\ntrust_anchors = ["{p}/th-root.crt"]\ncrl = "{p}/th-root.crl"')
-    if extra_hub:
-        text = text.replace('max_depth = 40\n', f"max_depth = 40\n{extra_hub}\n")
-    path.write_text(text)
-    return path, pki
 
 
 @pytest.fixture
 def pki_env(tmp_path: Path) -> Iterator[tuple[TrustStore, Pki, Path]]:
     path, pki = pki_config(tmp_path)
     yield TrustStore.from_config(load_config(path)), pki, path
-
-
-def envelope(config_path: Path, sender: str = "VN-MOIT") -> etree._Element:
-    config = load_config(config_path)
-    document = etree.fromstring((REPO / "examples" / "co-certificate.xml").read_bytes())
-    return envelope_for(document, party_of(config.agencies[sender]), recipient_for(config, "TH-ASW"), Outgoing("CO-FORMD"))
-
-
-def signed(config_path: Path, who: Issuer, *, chain: tuple[x509.Certificate, ...] = (), sender: str = "VN-MOIT") -> etree._Element:
-    return Signer(who.key, who.certificate, chain).sign(envelope(config_path, sender))
 
 
 def refusal(store: TrustStore, root: etree._Element, agency: str = "VN-MOIT") -> Rejected:
@@ -520,3 +445,37 @@ def test_pinned_policy_without_a_store() -> None:
         Verifier().verify(root, [issue(other, "someone else")], "solo")
     assert info.value.code is Code.UNKNOWN_SIGNER
 
+
+
+def test_concurrent_verifications_never_mix_certificates() -> None:
+    """signxml's verifier keeps the certificate on the instance; the hub uses one per thread."""
+    a_key, b_key = new_key("ec"), new_key("ec")
+    a, b = issue(a_key, "A"), issue(b_key, "B")
+    honest = Signer(b_key, b).sign(etree.fromstring(b"<doc><x>1</x></doc>"))
+    forged = copy.deepcopy(honest)  # signed with B's key, presenting A's certificate
+    forged.find(f".//{{{DSIG}}}X509Certificate").text = base64.b64encode(a.public_bytes(Encoding.DER)).decode()
+    verifier, accepted = Verifier(), []
+
+    def attack() -> None:
+        for _ in range(400):
+            try:
+                verifier.verify(forged, [a], "A")
+                accepted.append(1)
+            except Rejected:
+                pass
+
+    def work() -> None:
+        for _ in range(400):
+            verifier.verify(honest, [b], "B")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=f) for f in (attack, work)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert accepted == []

@@ -13,6 +13,7 @@ pipeline as coming from that member (the member is an agency whose id is the pee
 where the envelope signature is verified again and duplicates are eliminated: the eb:MessageId is
 ``<envelope id>.<to>@<from>``, so duplicate elimination on eb:MessageId is the pipeline's dedupe.
 
+    errors.py    the ebMS error codes
     header.py    reading eb:Messaging (user messages, receipts, errors) and its schema
     build.py     building user messages, receipts and error signals
     wss.py       WS-Security signing and verification (signxml)

@@ -12,6 +12,7 @@ from hub.errors import ConfigError
 from hub.trust import CertificatePolicy, Pinned, in_date, subject_of
 from hub.xml import XmlParser
 
+from .answer import Sent, judge
 from .inbound import Inbound
 from .outbound import Outbound
 from .peer import load_peer
@@ -33,6 +34,14 @@ class AswAdapter(Adapter):
 
     def deliver(self, delivery: Delivery) -> Result:
         return self._outbound.deliver(delivery)
+
+    def message(self, delivery: Delivery) -> tuple[bytes, Sent]:
+        """The signed AS4 user message ``deliver`` sends for this row, and what its receipt must echo."""
+        return self._outbound.message(delivery)
+
+    def judge(self, status: int, body: bytes, sent: Sent) -> Result:
+        """What the partner's answer (HTTP status and body) to that message means for the outbox."""
+        return judge(status, body, sent, self.peer, self.policy, self._outbound.parser)
 
     @classmethod
     def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit) -> list[Any]:

@@ -9,7 +9,10 @@
     options = { party_type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:asw",
                 service = "urn:sw-hub:asw:service:e-atiga", timeout = 30, receipts = "var/receipts/TH-NSW" }
 
-Options (all optional): ``party_id`` (the AS4 PartyId, default the agency id), ``party_type``,
+The agency id is the AS4 PartyId of the partner, and must be the partner hub's own party id: it
+is the From of the envelopes the partner sends and the To of what it receives.
+
+Options (all optional): ``party_type`` (the PartyId's type attribute, shared by both ends),
 ``service``, ``service_type``, ``agreement`` (eb:AgreementRef), ``actions`` (payload root local
 name -> eb:Action; defaults FormD -> FORMD, FormDStatus -> FORMD-STATUS, otherwise the envelope's
 document type), ``timeout`` (seconds), ``receipts`` (a folder where each signed receipt received
@@ -34,7 +37,7 @@ DEFAULT_PARTY_TYPE = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:asw"
 DEFAULT_SERVICE = "urn:sw-hub:asw:service:e-atiga"
 DEFAULT_AGREEMENT = "urn:sw-hub:asw:agreement:e-form-d:1"
 DEFAULT_ACTIONS: Mapping[str, str] = MappingProxyType({"FormD": "FORMD", "FormDStatus": "FORMD-STATUS"})
-OPTIONS = ("party_id", "party_type", "service", "service_type", "agreement", "actions", "timeout", "receipts")
+OPTIONS = ("party_type", "service", "service_type", "agreement", "actions", "timeout", "receipts")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def load_peer(agency: Agency, base: Path, default_timeout: float, file: str = "h
     return Peer(
         agency=agency.id,
         endpoint=agency.endpoint,
-        party_id=_str(options, "party_id", agency.id, file, prefix) or agency.id,
+        party_id=agency.id,
         party_type=_str(options, "party_type", DEFAULT_PARTY_TYPE, file, prefix) or DEFAULT_PARTY_TYPE,
         service=_str(options, "service", DEFAULT_SERVICE, file, prefix) or DEFAULT_SERVICE,
         service_type=_str(options, "service_type", None, file, prefix),

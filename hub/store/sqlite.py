@@ -1,13 +1,23 @@
 """The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL).
 
-One connection per store object, guarded by a lock: threads of one process never wait on SQLite's
-busy handler; other processes (``hub send``, a second ``hub serve``) wait up to ``busy_timeout``.
+Writes go through one connection with group commit: concurrent writers of a process share ONE
+transaction, each inside its own savepoint (a writer that fails rolls back only its own part), and
+one of them commits it for all; every writer returns only once the commit that contains its rows
+is on disk, so durability is exactly that of one fsync per transaction, only with fewer fsyncs.
+Reads use a second connection, which sees committed data only (WAL snapshots): nothing is ever
+read, and so answered, before it is durable. Processes sharing the file (``hub serve --workers``,
+``hub send``, other nodes) take turns through a lock file beside the database (``flock``), so a
+waiting process is woken the moment the file is free instead of polling SQLite's busy handler;
+``busy_timeout`` still covers any other writer.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -127,29 +137,71 @@ def _row(r: tuple) -> OutboxRow:
     )
 
 
+class _Batch:
+    """One write transaction shared by the writers that joined it (group commit)."""
+
+    __slots__ = ("opened", "writers", "done", "error")
+
+    def __init__(self) -> None:
+        self.opened = time.monotonic()
+        self.writers = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+
+def _store_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.OperationalError):
+        return TryAgain(f"the store is busy or unavailable: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"store operation failed: {exc}")
+    return exc
+
+
 class SQLiteStore(Store):
+    # A batch is committed as soon as no other writer is on its way into it, and in any case once
+    # it is this old or this large, so a steady stream of writers cannot hold back its commit.
+    BATCH_MAX_SECONDS = 0.005
+    BATCH_MAX_WRITERS = 256
+
     def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
+        memory = self.path == ":memory:"
+        if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db = self._connect(busy_timeout_ms)
+            # a database in memory exists only for its own connection: it reads through the writer
+            self._reader = self._db if memory else self._connect(busy_timeout_ms)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the write connection
+        self._read_lock = self._lock if memory else threading.Lock()
+        self._state = threading.Condition()  # group commit bookkeeping, below
+        self._batch: _Batch | None = None  # the open transaction on the write connection
+        self._joining = 0  # writers between asking for the write connection and finishing their part
+        self._committing = False
+        self._file_lock = None if memory else os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
 
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
+        if write or self._reader is self._db:
+            with self._write() as cur:
+                yield cur
+            return
+        with self._read_lock:
+            cur = self._reader.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                cur.execute("BEGIN")
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
@@ -157,13 +209,129 @@ class SQLiteStore(Store):
                     cur.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise TryAgain(f"the store is busy or unavailable: {exc}") from exc
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"store operation failed: {exc}") from exc
-                raise
+                error = _store_error(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             finally:
                 cur.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One writer's part of the current batch, in a savepoint; returns once the batch is durable.
+        A writer whose part failed still sees the batch committed (it may be the one to commit it)
+        before it raises, so an open batch always has someone to end it."""
+        batch: _Batch | None = None
+        failure: BaseException | None = None
+        with self._state:
+            self._joining += 1
+        try:
+            with self._lock:
+                cur = self._db.cursor()
+                try:
+                    if self._batch is None:
+                        self._begin()
+                    batch = self._batch
+                    assert batch is not None
+                    cur.execute("SAVEPOINT writer")
+                    try:
+                        yield cur
+                    except BaseException:
+                        self._undo_part(cur, batch)
+                        raise
+                    cur.execute("RELEASE writer")
+                    batch.writers += 1
+                except BaseException as exc:
+                    failure = exc
+                finally:
+                    cur.close()
+        finally:
+            with self._state:
+                self._joining -= 1
+                self._state.notify_all()
+        if batch is not None:
+            try:
+                self._wait_durable(batch)
+            except BaseException:
+                if failure is None:
+                    raise
+        if failure is not None:
+            error = _store_error(failure)
+            if error is failure:
+                raise failure
+            raise error from failure
+
+    def _begin(self) -> None:
+        if self._file_lock is not None:
+            fcntl.flock(self._file_lock, fcntl.LOCK_EX)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._unlock_file()
+            raise
+        self._batch = _Batch()
+
+    def _unlock_file(self) -> None:
+        if self._file_lock is not None:
+            fcntl.flock(self._file_lock, fcntl.LOCK_UN)
+
+    def _undo_part(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
+        """Rolls back one writer's part; if SQLite already rolled back the whole transaction (an
+        I/O error, a full disk), the batch is lost for every writer in it."""
+        try:
+            if self._db.in_transaction:
+                cur.execute("ROLLBACK TO writer")
+                cur.execute("RELEASE writer")
+                return
+        except sqlite3.Error:
+            pass
+        self._end(batch, sqlite3.OperationalError("the transaction was rolled back"), commit=False)
+
+    def _end(self, batch: _Batch, error: BaseException | None, commit: bool) -> None:
+        """Commits (or rolls back) the open batch; the caller holds the write connection."""
+        if commit:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                error = exc
+        if error is not None and self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        self._batch = None
+        self._unlock_file()
+        with self._state:
+            batch.done, batch.error = True, error
+            self._state.notify_all()
+
+    def _wait_durable(self, batch: _Batch) -> None:
+        with self._state:
+            while not batch.done:
+                age = time.monotonic() - batch.opened
+                if not self._committing and self._batch is batch and (
+                    self._joining == 0 or age >= self.BATCH_MAX_SECONDS or batch.writers >= self.BATCH_MAX_WRITERS
+                ):
+                    self._committing = True
+                    break
+                self._state.wait(None if self._committing else max(0.0005, self.BATCH_MAX_SECONDS - age))
+            else:
+                return self._raise(batch)
+        try:
+            with self._lock:
+                if self._batch is batch and not batch.done:
+                    self._end(batch, None, commit=True)
+        finally:
+            with self._state:
+                self._committing = False
+                self._state.notify_all()
+        self._raise(batch)
+
+    @staticmethod
+    def _raise(batch: _Batch) -> None:
+        if batch.error is not None:
+            error = _store_error(batch.error)
+            raise error from batch.error
 
     def _append_audit(self, cur: sqlite3.Cursor, event: AuditEvent, at: float) -> None:
         last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -395,3 +563,9 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._reader is not self._db:
+                with self._read_lock:
+                    self._reader.close()
+            if self._file_lock is not None:
+                os.close(self._file_lock)
+                self._file_lock = None

@@ -1,0 +1,258 @@
+"""The portal's side: status and conversations over REST, the OpenAPI document, and signed
+status webhooks delivered through the durable outbox (a portal outage and a hub crash lose none)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from lxml import etree
+
+import hub  # noqa: F401  (first: the hub package imports the adapters)
+from adapters.webhook import HEADER, sign, verify
+from hub.client import signed_bytes
+from hub.config import load_config
+from hub.errors import ConfigError
+from hub.receiver import Receiver
+from hub.runtime import Runtime
+from hub.server import create_app
+
+from .support import HubProcess, Sender, free_port, message_id_of, wait_until, write_config
+
+NS = "urn:sw-hub:envelope:1"
+SECRET = b"portal-shared-secret-for-tests-0123456789"
+
+
+class Portal:
+    """The national portal's callback endpoint: checks every signature, answers ``status``."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.events: dict[str, dict[str, Any]] = {}  # event_id -> event
+        self.calls = 0
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with portal.lock:
+                    portal.calls += 1
+                    ok = verify(SECRET, body, self.headers.get(HEADER, ""))
+                    if not ok:
+                        portal.bad_signatures += 1
+                    status = portal.status if ok else 401
+                    if status == 200:
+                        event = json.loads(body)
+                        portal.events[event["event_id"]] = event
+                answer = b"ok" if status == 200 else b"portal: cannot take callbacks now"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def kinds(self, message_id: str) -> list[tuple[str, str]]:
+        with self.lock:
+            return sorted((e["event"], e.get("destination", "")) for e in self.events.values() if e["message_id"] == message_id)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def portal_agency(folder: Path, url: str, events: str = '"all"') -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "portal.secret").write_bytes(SECRET + b"\n")
+    return f"""
+[[agencies]]
+id = "VN-PORTAL"
+name = "National single-window portal"
+country = "VN"
+adapter = "webhook"
+endpoint = "{url}"
+options = {{ secret_file = "portal.secret", events = {events}, timeout = 2 }}
+"""
+
+
+@pytest.fixture
+def portal() -> Iterator[Portal]:
+    p = Portal()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(port=free_port()).start()
+    yield r
+    r.stop()
+
+
+def with_references(sender: Sender, reference: str | None = None, pre_reference: str | None = None, **kwargs: Any) -> bytes:
+    envelope = sender.envelope(**kwargs)
+    function = envelope.find(f"{{{NS}}}Header/{{{NS}}}Subject/{{{NS}}}function")
+    assert function is not None
+    at = function
+    for tag, value in (("reference", reference), ("preReference", pre_reference)):
+        if value is not None:
+            element = etree.Element(f"{{{NS}}}{tag}")
+            element.text = value
+            at.addnext(element)
+            at = element
+    return signed_bytes(envelope, sender.signer)
+
+
+# -- webhooks ----------------------------------------------------------------------------------------
+
+
+def test_signatures_check_body_secret_and_age() -> None:
+    body = b'{"event":"delivered"}'
+    header = sign(SECRET, body)
+    assert verify(SECRET, body, header)
+    assert not verify(SECRET, body + b" ", header)
+    assert not verify(b"another secret of enough length", body, header)
+    assert not verify(SECRET, body, sign(SECRET, body, at=int(time.time()) - 3600))  # a replay, an hour later
+    assert not verify(SECRET, body, "sha256=abc")
+
+
+def test_webhooks_are_signed_and_survive_a_portal_outage_and_a_hub_crash(tmp_path: Path, portal: Portal, receiver: Receiver) -> None:
+    portal.status = 503  # the portal is down when the traffic starts
+    config = write_config(tmp_path, gateway_url=receiver.url, extra=portal_agency(tmp_path, portal.url), max_attempts=50, max_delay=0.3)
+    moit = Sender(load_config(config), "VN-MOIT")
+    process = HubProcess(config).start()
+    ids = [message_id_of(m) for m in (moit.message() for _ in range(5)) if process.post(m).status_code == 200]
+    assert len(ids) == 5 and receiver.wait_for(5, 20)
+    assert wait_until(lambda: portal.calls >= 10, 20)  # callbacks tried and refused
+    process.kill()  # the hub crashes with every event still undelivered
+    portal.status = 200
+    process = HubProcess(config).start()
+    try:
+        expected = [("delivered", "TH-ASW"), ("delivered", "VN-CUSTOMS"), ("received", "")]
+        assert wait_until(lambda: all(portal.kinds(mid) == expected for mid in ids), 30), [portal.kinds(mid) for mid in ids]
+        status = httpx.get(f"{process.url}/messages/{ids[0]}/status").json()
+        assert status["status"] == "delivered"
+        assert {d["agency"] for d in status["destinations"]} == {"TH-ASW", "VN-CUSTOMS"}  # event rows are not the message's status
+        trace = httpx.get(f"{process.url}/messages/{ids[0]}").json()
+        portal_rows = [d for d in trace["deliveries"] if d["destination"] == "VN-PORTAL"]
+        assert len(portal_rows) == 3 and all(d["state"] == "delivered" for d in portal_rows)
+        assert any(a["outcome"] == "pending" and "HTTP 503" in a["detail"] for d in portal_rows for a in d["attempts"])
+    finally:
+        process.terminate()
+    assert portal.bad_signatures == 0
+
+
+def test_a_portal_refusing_callbacks_dead_letters_them_with_its_answer(tmp_path: Path, portal: Portal, receiver: Receiver) -> None:
+    portal.status = 400
+    runtime = Runtime.load(write_config(tmp_path, gateway_url=receiver.url, extra=portal_agency(tmp_path, portal.url, '["dead", "delivered"]')))
+    moit = Sender(runtime.config, "VN-MOIT")
+    mid = runtime.pipeline.submit(moit.message()).message_id
+    dispatcher = runtime.dispatcher()
+    assert dispatcher.drain(20)
+    dispatcher.stop()
+    rows = runtime.store.rows(destination="VN-PORTAL")
+    assert len(rows) == 2 and all(r.state.value == "dead" and "portal: cannot take callbacks now" in (r.last_error or "") for r in rows)
+    assert all(r.message_id == mid for r in rows)
+    runtime.close()
+
+
+def test_events_need_an_adapter_that_carries_them_and_webhooks_a_secret(tmp_path: Path) -> None:
+    bad = tmp_path / "a"
+    config = write_config(bad, extra="")
+    text = config.read_text().replace('endpoint = "' + str(bad) + '/mard-outbox"', 'endpoint = "' + str(bad) + '/mard-outbox"\noptions = { events = "all" }')
+    config.write_text(text)
+    with pytest.raises(ConfigError, match="cannot carry status events"):
+        Runtime.load(config)
+    config = write_config(tmp_path / "b", extra=portal_agency(tmp_path / "b", "http://127.0.0.1:9/hooks").replace('secret_file = "portal.secret", ', ""))
+    runtime = Runtime.load(config)
+    with pytest.raises(ConfigError, match="secret"):
+        runtime.create_adapters()
+    runtime.close()
+
+
+# -- status, conversations, OpenAPI -----------------------------------------------------------------
+
+
+def test_status_and_conversations(tmp_path: Path, receiver: Receiver) -> None:
+    config = write_config(tmp_path, gateway_url=receiver.url)
+    moit = Sender(load_config(config), "VN-MOIT")
+    application = with_references(moit, reference="APP-2025-0042")
+    licence = with_references(moit, reference="LIC-77", pre_reference="APP-2025-0042")
+    amendment = with_references(moit, pre_reference="LIC-77")
+    unrelated = moit.message()
+    with HubProcess(config) as process, httpx.Client(base_url=process.url, timeout=10) as client:
+        for m in (application, licence, amendment, unrelated):
+            assert process.post(m).status_code == 200
+        expected = [message_id_of(m) for m in (application, licence, amendment)]
+        for key in ("APP-2025-0042", "LIC-77", expected[2], expected[0]):
+            found = client.get(f"/conversations/{key}").json()
+            assert found["conversation"] == "APP-2025-0042" and [m["message_id"] for m in found["messages"]] == expected, key
+        assert [m["message_id"] for m in client.get(f"/conversations/{message_id_of(unrelated)}").json()["messages"]] == [message_id_of(unrelated)]
+        assert client.get("/conversations/NO-SUCH-REF").status_code == 404
+        assert wait_until(lambda: client.get(f"/messages/{expected[0]}/status").json()["status"] == "delivered", 20)
+        first = client.get(f"/messages/{expected[1]}/status").json()
+        assert first["reference"] == "LIC-77" and first["pre_reference"] == "APP-2025-0042"
+
+        unsigned = moit.message(sign=False)
+        assert process.post(unsigned).status_code == 400
+        rejected = client.get(f"/messages/{message_id_of(unsigned)}/status").json()
+        assert rejected["status"] == "rejected" and "ERR21" in rejected["detail"]
+        assert client.get("/messages/00000000-0000-4000-8000-000000000000/status").status_code == 404
+
+        receiver.status = 400
+        refused = moit.message()
+        process.post(refused)
+        assert wait_until(lambda: client.get(f"/messages/{message_id_of(refused)}/status").json()["status"] == "failed", 20)
+        failed = client.get(f"/messages/{message_id_of(refused)}/status").json()
+        assert next(d for d in failed["destinations"] if d["agency"] == "TH-ASW")["last_error"].startswith("permanent failure: HTTP 400")
+
+
+def test_openapi_document_covers_the_listener(tmp_path: Path) -> None:
+    runtime = Runtime.load(write_config(tmp_path))
+    app = create_app(runtime.pipeline, runtime.store)
+    served = {getattr(r, "path", None) for r in app.routes}
+    with HubProcess(runtime.config.path) as process:
+        document = httpx.get(f"{process.url}/openapi.json").json()
+    runtime.close()
+    assert document["openapi"].startswith("3.1")
+    paths = set(document["paths"])
+    assert paths <= served, paths - served
+    assert {"/messages", "/messages/{message_id}", "/messages/{message_id}/status", "/conversations/{key}", "/soap", "/openapi.json"} <= paths
+    signature = document["webhooks"]["status"]["post"]["parameters"][0]
+    assert signature["name"] == HEADER and signature["required"]
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    yield v
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for ref in refs(document):
+        target: Any = document
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        assert isinstance(target, dict)
