@@ -153,8 +153,8 @@ class Pipeline:
             f"{header.sender.identity!r} to {header.recipient.identity!r}",
         )
 
-    def _accept(self, root: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
-        root, header = self._authenticate(root, header, authenticated_as)
+    def _accept(self, received: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
+        root, header = self._authenticate(received, header, authenticated_as)
         sender, message_id = header.sender.identity, header.message_id
         original = self.store.receipt_for(sender, message_id)
         if original is not None:
@@ -163,7 +163,10 @@ class Pipeline:
         payload = content_of(root)
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
-        self.schemas.validate(payload, route.schema)
+        try:
+            self.schemas.validate(payload, route.schema)
+        except Rejected as fault:
+            raise self._as_received(fault, received, payload, route.schema) from None
 
         translated: dict[tuple[str, ...], etree._Element] = {}
         items = []
@@ -222,6 +225,19 @@ class Pipeline:
             earlier = self.store.conversation(s.pre_reference, limit=1)
             return (earlier[0].conversation if earlier else None) or s.pre_reference
         return s.reference or header.message_id
+
+    def _as_received(self, fault: Rejected, received: etree._Element, payload: etree._Element, schema: str | None) -> Rejected:
+        """The same fault, located in the bytes the sender sent rather than in the re-serialised
+        signed copy (the content is the same: its digest matched). Only on the failure path."""
+        original = content_of(received)
+        if original is None or original is payload:
+            return fault
+        try:
+            self.schemas.validate(original, schema)
+        except Rejected as again:
+            if again.code is fault.code:
+                return again
+        return fault
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
         envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))
