@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
@@ -169,6 +170,7 @@ class Pipeline:
             raise self._as_received(fault, received, payload, route.schema) from None
 
         translated: dict[tuple[str, ...], etree._Element] = {}
+        uses = Counter(d.mappings for d in route.destinations)
         items = []
         for dest in route.destinations:
             if dest.mappings not in translated:
@@ -176,9 +178,12 @@ class Pipeline:
                 for name in dest.mappings:
                     document = self.mappings[name].apply(document)
                 translated[dest.mappings] = document
-            outbound = build(replace(header, recipient=self._parties[dest.agency]), copy.deepcopy(translated[dest.mappings]))
+            uses[dest.mappings] -= 1
+            # the last destination of a translation takes the document itself, the others a copy
+            content = translated[dest.mappings] if uses[dest.mappings] == 0 else copy.deepcopy(translated[dest.mappings])
+            outbound = build(replace(header, recipient=self._parties[dest.agency]), content)
             if route.sign:
-                outbound = self.signer.sign(outbound)
+                outbound = self.signer.sign_in_place(outbound)
             items.append(OutboxItem(dest.agency, route.name, etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")))
 
         received_at = self.clock()
@@ -240,7 +245,7 @@ class Pipeline:
         return fault
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
-        envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))
+        envelope = self.signer.sign_in_place(build(reply_header(self.party, to, original, function), content))
         return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
     def nack(self, rejected: Rejected, header: Header | None) -> Ack:
