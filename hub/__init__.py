@@ -9,10 +9,18 @@ from .envelope import Ack, Header, Party, Subject
 from .errors import Code, ConfigError, HubError, Rejected, StoreError, TransitionError, TryAgain
 from .pipeline import Pipeline
 from .retry import RetryPolicy
-from .runtime import Runtime
 from .store import State, Store, open_store
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Runtime wires adapters to the core; importing it lazily lets ``adapters`` import ``hub``.
+    if name == "Runtime":
+        from .runtime import Runtime
+
+        return Runtime
+    raise AttributeError(f"module 'hub' has no attribute {name!r}")
 
 __all__ = [
     "Ack",

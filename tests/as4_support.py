@@ -10,7 +10,6 @@ from typing import Callable
 
 from lxml import etree
 
-import hub  # noqa: F401  (the core first: hub.runtime imports the adapters package)
 from adapters.asw import AswAdapter
 from adapters.asw.header import S12, WSSE
 from adapters.asw.inbound import Inbound

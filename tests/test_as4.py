@@ -14,7 +14,6 @@ import pytest
 from cryptography import x509
 from lxml import etree
 
-import hub  # noqa: F401  (the core first: hub.runtime imports the adapters package)
 from adapters.asw import header, wss
 from adapters.asw.errors import EbmsCode, EbmsError
 from adapters.asw.header import EB, S12, WSSE, WSU

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 from lxml import etree
 
-import hub  # noqa: F401  (the core first: hub.runtime imports the adapters package)
 from adapters.asw import header, wss
 from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
 from hub.config import Config, load_config
