@@ -11,7 +11,7 @@ topics, publish status events.
                 events = ["received", "delivered", "retry", "dead"],   # status events (hub.events)
                 status_topic = "sw-hub/status",          # ... published to <status_topic>/<message id>/<event>
                 protocol = "5",                          # or "3.1.1"
-                client_id = "sw-hub-VN-NSW-VN-MOT", session_expiry = 604800, timeout = 10,
+                client_id = "sw-hub-VN-NSW-VN-MOT", session_expiry = 604800, pub_session_expiry = 300, timeout = 10,
                 require_subscriber = true,               # MQTT 5: retry while no subscriber takes the topic
                 username = "hub", password_env = "MQTT_PASSWORD", tls_ca = "keys/broker-ca.crt" }
 
@@ -22,14 +22,27 @@ With ``require_subscriber`` (default true for envelopes) an MQTT 5 PUBACK saying
 subscribers" is retried: nobody would ever read that message. Delivery is at least once; each
 message carries its message id (MQTT 5 user property ``message-id``, and inside the envelope).
 
-Deliveries and the inbox use two connections (client ids ``<client_id>-pub`` and ``-sub``), so
-that messages queued for the inbox are never received by a connection that cannot take them.
+Deliveries and the inbox use two connections, so that messages queued for the inbox are never
+received by a connection that cannot take them:
+
+- the inbox: client id ``<client_id>-sub``, stable, session kept ``session_expiry`` (7 days): the
+  broker queues the agency's messages while the hub is down. It runs in one worker per node; with
+  several hub nodes give each node its own id (``client_id = "sw-hub-{host}"``) and subscribe with
+  a shared subscription (``$share/sw-hub/<topic>``) so each message goes to one node.
+- deliveries: client id ``<client_id>-pub-<host>-<pid>``, one per process (workers and nodes
+  would otherwise take each other's connection), session kept ``pub_session_expiry`` (300 s).
+  Its session holds nothing the hub relies on: an unacknowledged publication is the outbox's to
+  resend, never paho's (adapters/mqtt_client.py). With MQTT 3.1.1, whose sessions never expire,
+  this connection uses a clean session rather than leave one behind per process.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -59,7 +72,9 @@ class MqttAdapter(Adapter):
     def _publisher(self) -> MqttConnection:
         with self._lock:
             if self._connection is None:
-                self._connection = MqttConnection(self.options, "pub")
+                suffix = f"pub-{socket.gethostname()}-{os.getpid()}"  # one per process: workers and nodes never collide
+                v5 = self.options.protocol == mqtt.MQTTv5  # a 3.1.1 session never expires: keep none per process
+                self._connection = MqttConnection(self.options, suffix, self.options.pub_session_expiry if v5 else 0)
             return self._connection
 
     def deliver(self, delivery: Delivery) -> Result:
@@ -86,7 +101,8 @@ class MqttAdapter(Adapter):
             return None
         topics = [topics] if isinstance(topics, str) else list(topics)
         reply = self.agency.options.get("reply_topic")
-        return MqttInbox(self.agency.id, submit, lambda handler: MqttConnection(self.options, "sub", handler, topics),
+        return MqttInbox(self.agency.id, submit,
+                         lambda handler: MqttConnection(self.options, "sub", self.options.session_expiry, handler, topics),
                          str(reply) if reply else None)
 
     def check(self) -> list[str]:

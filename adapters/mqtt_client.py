@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -55,7 +56,8 @@ class MqttOptions:
     tls: bool
     protocol: int  # mqtt.MQTTv5 or mqtt.MQTTv311
     client_id: str
-    session_expiry: int
+    session_expiry: int  # the inbox's session: what the broker keeps for the hub while it is away
+    pub_session_expiry: int  # the publisher's session, one per process (see adapters.mqtt)
     keepalive: int
     receive_maximum: int
     reconnect_max: float
@@ -86,8 +88,9 @@ class MqttOptions:
             port=url.port or (8883 if url.scheme == "mqtts" else 1883),
             tls=url.scheme == "mqtts",
             protocol=mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311,
-            client_id=str(o.get("client_id", f"sw-hub-{party}-{agency.id}")),
+            client_id=str(o.get("client_id", f"sw-hub-{party}-{agency.id}")).replace("{host}", socket.gethostname()),
             session_expiry=int(o.get("session_expiry", 7 * 24 * 3600)),
+            pub_session_expiry=int(o.get("pub_session_expiry", 300)),
             keepalive=int(o.get("keepalive", 30)),
             receive_maximum=int(o.get("receive_maximum", 32)),
             reconnect_max=float(o.get("reconnect_max", 5.0)),
@@ -107,10 +110,11 @@ class Published:
 
 
 class MqttConnection:
-    def __init__(self, options: MqttOptions, suffix: str,
+    def __init__(self, options: MqttOptions, suffix: str, session_expiry: int,
                  on_message: Callable[[mqtt.MQTTMessage, int], None] | None = None, subscriptions: Sequence[str] = ()) -> None:
         self.options = options
         self.client_id = f"{options.client_id}-{suffix}"
+        self.session_expiry = session_expiry  # 0 with MQTT 3.1.1: a clean session (3.1.1 sessions never expire)
         self.v5 = options.protocol == mqtt.MQTTv5
         self.on_message, self.subscriptions = on_message, tuple(subscriptions)
         self.connected = threading.Event()
@@ -130,7 +134,7 @@ class MqttConnection:
     def _new_client(self, generation: int) -> mqtt.Client:
         o = self.options
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=o.protocol,
-                             clean_session=None if self.v5 else False, manual_ack=True, reconnect_on_failure=False)
+                             clean_session=None if self.v5 else self.session_expiry == 0, manual_ack=True, reconnect_on_failure=False)
         client.on_connect = lambda c, u, flags, reason, props: self._on_connect(c, generation, reason)
         client.on_disconnect = lambda c, u, flags, reason, props: self._on_disconnect(generation, reason)
         client.on_publish = lambda c, u, mid, reason, props: self._on_publish(generation, mid, reason)
@@ -151,7 +155,7 @@ class MqttConnection:
             try:
                 if self.v5:
                     props = Properties(PacketTypes.CONNECT)
-                    props.SessionExpiryInterval = self.options.session_expiry
+                    props.SessionExpiryInterval = self.session_expiry
                     props.ReceiveMaximum = self.options.receive_maximum
                     client.connect(self.options.host, self.options.port, self.options.keepalive, clean_start=False, properties=props)
                 else:

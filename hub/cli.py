@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = p.add_subparsers(dest="action", required=True)
     _config_arg(ssub.add_parser("migrate", help="bring the store's schema to the current version (idempotent)"))
 
+    p = sub.add_parser("bench", help="benchmark: floor, in-process, end to end, soak (`hub bench --help`)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of python -m benchmarks")
+
     p = sub.add_parser("demo", help="run a complete e-Form D exchange on loopback")
     _config_arg(p)
     p.add_argument("--two-hubs", action="store_true", help="a VN and a TH hub, each with its own keys and hub.toml, exchanging over AS4")
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["bench"]:  # every option goes to the benchmark's own parser
+        return cmd_bench(given[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -475,6 +481,19 @@ COMMANDS = {
     "validate": cmd_validate,
     "translate": cmd_translate,
 }
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """``hub bench``: ``python -m benchmarks`` (the package sits in the repository, next to ``hub``)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        from benchmarks.run import main as bench
+    except ImportError as exc:
+        print(f"the benchmarks package is not here ({root}): {exc}", file=sys.stderr)
+        return 2
+    return bench(argv)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ SIGTERM or SIGINT stops the listener (requests in progress finish), then the inb
 then the dispatcher (deliveries in flight finish, held leases are given back). Every accepted
 message is already in the store, so stopping at any point loses nothing.
 
-With ``workers`` > 1 (``[hub] workers`` or ``--workers``) the process binds the port once and
-forks that many workers, each a whole hub (listener, pipeline, dispatcher) on the shared socket
-and the shared store, so every core works; inbound folder sources run in the first worker only.
+With ``workers`` > 1 (``[hub] workers`` or ``--workers``) the process forks that many workers,
+each a whole hub (listener, pipeline, dispatcher) on the same port and the shared store, so every
+core works; inbound folder sources run in the first worker only. Each worker listens on a socket
+of its own with SO_REUSEPORT, so the kernel spreads connections evenly over the workers (one
+shared socket would let the first worker awake take a whole burst of connections); where
+SO_REUSEPORT does not exist, the workers share the parent's socket.
 The parent only supervises: it passes SIGTERM/SIGINT on, restarts a worker that dies, and
 workers stop by themselves if the parent is killed.
 """
@@ -72,12 +75,18 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
     return 0
 
 
-def _listen(host: str, port: int) -> socket.socket:
+_REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
+
+
+def _listen(host: str, port: int, *, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if _REUSE_PORT is not None:
+        sock.setsockopt(socket.SOL_SOCKET, _REUSE_PORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -98,7 +107,9 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
     from .config import load_config
 
     h = load_config(config_path).hub
-    sock = _listen(h.listen_host, h.listen_port)
+    # the parent holds the port (bound, not listening: it takes no connections) so that a port in
+    # use fails here, once; with SO_REUSEPORT each worker then listens on a socket of its own
+    sock = _listen(h.listen_host, h.listen_port, listen=_REUSE_PORT is None)
     parent = os.getpid()
     stopping = False
     pids: dict[int, int] = {}  # pid -> worker index
@@ -115,7 +126,8 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
                     os._exit(0)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                code = serve(config_path, dispatch, sock=sock, worker=index)
+                own = _listen(h.listen_host, h.listen_port) if _REUSE_PORT is not None else sock
+                code = serve(config_path, dispatch, sock=own, worker=index)
             except BaseException:  # noqa: BLE001 (the worker's own log has the details)
                 log.exception("worker %s failed", index)
             finally:

@@ -8,6 +8,7 @@ normal answers. Like a real receiver it deduplicates on the envelope's message i
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -74,13 +75,15 @@ class MinistryService:
         self.bodies: dict[str, bytes] = {}
         self.requests = 0
         self.wsdl_fetches = 0
+        self.client_subjects: set[str] = set()  # TLS client certificates seen (mutual TLS)
+        self.scheme = "http"
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def base(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def wsdl_url(self) -> str:
@@ -114,7 +117,8 @@ class MinistryService:
                     f"<m:status>ACCEPTED</m:status><m:ticket>T-{message_id[:8]}</m:ticket></m:{self.operation}Response></s:Body></s:Envelope>")
         return 200, response.encode()
 
-    def start(self, port: int = 0) -> MinistryService:
+    def start(self, port: int = 0, tls: tuple[str, str, str] | None = None) -> MinistryService:
+        """``tls``: (certificate, key, CA of the clients): HTTPS that requires a client certificate."""
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,6 +140,10 @@ class MinistryService:
                     self._send(404, b"not found", "text/plain")
 
             def do_POST(self) -> None:  # noqa: N802
+                if tls:
+                    subject = dict(x[0] for x in self.connection.getpeercert()["subject"])  # type: ignore[attr-defined, index]
+                    with service._lock:
+                        service.client_subjects.add(subject.get("commonName", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 soap_ns = SOAP12 if self.path.endswith("soap12") else SOAP11
                 status, answer = service.answer(soap_ns, body)
@@ -150,6 +158,13 @@ class MinistryService:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls[0], tls[1])
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(tls[2])
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 

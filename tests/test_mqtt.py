@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from lxml import etree
 
-import hub  # noqa: F401  (first: the hub package imports the adapters)
-from adapters.mqtt import MqttAdapter
 from hub.config import load_config
 from hub.envelope import read_header
 from hub.errors import TryAgain
 from hub.receiver import Receiver
 from hub.runtime import Runtime
 from hub.store import State
+from adapters.mqtt import MqttAdapter  # after hub: the hub package imports the adapters
 
 from .mosquitto import Broker, Peer
 from .support import HubProcess, Sender, free_port, message_id_of, wait_until, write_config
@@ -192,7 +192,7 @@ def test_inbox_acks_only_what_the_hub_took(tmp_path: Path, broker: Broker) -> No
         assert wait_until(lambda: stored_messages(tmp_path, "VN-MOT") == {message_id_of(message)}, 20)
         assert wait_until(lambda: replies.unique == 1, 10)  # the receipt, on the Response Topic
         (topic, receipt), = next(iter(replies.received.values()))
-        assert read_header(__import__("lxml.etree", fromlist=["etree"]).fromstring(receipt)).subject.reference == message_id_of(message)
+        assert read_header(etree.fromstring(receipt)).subject.reference == message_id_of(message)
     finally:
         second.stop()
         agency.close()

@@ -14,14 +14,13 @@ import httpx
 import pytest
 from lxml import etree
 
-import hub  # noqa: F401  (first: the hub package imports the adapters)
-from adapters.webhook import HEADER, sign, verify
 from hub.client import signed_bytes
 from hub.config import load_config
 from hub.errors import ConfigError
 from hub.receiver import Receiver
 from hub.runtime import Runtime
 from hub.server import create_app
+from adapters.webhook import HEADER, sign, verify  # after hub: the hub package imports the adapters
 
 from .support import HubProcess, Sender, free_port, message_id_of, wait_until, write_config
 

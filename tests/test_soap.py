@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -16,14 +15,13 @@ import zeep
 from lxml import etree
 from starlette.applications import Starlette
 
-import hub  # noqa: F401  (first: the hub package imports the adapters)
-from adapters.soap_listener import SOAP11, SOAP12, soap_routes
 from hub.config import load_config
 from hub.envelope import read_errors, read_header
 from hub.errors import TryAgain
 from hub.runtime import Runtime
 from hub.store import State
 from hub.xml import Limits
+from adapters.soap_listener import SOAP11, SOAP12, soap_routes  # after hub: the hub package imports the adapters
 
 from .soap_peer import MinistryService
 from .support import REPO, HubProcess, Sender, message_id_of, wait_until, write_config
@@ -319,7 +317,6 @@ def test_a_second_soap_ministry_is_only_a_config_entry(tmp_path: Path) -> None:
             sent = {to: [message_id_of(m) for m in (moit.message(to=to) for _ in range(3))
                          if read_header(envelope_in_answer(service.Submit(_value_1=etree.fromstring(m)))).subject.function == "99"]
                     for to in ("VN-MOH", "VN-MOT")}
-            sent = {to: ids for to, ids in sent.items()}
             assert wait_until(lambda: moh.unique == 3 and mot.unique == 3, 20)
         assert set(moh.received) == set(sent["VN-MOH"]) and set(mot.received) == set(sent["VN-MOT"])
     finally:
@@ -327,4 +324,60 @@ def test_a_second_soap_ministry_is_only_a_config_entry(tmp_path: Path) -> None:
         mot.stop()
 
 
-_ = time
+
+# -- mutual TLS ------------------------------------------------------------------------------------
+
+
+def _tls_files(folder: Path) -> dict[str, str]:
+    """A CA, the ministry's server certificate for 127.0.0.1 and the hub's client certificate."""
+    import ipaddress
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from hub.keys import Issuer, issue, new_key, write_certificate, write_private_key
+
+    ca_key = new_key("ec")
+    ca = Issuer(ca_key, issue(ca_key, "Test NSW TLS CA", ca=True))
+    server_key = new_key("ec")
+    now = datetime.now(timezone.utc)
+    server = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ministry.test")]))
+              .issuer_name(ca.certificate.subject).public_key(server_key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+              .not_valid_after(now + timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    client_key = new_key("ec")
+    client = issue(client_key, "VN-NSW hub client", organization="VN-NSW", issuer=ca)
+    files = {}
+    for name, key, cert in (("server", server_key, server), ("client", client_key, client)):
+        write_private_key(folder / f"{name}.key", key)
+        write_certificate(folder / f"{name}.crt", cert)
+        files[name] = str(folder / f"{name}.crt")
+        files[f"{name}_key"] = str(folder / f"{name}.key")
+    write_certificate(folder / "ca.crt", ca.certificate)
+    files["ca"] = str(folder / "ca.crt")
+    return files
+
+
+def test_mutual_tls_with_the_configured_client_certificate(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path / "tls")
+    ministry = MinistryService().start(tls=(files["server"], files["server_key"], files["ca"]))
+    try:
+        tls = f', client_cert = "{files["client"]}", client_key = "{files["client_key"]}", ca = "{files["ca"]}" }}'
+        runtime, _ = runtime_with(tmp_path / "a", ministry_agency("VN-MOH", ministry).replace(" }\n", tls + "\n", 1))
+        ids = deliver_all(runtime, 2, "VN-MOH")
+        assert set(ministry.received) == set(ids) and ministry.client_subjects == {"VN-NSW hub client"}
+        runtime.close()
+        # without the client certificate the handshake fails: retried, never delivered
+        no_cert = f', ca = "{files["ca"]}" }}'
+        runtime, _ = runtime_with(tmp_path / "b", ministry_agency("VN-MOH", ministry).replace(" }\n", no_cert + "\n", 1), max_attempts=2)
+        deliver_all(runtime, 1, "VN-MOH")
+        row = runtime.store.rows(destination="VN-MOH")[0]
+        assert row.state is State.DEAD and row.attempts == 2 and "gave up" in (row.last_error or "")
+        runtime.close()
+    finally:
+        ministry.stop()
