@@ -118,6 +118,7 @@ class MqttConnection:
         self.v5 = options.protocol == mqtt.MQTTv5
         self.on_message, self.subscriptions = on_message, tuple(subscriptions)
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker confirmed the subscriptions (SUBACK)
         self.generation = 0  # which connection is current: acks and PUBACK waits belong to one
         self.ready_at = 0.0  # monotonic time from which publishing is allowed (settle)
         self.last_error = "not connected yet"
@@ -138,6 +139,7 @@ class MqttConnection:
         client.on_connect = lambda c, u, flags, reason, props: self._on_connect(c, generation, reason)
         client.on_disconnect = lambda c, u, flags, reason, props: self._on_disconnect(generation, reason)
         client.on_publish = lambda c, u, mid, reason, props: self._on_publish(generation, mid, reason)
+        client.on_subscribe = lambda c, u, mid, reasons, props: self.subscribed.set()
         client.on_message = lambda c, u, message: self.on_message(message, generation) if self.on_message else None
         if o.username:
             client.username_pw_set(o.username, o.password)
@@ -184,6 +186,8 @@ class MqttConnection:
         if self.subscriptions:
             topics = [(t, SubscribeOptions(qos=1) if self.v5 else 1) for t in self.subscriptions]
             client.subscribe(topics)  # type: ignore[arg-type]
+        else:
+            self.subscribed.set()
         self.ready_at = time.monotonic() + self.options.settle
         self._up = generation
         self.connected.set()

@@ -40,6 +40,8 @@ class MqttInbox(InboundSource):
 
     def start(self) -> None:
         self._connection = self.connect(lambda message, generation: self._queue.put((message, generation)))
+        if not self._connection.subscribed.wait(10):  # bounded: the supervisor keeps reconnecting
+            log.warning("mqtt inbox %s: not subscribed yet (%s)", self.agency, self._connection.last_error)
         self._thread = threading.Thread(target=self._run, name=f"mqtt-inbox-{self.agency}", daemon=True)
         self._thread.start()
 

@@ -89,9 +89,19 @@ def processes(config_paths: list[Path], messages: list[bytes], warmup: int = 5) 
     procs = [ctx.Process(target=_worker, args=(config_paths[i], parts[i], warmup, ready, results)) for i in range(count)]
     for p in procs:
         p.start()
-    ready.wait(timeout=120)  # every worker loaded and warmed up
-    start = time.perf_counter()
-    ready.wait(timeout=120)  # ... and the workers start together
+    try:
+        ready.wait(timeout=300)  # every worker loaded and warmed up
+        start = time.perf_counter()
+        ready.wait(timeout=300)  # ... and the workers start together
+    except threading.BrokenBarrierError:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        errors = []
+        while not results.empty():
+            errors.append(results.get())
+        raise RuntimeError(f"an in-process worker did not start: {errors}") from None
     outs = [results.get(timeout=3600) for _ in procs]
     wall = time.perf_counter() - start
     for p in procs:
@@ -123,6 +133,7 @@ def _worker(config_path: Path, messages: list[bytes], warmup: int, ready, result
         runtime.close()
     except BaseException as exc:  # noqa: BLE001
         results.put({"error": f"{type(exc).__name__}: {exc}", "messages": 0})
+        ready.abort()
 
 
 def _check(ack) -> None:  # type: ignore[no-untyped-def]

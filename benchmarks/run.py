@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown key kind {k!r}; use rsa or ec")
     skip = set(filter(None, args.skip.split(",")))
     quick = args.quick
-    duration = args.duration if args.duration is not None else (1.0 if quick else 10.0)
+    duration = args.duration if args.duration is not None else (0.6 if quick else 10.0)
     count = args.count if args.count is not None else (12 if quick else 1500)
     cores = os.cpu_count() or 1
 
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             quiet("inprocess")
             for k in kinds:
                 for s in sizes:
-                    n = _scaled(count, s, 8 if quick else 40)
-                    warm = 5
+                    n = _scaled(count, s, 4 if quick else 40)
+                    warm = 2 if quick else 5
                     progress(f"in-process {KINDS[k]} {s}: signing {4 * n + 4 * warm * cores} messages")
                     messages = makers[k].make(certificates[s], 4 * n + 4 * warm * cores)
                     entry: dict = {"size": s, "key": k, "inbound_bytes": len(messages[0])}
@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                     progress(f"end to end {KINDS[k]} {s}")
                     entry = e2e.run(
                         work / k, k, s, lambda cfg, n: Messages(cfg).make(certificates[s], n),
-                        workers=args.workers, concurrency=args.senders if not quick else min(args.senders, 8),
+                        workers=args.workers, concurrency=args.senders if not quick else min(args.senders, 4),
                         duration=duration, expected_rate=guess, paced_rate=paced,
-                        paced_duration=(0.5 if quick else duration), warmup=5 if quick else 50,
+                        paced_duration=(0.5 if quick else duration), warmup=3 if quick else 50,
                     )
                     results["e2e"].append(entry)
                     m = entry.get("max", {})
@@ -191,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (args.out / "results.md").write_text(report.markdown(results), encoding="utf-8")
-    if not args.no_chart:
-        report.chart(results, args.out / "chart.png")
-    progress(f"wrote {args.out}/results.json, results.md" + ("" if args.no_chart else ", chart.png"))
+    chart = not args.no_chart
+    if chart:
+        try:
+            report.chart(results, args.out / "chart.png")
+        except ImportError:
+            chart = False
+            progress("no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    progress(f"wrote {args.out}/results.json, results.md" + (", chart.png" if chart else ""))
     print(report.markdown(results))
     return 0
 

@@ -3,6 +3,7 @@ and a real ``hub serve`` process on loopback."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -222,3 +223,14 @@ def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:  # ty
     return bool(condition())
 
 
+
+
+def skip_unless_present(path: Path, what: str) -> None:
+    """Skips a test whose material is missing; under CI=true a missing part is a failure."""
+    if path.exists():
+        return
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} not found at {path}; CI=true, so this is a failure")
+    pytest.skip(f"{what} not found at {path}")

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from tests.support import skip_unless_present
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -375,8 +377,7 @@ def test_round_trip_formd_national_formd(example: str) -> None:
 @lru_cache(maxsize=1)
 def classified_wco_samples() -> dict[str, list[tuple[str, str]]]:
     """Sort the sample files by what they are, from their own content (never by folder)."""
-    if not WCO_SAMPLES.is_dir():
-        pytest.skip(f"WCO DM samples not found at {WCO_SAMPLES}")
+    skip_unless_present(WCO_SAMPLES, "WCO DM samples")
     wrapper = schema(SCHEMA_FILES[MD_NS])
     result: dict[str, list[tuple[str, str]]] = {
         "valid": [], "invalid": [], "plain_rejected": [], "plain_accepted": [],

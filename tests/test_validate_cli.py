@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from tests.support import skip_unless_present
 from lxml import etree
 
 from hub.envelope import read_errors
@@ -180,8 +182,7 @@ def _root_of(path: Path) -> str | None:
 
 
 def test_wco_dm_samples_validate_in_one_run() -> None:
-    if not WCO_SAMPLES.is_dir():
-        pytest.skip(f"WCO DM samples not found at {WCO_SAMPLES}")
+    skip_unless_present(WCO_SAMPLES, "WCO DM samples")
     files = sorted(WCO_SAMPLES.rglob("*.xml"))
     code, reports = validate_json("--config", CONFIG, *files)
     assert len(reports) == len(files)
@@ -213,8 +214,7 @@ def test_wco_dm_samples_validate_in_one_run() -> None:
 
 
 def test_unnamespaced_notifications_are_invalid_with_a_clear_reason() -> None:
-    if not WCO_SAMPLES.is_dir():
-        pytest.skip(f"WCO DM samples not found at {WCO_SAMPLES}")
+    skip_unless_present(WCO_SAMPLES, "WCO DM samples")
     plain = [p for p in sorted(WCO_SAMPLES.rglob("*.xml")) if _root_of(p) == "MetaData"][:3]
     assert plain
     run = hub("validate", "--config", CONFIG, *plain)

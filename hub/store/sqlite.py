@@ -168,19 +168,24 @@ class SQLiteStore(Store):
         memory = self.path == ":memory:"
         if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._file_lock = None if memory else os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            # processes opening a new file together would race to switch it to WAL: one at a time
+            if self._file_lock is not None:
+                fcntl.flock(self._file_lock, fcntl.LOCK_EX)
             self._db = self._connect(busy_timeout_ms)
             # a database in memory exists only for its own connection: it reads through the writer
             self._reader = self._db if memory else self._connect(busy_timeout_ms)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+        finally:
+            self._unlock_file()
         self._lock = threading.Lock()  # the write connection
         self._read_lock = self._lock if memory else threading.Lock()
         self._state = threading.Condition()  # group commit bookkeeping, below
         self._batch: _Batch | None = None  # the open transaction on the write connection
         self._joining = 0  # writers between asking for the write connection and finishing their part
         self._committing = False
-        self._file_lock = None if memory else os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
