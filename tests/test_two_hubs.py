@@ -1,15 +1,18 @@
 """Two hubs, two countries: two real ``hub serve`` processes on loopback, each with its own keys
 and hub.toml. A Form D issued by the Vietnamese ministry travels MOIT -> VN hub -(AS4)-> TH hub ->
-Thai customs (folder); the Thai acceptance travels back TH hub -(AS4)-> VN hub -> MOIT (folder).
-Every hop answers with a signed receipt."""
+Thai customs (folder); the Thai acceptance travels back TH hub -(AS4)-> VN hub -> MOIT (folder)
+and on to the portal as MQTT status events (a real mosquitto broker). Every hop answers with a
+signed receipt."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import httpx
+import pytest
 from lxml import etree
 
 from adapters.asw import header, wss
@@ -20,7 +23,21 @@ from hub.pipeline import party_of
 from hub.trust import Pinned, Verifier, load_certificates
 from hub.twohubs import MOIT, TH_CUSTOMS, TH_HUB, VN_HUB, write_pair
 
+from .mosquitto import Broker, Peer
 from .support import EXAMPLES, REPO, HubProcess, Sender, free_port, message_id_of, wait_until
+
+
+def _portal(broker: Broker) -> str:
+    """The national portal on the VN side: an agency that only takes status events over MQTT."""
+    return f"""
+[[agencies]]
+id = "VN-PORTAL"
+name = "National single-window portal"
+country = "VN"
+adapter = "mqtt"
+endpoint = "{broker.url}"
+options = {{ events = ["received", "delivered"], status_topic = "sw-hub/status", timeout = 2, reconnect_max = 0.5 }}
+"""
 
 FORMD = "urn:sw-hub:asean:eatiga:formd:1"
 STATUS = "urn:sw-hub:asean:eatiga:formd-status:1"
@@ -50,8 +67,16 @@ def _receipts(folder: Path, signer_config: Config) -> list[header.Signal]:
     return out
 
 
-def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path) -> None:
-    pair = write_pair(tmp_path, free_port(), free_port())
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path, broker: Broker) -> None:
+    portal = Peer(broker, "portal", ("sw-hub/status/#",))
+    pair = write_pair(tmp_path, free_port(), free_port(), vn_extra=_portal(broker))
     vn_config, th_config = load_config(pair.vn), load_config(pair.th)
     with HubProcess(pair.vn) as vn, HubProcess(pair.th) as th, httpx.Client(timeout=30) as client:
         # 1. the ministry submits its certificate of origin to the VN hub (HTTP POST /messages)
@@ -85,6 +110,10 @@ def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path) -> 
         assert returned is not None and returned.findtext(f"{{{STATUS}}}StatusCode") == "ACCEPTED"
         assert returned.findtext(f"{{{STATUS}}}ReferenceID") == form.findtext(f"{{{FORMD}}}ReferenceID")
 
+        # 4b. ... and on to the portal: MQTT status events for the Form D and for its acceptance
+        expected = {f"{formd_id}/received/", f"{formd_id}/delivered/{TH_HUB}", f"{status_id}/received/", f"{status_id}/delivered/{MOIT}"}
+        assert wait_until(lambda: expected <= set(portal.received), 30), sorted(portal.received)
+
         # 5. every AS4 hop got a signed receipt, kept as evidence and named in the trace
         for hub_url, message_id, gateway in ((vn.url, formd_id, TH_HUB), (th.url, status_id, VN_HUB)):
             deliveries = client.get(f"{hub_url}/messages/{message_id}").json()["deliveries"]
@@ -95,6 +124,7 @@ def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path) -> 
         assert to_th.ref_to_message_id == f"{formd_id}.{TH_HUB}@{VN_HUB}" and to_th.receipt
         assert to_vn.ref_to_message_id == f"{status_id}.{VN_HUB}@{TH_HUB}" and to_vn.receipt
         assert vn.terminate() == 0 and th.terminate() == 0
+    portal.close()
     assert "ERROR" not in vn.log.read_text() + th.log.read_text()
 
 
