@@ -88,6 +88,7 @@ class Route:
     sign: bool
     destinations: tuple[Destination, ...]
     retry: RetryPolicy
+    require_signature: bool | None = None  # None: the hub's [hub] require_signature decides
 
     def matches(self, sender: str, recipient: str, document_type: str, function: str) -> bool:
         return (
@@ -347,6 +348,7 @@ def load_config(path: str | Path) -> Config:
             sign=r.bool("sign", True),
             destinations=tuple(destinations),
             retry=_retry(r.table("retry"), default_retry),
+            require_signature=r.bool("require_signature", None),
         )
         r.done()
         if not route.destinations:

@@ -125,7 +125,7 @@ class Pipeline:
         except Rejected as exc:
             raise Rejected(Code.INVALID_MESSAGE, f"the envelope is not valid: {exc.message.split(': ', 1)[-1]}", exc.location) from None
 
-    def _authenticate(self, root: etree._Element, header: Header, authenticated_as: str | None) -> tuple[etree._Element, Header]:
+    def _check_sender(self, header: Header, authenticated_as: str | None) -> None:
         sender = header.sender.identity
         if sender not in self.agencies:
             raise Rejected(Code.UNKNOWN_SENDER, f"the sender {sender!r} is not an agency known to this hub")
@@ -134,8 +134,12 @@ class Pipeline:
                 Code.SENDER_MISMATCH,
                 f"the envelope says it comes from {sender!r} but the channel is authenticated as {authenticated_as!r}",
             )
+
+    def _authenticate(self, root: etree._Element, header: Header, required: bool) -> tuple[etree._Element, Header]:
+        """The signed envelope and its header, when the route requires a signature or one is present."""
+        sender = header.sender.identity
         signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
-        if not (self.settings.require_signature or signed):
+        if not (required or signed):
             return root, header
         verified = self.verifier.verify(root, self.trust.policy(sender), f"agency {sender}")
         signed_header = read_header(verified.element)
@@ -155,12 +159,14 @@ class Pipeline:
         )
 
     def _accept(self, received: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
-        root, header = self._authenticate(received, header, authenticated_as)
+        self._check_sender(header, authenticated_as)
+        route = self._route(header)  # from the header as received; only the signed one is used after
+        required = self.settings.require_signature if route.require_signature is None else route.require_signature
+        root, header = self._authenticate(received, header, required)
         sender, message_id = header.sender.identity, header.message_id
         original = self.store.receipt_for(sender, message_id)
         if original is not None:
             return Ack(original, True, message_id, duplicate=True)
-        route = self._route(header)
         payload = content_of(root)
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")

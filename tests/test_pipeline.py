@@ -195,3 +195,26 @@ def test_rejections_are_audited(env: tuple[Runtime, Sender]) -> None:
     entries = list(runtime.store.audit_entries())
     assert [e.event for e in entries] == ["rejected", "rejected"]
     assert entries[0].detail.startswith("ERR02") and entries[1].message_id == message_id_of(data)
+
+
+def test_a_route_may_require_a_signature_or_not(tmp_path: Path) -> None:
+    extra = """
+[[routes]]
+name = "open-permits"
+from = "VN-MARD"
+document_type = "CO-OPEN"
+schema = "co"
+require_signature = false
+deliver = [{ agency = "VN-CUSTOMS" }]
+"""
+    runtime = Runtime.load(write_config(tmp_path, extra=extra))
+    try:
+        mard = Sender(runtime.config, "VN-MARD")
+        unsigned = runtime.pipeline.submit(mard.message(to="VN-NSW", document_type="CO-OPEN", sign=False))
+        assert unsigned.accepted
+        tampered_ack = runtime.pipeline.submit(tampered(mard.message(to="VN-NSW", document_type="CO-OPEN")))
+        assert not tampered_ack.accepted and tampered_ack.code == Code.SIGNATURE_INVALID.value  # a signature present is checked
+        moit = Sender(runtime.config, "VN-MOIT")
+        assert runtime.pipeline.submit(moit.message(sign=False)).code == Code.SIGNATURE_MISSING.value  # the hub's default
+    finally:
+        runtime.close()
