@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.errors import Code, Rejected, TryAgain
+from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
 from .base import Submit
@@ -113,7 +114,7 @@ class SoapEndpoint:
 
     async def post(self, request: Request) -> Response:
         ns = SOAP12 if "application/soap+xml" in request.headers.get("content-type", "") else SOAP11
-        data = await _read_bounded(request, self.parser.limits.max_bytes)
+        data = await read_bounded(request, self.parser.limits.max_bytes)
         if data is None:
             return fault_response(ns, Fault(True, Code.TOO_LARGE.value, f"the request is larger than {self.parser.limits.max_bytes} bytes"))
         try:
@@ -135,19 +136,6 @@ class SoapEndpoint:
             return Response("POST SOAP requests here; GET /soap?wsdl for the WSDL\n", status_code=400, media_type="text/plain")
         address = str(request.url.replace(query="", fragment=""))
         return Response(wsdl(address), media_type="text/xml; charset=utf-8")
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def soap_routes(submit: Submit, limits: Limits) -> list[Route]:

@@ -126,6 +126,7 @@ def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: b
                 "xslt": t(lambda: parts["stylesheet"].apply(document)),
                 "verify": t(lambda: verifier.verify(inbound, x509_cert=cert, expect_config=vconfig)),
                 "sign": t(lambda: signer.sign(outbound)),
+                "sign_signxml": t(lambda: _signxml_signer(signer).sign(outbound, key=signer.key, cert=[signer.certificate])),
                 "commit": t(commit),
                 # what the XML-DSig libraries add to the bare cryptography
                 "verify_raw": t(lambda: (c14n_digest(unsigned_in), public_op())),
@@ -163,3 +164,14 @@ def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
     if kind == "ec":
         return key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
     return key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
+
+
+def _signxml_signer(signer):  # type: ignore[no-untyped-def]
+    """signxml's own signer with the hub's settings (what ``hub.trust.Signer`` called before hub.dsig)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from signxml import XMLSigner, methods
+    from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+
+    method = SignatureMethod.ECDSA_SHA256 if isinstance(signer.key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
+    return XMLSigner(method=methods.enveloped, signature_algorithm=method, digest_algorithm=DigestAlgorithm.SHA256,
+                     c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0)

@@ -142,3 +142,43 @@ def _check(ack) -> None:  # type: ignore[no-untyped-def]
 
 
 _ = proc_cpu_seconds
+
+
+def memory_per_message(config_path: Path, warm: list[bytes], message: bytes) -> dict:
+    """Peak memory one message needs: a fresh process warmed up with small messages (schemas,
+    stylesheets, keys, connections in place), then ``message`` alone; peak RSS (VmHWM, reset
+    just before) minus RSS before it, also as a multiple of the message's size."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh heap: a fork would inherit the benchmark's free memory
+    results = ctx.Queue()
+    proc = ctx.Process(target=_memory_worker, args=(config_path, warm, message, results))
+    proc.start()
+    out = results.get(timeout=600)
+    proc.join(30)
+    if "error" in out:
+        raise RuntimeError(f"memory measurement failed: {out['error']}")
+    growth = max(0, out["peak"] - out["before"])
+    return {"message_bytes": len(message), "rss_before_bytes": out["before"], "peak_rss_bytes": out["peak"],
+            "peak_growth_bytes": growth, "copies_of_the_message": round(growth / len(message), 1)}
+
+
+def _memory_worker(config_path: Path, warm: list[bytes], message: bytes, results) -> None:  # type: ignore[no-untyped-def]
+    import gc
+
+    from .common import proc_memory
+
+    try:
+        runtime = _runtime(config_path)
+        for data in warm:
+            _check(runtime.pipeline.submit(data))
+        gc.collect()
+        before = proc_memory(os.getpid())["rss"]
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+        _check(runtime.pipeline.submit(message))
+        peak = proc_memory(os.getpid())["peak_rss"]
+        runtime.close()
+        results.put({"before": before, "peak": peak})
+    except BaseException as exc:  # noqa: BLE001
+        results.put({"error": f"{type(exc).__name__}: {exc}"})

@@ -118,17 +118,24 @@ def markdown(results: dict) -> str:
                 f"| {KINDS[f['key']]} | {f['size']} | {ms['parse']:.3f} | {ms['validate']:.3f} | {ms['xslt']:.3f} | {ms['verify']:.3f} "
                 f"| {ms['sign']:.3f} | {ms['commit']:.3f} | **{f['floor_ms']:.3f}** | {ms['verify_raw']:.3f} | {ms['sign_raw']:.3f} |"
             )
-        lines += ["", "verify / sign: signxml as the hub calls it; *raw*: exclusive c14n + SHA-256 + the key operation alone.",
+        lines += ["", "verify: signxml as the hub calls it; sign: the hub's `Signer` (hub.dsig, in place; signxml's own signer: "
+                  + ", ".join(f"{KINDS[f['key']]} {f['size']} {f['ms'].get('sign_signxml', 0):.3f}" for f in results["floor"]) + " ms); "
+                  "*raw*: exclusive c14n + SHA-256 + the key operation alone.",
                   "XSD validate: envelope.xsd + co.xsd. Durable commit: one row of the outbound message's size, WAL, synchronous=FULL."]
     if results["inprocess"]:
         lines += ["", "## In-process variants (messages/s)", "",
-                  "| key | size | 1 thread | threads (1 process) | processes, one SQLite file (production-like) | processes, own files | CPU ms/msg (1 thread) |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| key | size | 1 thread | threads (1 process) | processes, one SQLite file (production-like) | processes, own files "
+                  "| CPU ms/msg (1 thread) | memory for one message: peak growth MiB (x its size) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for i in results["inprocess"]:
+            mem = i.get("memory_one_message") or {}
             lines.append(
                 f"| {KINDS[i['key']]} | {i['size']} | {_f(i['single']['msgs_per_s'])} | {_f((i.get('threads') or {}).get('msgs_per_s'))} "
-                f"| {_f(i['processes_shared_db']['msgs_per_s'])} | {_f(i['processes_own_db']['msgs_per_s'])} | {_f(i['single']['cpu_ms_per_msg'], 3)} |"
+                f"| {_f(i['processes_shared_db']['msgs_per_s'])} | {_f(i['processes_own_db']['msgs_per_s'])} | {_f(i['single']['cpu_ms_per_msg'], 3)} "
+                f"| {_f(mem.get('peak_growth_bytes', 0) / 2**20, 1) if mem else '-'} ({_f(mem.get('copies_of_the_message'), 1)}) |"
             )
+        lines += ["", "Memory for one message: a fresh process warmed up with 1 KiB messages, then one message of the size; "
+                  "peak RSS growth (libxml2 trees are several times the size of the text they hold)."]
     soak = results.get("soak") or {}
     lines += ["", "## Soak", ""]
     if soak.get("messages"):

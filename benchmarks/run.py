@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                     entry["processes_shared_db"] = inprocess.processes([shared] * cores, parts[1], warm)
                     entry["processes_own_db"] = inprocess.processes(own, parts[2], warm)
                     entry["threads"] = inprocess.threads(threads_cfg, parts[3], 4 * cores, warm)
+                    small = makers[k].make(certificates.get("1KiB") or documents.certificate(documents.SIZES["1KiB"]), 3)
+                    mem_cfg = write_config(work / k, k, store=f"sqlite:///{work / k}/memory-{s}.db", name=f"memory-{s}.toml")
+                    entry["memory_one_message"] = inprocess.memory_per_message(mem_cfg, small, parts[3][-1])
                     del messages, parts
                     f = floors.get((k, s))
                     if f:
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cleanup(folder: Path, size: str) -> None:
-    for pattern in (f"own-{size}-*", f"shared-{size}*", f"single-{size}*", f"threads-{size}*"):
+    for pattern in (f"own-{size}-*", f"shared-{size}*", f"single-{size}*", f"threads-{size}*", f"memory-{size}*"):
         for p in folder.glob(pattern):
             if p.suffix != ".toml":
                 p.unlink(missing_ok=True)

@@ -51,7 +51,12 @@ class Dispatcher:
         self.default_policy = default_policy
         self.owner = owner or new_owner()
         self.clock = clock
-        self._inflight = {d: 0 for d in adapters}
+        self._inflight = {d: 0 for d in adapters}  # rows leased and handed to the pool, per destination
+        # Rows queued behind the busy deliveries, so a delivery thread that finishes takes the next
+        # row at once and rows are leased several per transaction. Only when a queued row cannot
+        # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).
+        c = settings.concurrency
+        self._prefetch = c if settings.lease_seconds > 2 * settings.delivery_timeout + 5 else 0
         self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -96,10 +101,14 @@ class Dispatcher:
     def run_once(self) -> int:
         """Leases due rows for every destination with a free slot and starts their delivery."""
         taken = 0
+        concurrency = self.settings.concurrency
         for destination, pool in self._pools.items():
             with self._lock:
-                free = self.settings.concurrency - self._inflight[destination]
-            if free <= 0:
+                inflight = self._inflight[destination]
+            free = concurrency + self._prefetch - inflight
+            # a delivery thread with nothing to do takes what is due now; otherwise wait until a
+            # whole batch can be queued behind the busy ones
+            if free <= 0 or (inflight >= concurrency and free < concurrency):
                 continue
             rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
             for row in rows:

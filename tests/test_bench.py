@@ -46,6 +46,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             for variant in ("single", "processes_shared_db", "processes_own_db", "threads"):
                 assert inproc[variant]["msgs_per_s"] > 0 and inproc[variant]["cpu_ms_per_msg"] > 0, (key, size, variant)
             assert inproc["single_vs_floor"] > 0
+            assert inproc["memory_one_message"]["peak_rss_bytes"] > 0 and "copies_of_the_message" in inproc["memory_one_message"]
 
             e2e = one(results["e2e"], key, size)
             top = e2e["max"]

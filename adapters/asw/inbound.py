@@ -27,6 +27,7 @@ from adapters.base import Submit
 from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
 from hub.errors import Rejected, TryAgain
+from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
 from . import build as as4
@@ -54,7 +55,7 @@ class Inbound:
         self.by_party = {a.peer.party_id: a for a in adapters}
 
     async def endpoint(self, request: Request) -> Response:
-        data = await _read_bounded(request, self.limits.max_bytes)
+        data = await read_bounded(request, self.limits.max_bytes)
         if data is None:
             return Response(f"larger than {self.limits.max_bytes} bytes", status_code=413)
         status, body = await run_in_threadpool(self.handle, data)
@@ -149,16 +150,3 @@ class Inbound:
     def _sign(self, envelope: etree._Element) -> bytes:
         self._wss.sign(envelope)
         return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
