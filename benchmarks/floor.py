@@ -167,7 +167,7 @@ def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
 
 
 def _signxml_signer(signer):  # type: ignore[no-untyped-def]
-    """signxml's own signer with the hub's settings (what ``hub.trust.Signer`` called before hub.dsig)."""
+    """signxml's own signer with the hub's settings (what ``hub.trust.Signer`` calls)."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from signxml import XMLSigner, methods
     from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod

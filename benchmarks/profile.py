@@ -28,7 +28,7 @@ STAGES = [
     ("payload validation (co.xsd)", "hub/catalogue.py", "validate"),
     ("mapping: XSLT + output validation (formd.xsd)", "hub/catalogue.py", "apply"),
     ("envelope building (outbound, receipt)", "hub/envelope.py", "build"),
-    ("signing (outbound, receipt)", "hub/trust.py", "sign_in_place"),
+    ("signing (outbound, receipt)", "hub/trust.py", "sign"),
     ("durable commit (group commit, fsync)", "hub/store/sqlite.py", "accept"),
 ]
 SIGNXML = [

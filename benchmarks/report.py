@@ -118,8 +118,7 @@ def markdown(results: dict) -> str:
                 f"| {KINDS[f['key']]} | {f['size']} | {ms['parse']:.3f} | {ms['validate']:.3f} | {ms['xslt']:.3f} | {ms['verify']:.3f} "
                 f"| {ms['sign']:.3f} | {ms['commit']:.3f} | **{f['floor_ms']:.3f}** | {ms['verify_raw']:.3f} | {ms['sign_raw']:.3f} |"
             )
-        lines += ["", "verify: signxml as the hub calls it; sign: the hub's `Signer` (hub.dsig, in place; signxml's own signer: "
-                  + ", ".join(f"{KINDS[f['key']]} {f['size']} {f['ms'].get('sign_signxml', 0):.3f}" for f in results["floor"]) + " ms); "
+        lines += ["", "verify and sign: signxml as the hub calls it (`hub.trust.Verifier`, `hub.trust.Signer`); "
                   "*raw*: exclusive c14n + SHA-256 + the key operation alone.",
                   "XSD validate: envelope.xsd + co.xsd. Durable commit: one row of the outbound message's size, WAL, synchronous=FULL."]
     if results["inprocess"]:

@@ -189,7 +189,7 @@ class Pipeline:
             content = translated[dest.mappings] if uses[dest.mappings] == 0 else copy.deepcopy(translated[dest.mappings])
             outbound = build(replace(header, recipient=self._parties[dest.agency]), content)
             if route.sign:
-                outbound = self.signer.sign_in_place(outbound)
+                outbound = self.signer.sign(outbound)
             items.append(OutboxItem(dest.agency, route.name, etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")))
 
         received_at = self.clock()
@@ -251,7 +251,7 @@ class Pipeline:
         return fault
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
-        envelope = self.signer.sign_in_place(build(reply_header(self.party, to, original, function), content))
+        envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))
         return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
     def nack(self, rejected: Rejected, header: Header | None) -> Ack:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +29,6 @@ from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, Signatur
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
 from signxml.exceptions import SignXMLException
 
-from .dsig import EnvelopedSigner
 from .errors import Code, ConfigError, Rejected
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
@@ -131,7 +129,6 @@ class Signer:
         self._method = method
         self._local = threading.local()  # signxml keeps per-call state and a parser on the instance
         self._certs = [certificate, *chain]
-        self._fast = EnvelopedSigner(key, self._certs)  # what signxml writes, without its copies (hub.dsig)
 
     @property
     def published(self) -> tuple[x509.Certificate, ...]:
@@ -152,18 +149,8 @@ class Signer:
             raise ConfigError(str(key_path), key, str(exc)) from None
 
     def sign(self, element: etree._Element) -> etree._Element:
-        """A signed copy of ``element``; ``element`` itself is left as it was."""
-        if EnvelopedSigner.applies(element):
-            return self._fast.sign_in_place(copy.deepcopy(element))
-        return self._signxml(element)
-
-    def sign_in_place(self, element: etree._Element) -> etree._Element:
-        """Signs ``element`` itself (one the caller has just built and owns) and returns it."""
-        if EnvelopedSigner.applies(element):
-            return self._fast.sign_in_place(element)
-        return self._signxml(element)
-
-    def _signxml(self, element: etree._Element) -> etree._Element:
+        """A signed copy of ``element`` (signxml: enveloped, exclusive c14n, SHA-256, certificates
+        in KeyInfo); ``element`` itself is left as it was."""
         signer = getattr(self._local, "signer", None)
         if signer is None:
             signer = self._local.signer = XMLSigner(

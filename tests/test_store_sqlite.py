@@ -49,3 +49,46 @@ def test_absolute_sqlite_url(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path}/abs.db", Path("/nonexistent"))
     s.close()
     assert (tmp_path / "abs.db").exists()
+
+
+def test_group_commit_shares_fsyncs_and_answers_only_when_durable(tmp_path: Path) -> None:
+    import threading
+
+    store = open_store("sqlite:///hub.db", tmp_path)
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)  # type: ignore[attr-defined]
+    seen_by_others: list[bool] = []
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            store.accept(acceptance(f"w{n}-{i}"))
+            # once accept returns, another connection (another process) sees the row: it is committed
+            other = sqlite3.connect(tmp_path / "hub.db")
+            seen_by_others.append(other.execute("SELECT 1 FROM messages WHERE message_id = ?", (f"w{n}-{i}",)).fetchone() is not None)
+            other.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(seen_by_others) and len(seen_by_others) == 200
+    assert len(commits) < 200  # concurrent writers shared transactions
+    assert verify_chain(store.audit_entries()).ok
+    store.close()
+
+
+def test_a_failed_write_does_not_hold_the_database(tmp_path: Path) -> None:
+    from hub.errors import TransitionError
+    from hub.store import State
+
+    store = open_store("sqlite:///hub.db", tmp_path)
+    with pytest.raises(TransitionError):
+        store.complete(12345, "nobody", State.DELIVERED, "x", 0.0, 0.0)
+    # the batch it joined was ended: another process can write at once
+    other = sqlite3.connect(tmp_path / "hub.db", timeout=0.2)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("COMMIT")
+    other.close()
+    assert store.accept(acceptance("after"))[0]
+    store.close()

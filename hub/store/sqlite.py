@@ -253,7 +253,8 @@ class SQLiteStore(Store):
         finally:
             with self._state:
                 self._joining -= 1
-                self._state.notify_all()
+                if self._joining == 0:  # what writers waiting to commit are waiting for
+                    self._state.notify_all()
         if batch is not None:
             try:
                 self._wait_durable(batch)
