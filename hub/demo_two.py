@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from .client import Outgoing, envelope_for, recipient_for, signed_bytes
 from .config import Config
 from .envelope import content_of, read_header
 from .pipeline import party_of
+from .demo import _say, _wait
 from .runtime import Runtime
 from .server import create_app
 from .store import State
@@ -31,19 +31,6 @@ from .twohubs import MOIT, REPO, TH_CUSTOMS, TH_HUB, VN_HUB, write_pair
 
 FORMD = "urn:sw-hub:asean:eatiga:formd:1"
 STATUS = "urn:sw-hub:asean:eatiga:formd-status:1"
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _wait(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def _free_port() -> int:
