@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a run under a minute (small counts, short windows)")
     p.add_argument("--sizes", default=",".join(documents.SIZES), help="comma-separated: " + ", ".join(documents.SIZES))
     p.add_argument("--keys", default="rsa,ec", help="comma-separated: rsa (RSA-2048), ec (ECDSA P-256)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for results.json, results.md, chart.png")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for results.json, results.md, chart.png (default: benchmarks/results; "
+                        "with --quick var/bench-quick, so a quick run never replaces the committed figures)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="hub serve worker processes (default: cores)")
     p.add_argument("--senders", type=int, default=32, help="concurrent HTTP senders in the closed-loop run")
     p.add_argument("--duration", type=float, default=None, help="seconds of each end-to-end run (default 10; quick 1)")
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in kinds:
         if k not in KINDS:
             raise SystemExit(f"unknown key kind {k!r}; use rsa or ec")
+    if args.out is None:
+        args.out = REPO / "var" / "bench-quick" if args.quick else RESULTS
     skip = set(filter(None, args.skip.split(",")))
     quick = args.quick
     duration = args.duration if args.duration is not None else (0.6 if quick else 10.0)
