@@ -195,6 +195,17 @@ class Store(ABC):
         return wake.wait(timeout)
 
 
+def held_by(row: OutboxRow | None, row_id: int, owner: str) -> OutboxRow:
+    """The row, if ``owner`` still holds its lease; else ``TransitionError`` (lease lost or no row)."""
+    from ..errors import TransitionError
+
+    if row is None:
+        raise TransitionError(f"outbox row {row_id} does not exist")
+    if row.state is not State.LEASED or row.lease_owner != owner:
+        raise TransitionError(f"outbox row {row_id} is {row.state.value} (owner {row.lease_owner}); {owner} no longer holds it")
+    return row
+
+
 def check_outcome(outcome: State) -> None:
     from ..errors import TransitionError
 

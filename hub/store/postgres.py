@@ -41,6 +41,7 @@ from .base import (
     Store,
     Trace,
     check_outcome,
+    held_by,
     resendable,
 )
 
@@ -327,13 +328,7 @@ class PostgresStore(Store):
         check_outcome(outcome)
         with self._tx() as cur:
             current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
-            if current is None:
-                raise TransitionError(f"outbox row {row_id} does not exist")
-            row = _row(current)
-            if row.state is not State.LEASED or row.lease_owner != owner:
-                raise TransitionError(
-                    f"outbox row {row_id} is {row.state.value} (owner {row.lease_owner}); {owner} no longer holds it"
-                )
+            row = held_by(_row(current) if current else None, row_id, owner)
             error = None if outcome is State.DELIVERED else detail
             updated = cur.execute(
                 "UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(%s, last_error), "
