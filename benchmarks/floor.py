@@ -43,9 +43,12 @@ def _hub_parts(config_path: Path):  # type: ignore[no-untyped-def]
     }
 
 
-def _verifier():  # type: ignore[no-untyped-def]
-    """signxml's verifier configured as the hub configures it."""
+def _verifier(stock: bool = False):  # type: ignore[no-untyped-def]
+    """signxml's verifier configured as the hub configures it: the hub's (``RootCopies``), or
+    signxml's own class (``stock``), kept beside it to show what the copies cost."""
     from signxml import SignatureConfiguration, XMLVerifier
+
+    from hub.trust import _XMLVerifier
     from signxml.algorithms import DigestAlgorithm, SignatureMethod
 
     config = SignatureConfiguration(
@@ -55,7 +58,7 @@ def _verifier():  # type: ignore[no-untyped-def]
         digest_algorithms=frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}),
         ignore_ambiguous_key_info=True,
     )
-    return XMLVerifier(), config
+    return (XMLVerifier() if stock else _XMLVerifier()), config
 
 
 def _commit_timer(folder: Path, payload: bytes):  # type: ignore[no-untyped-def]
@@ -97,6 +100,8 @@ def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: b
     signer = parts["hub_signer"]
     signed_out = etree.tostring(signer.sign(outbound), xml_declaration=True, encoding="UTF-8")
     verifier, vconfig = _verifier()
+    stock_verifier = _verifier(stock=True)[0]
+    received = parser.parse(inbound)
     cert = parts["moit_certificate"]
     key, public = signer.key, cert.public_key()
 
@@ -124,7 +129,8 @@ def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: b
                 "parse": t(lambda: parser.parse(inbound)),
                 "validate": t(lambda: (parts["envelope"].validate(root), parts["co"].validate(payload))),
                 "xslt": t(lambda: parts["stylesheet"].apply(document)),
-                "verify": t(lambda: verifier.verify(inbound, x509_cert=cert, expect_config=vconfig)),
+                "verify": t(lambda: verifier.verify(received, x509_cert=cert, expect_config=vconfig)),
+                "verify_signxml": t(lambda: stock_verifier.verify(inbound, x509_cert=cert, expect_config=vconfig)),
                 "sign": t(lambda: signer.sign(outbound)),
                 "sign_signxml": t(lambda: _signxml_signer(signer).sign(outbound, key=signer.key, cert=[signer.certificate])),
                 "commit": t(commit),
@@ -167,7 +173,7 @@ def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
 
 
 def _signxml_signer(signer):  # type: ignore[no-untyped-def]
-    """signxml's own signer with the hub's settings (what ``hub.trust.Signer`` calls)."""
+    """signxml's own class with the hub's settings (``hub.trust.Signer`` calls it with ``RootCopies``)."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from signxml import XMLSigner, methods
     from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod

@@ -1,0 +1,135 @@
+"""``hub.trust.RootCopies``: the hub's signer and verifier are signxml's, copying a document's root
+by deep copy instead of serialise-and-parse. These tests hold that change to "the same result as
+stock signxml": same signatures, same verified content, same refusals, the caller's tree untouched,
+and the one assumption it makes about signxml's code still true of the installed version."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import signxml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from signxml import SignatureConfiguration, XMLSigner, XMLVerifier, methods
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.exceptions import InvalidDigest, InvalidSignature
+
+from hub.keys import issue, new_key
+from hub.trust import EXC_C14N, Signer, Verifier, _XMLSigner, _XMLVerifier
+
+CONFIG = SignatureConfiguration(require_x509=True, expect_references=1)
+
+
+@pytest.fixture(scope="module", params=["rsa", "ec"])
+def keypair(request):  # type: ignore[no-untyped-def]
+    key = new_key(request.param)
+    return request.param, key, issue(key, "signxml copies test", organization="Test")
+
+
+def _stock_signer(kind: str) -> XMLSigner:
+    method = SignatureMethod.RSA_SHA256 if kind == "rsa" else SignatureMethod.ECDSA_SHA256
+    return XMLSigner(method=methods.enveloped, signature_algorithm=method, digest_algorithm=DigestAlgorithm.SHA256, c14n_algorithm=EXC_C14N)
+
+
+def _hub_signer(kind: str) -> XMLSigner:
+    method = SignatureMethod.RSA_SHA256 if kind == "rsa" else SignatureMethod.ECDSA_SHA256
+    return _XMLSigner(method=methods.enveloped, signature_algorithm=method, digest_algorithm=DigestAlgorithm.SHA256, c14n_algorithm=EXC_C14N)
+
+
+def test_every_copy_in_signxml_goes_straight_from_tostring_to_fromstring() -> None:
+    """The mixin hands a root element from ``_tostring`` to ``_fromstring`` without bytes in between;
+    that is only safe while signxml never uses ``_tostring``'s result for anything else."""
+    folder = Path(inspect.getfile(signxml)).parent
+    uses = bare = 0
+    for source in folder.rglob("*.py"):
+        text = source.read_text()
+        uses += len(re.findall(r"\._tostring\(", text))
+        bare += len(re.findall(r"\._tostring\(", re.sub(r"self\._fromstring\(self\._tostring\(", "", text)))
+    assert uses >= 4, "signxml no longer copies through _tostring; review hub.trust.RootCopies"
+    assert bare == 0, "signxml now uses _tostring's bytes for something else; review hub.trust.RootCopies"
+
+
+def _document(items: list[tuple[str, str]], *, extra_ns: bool) -> etree._Element:
+    nsmap = {None: "urn:sw-hub:test", "x": "urn:x"} | ({"unused": "urn:unused"} if extra_ns else {})
+    root = etree.Element("{urn:sw-hub:test}Doc", nsmap=nsmap)
+    for i, (tag, text) in enumerate(items):
+        child = etree.SubElement(root, f"{{urn:x}}{tag}" if i % 2 else f"{{urn:sw-hub:test}}{tag}", n=str(i))
+        child.text = text
+        if i % 3 == 0:
+            child.append(etree.Comment(" a comment "))
+        if i % 4 == 0:
+            child.set("{urn:x}kind", "x:qualified")
+    return root
+
+
+_texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
+_items = st.lists(st.tuples(st.sampled_from(["Item", "Goods", "HS", "Box"]), _texts), max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=_items, extra_ns=st.booleans())
+def test_same_signatures_and_same_verified_content_as_stock_signxml(keypair, items, extra_ns) -> None:  # type: ignore[no-untyped-def]
+    kind, key, cert = keypair
+    document = _document(items, extra_ns=extra_ns)
+    before = etree.tostring(document)
+
+    ours = _hub_signer(kind).sign(document, key=key, cert=[cert])
+    stock = _stock_signer(kind).sign(document, key=key, cert=[cert])
+    assert etree.tostring(document) == before, "signing changed the caller's document"
+    digest = ".//{http://www.w3.org/2000/09/xmldsig#}DigestValue"
+    assert ours.findtext(digest) == stock.findtext(digest)
+    signed_info = ".//{http://www.w3.org/2000/09/xmldsig#}SignedInfo"
+    assert etree.tostring(ours.find(signed_info), method="c14n") == etree.tostring(stock.find(signed_info), method="c14n")
+    if kind == "rsa":  # PKCS#1 v1.5 is deterministic: the whole documents are the same XML
+        assert etree.tostring(ours, method="c14n") == etree.tostring(stock, method="c14n")
+
+    for signed in (ours, stock):
+        received = etree.fromstring(etree.tostring(signed))
+        as_received = etree.tostring(received)
+        by_hub = _XMLVerifier().verify(received, x509_cert=cert, expect_config=CONFIG)
+        assert etree.tostring(received) == as_received, "verification changed the caller's document"
+        by_stock = XMLVerifier().verify(etree.tostring(signed), x509_cert=cert, expect_config=CONFIG)
+        assert by_hub.signed_data == by_stock.signed_data  # type: ignore[union-attr]
+        assert etree.tostring(by_hub.signed_xml) == etree.tostring(by_stock.signed_xml)  # type: ignore[union-attr]
+
+
+def test_tampering_is_refused_as_by_stock_signxml(keypair) -> None:  # type: ignore[no-untyped-def]
+    kind, key, cert = keypair
+    signed = _hub_signer(kind).sign(_document([("Item", "rice"), ("HS", "1006.30")], extra_ns=False), key=key, cert=[cert])
+    text = etree.tostring(signed)
+    for tampered, error in (
+        (text.replace(b"rice", b"gold"), InvalidDigest),
+        (re.sub(rb"<ds:SignatureValue>(.)", lambda m: b"<ds:SignatureValue>" + (b"A" if m.group(1) != b"A" else b"B"), text), InvalidSignature),
+    ):
+        for verifier, data in ((_XMLVerifier(), etree.fromstring(tampered)), (XMLVerifier(), tampered)):
+            with pytest.raises(error):
+                verifier.verify(data, x509_cert=cert, expect_config=CONFIG)
+
+
+def test_an_element_inside_a_document_is_copied_the_stock_way(keypair) -> None:  # type: ignore[no-untyped-def]
+    """Only a root is deep-copied; an inner element keeps signxml's serialise-and-parse copy, which
+    carries the namespaces it inherits from its ancestors."""
+    kind, key, cert = keypair
+    outer = etree.fromstring(b'<o:Outer xmlns:o="urn:outer" xmlns:x="urn:x"><o:Inner x:kind="x:v"><o:A>1</o:A></o:Inner></o:Outer>')
+    inner = outer[0]
+    ours = _hub_signer(kind).sign(inner, key=key, cert=[cert])
+    stock = _stock_signer(kind).sign(inner, key=key, cert=[cert])
+    digest = ".//{http://www.w3.org/2000/09/xmldsig#}DigestValue"
+    assert ours.findtext(digest) == stock.findtext(digest)
+    assert ours.nsmap == stock.nsmap
+
+
+def test_the_hubs_signer_and_verifier_use_the_mixin() -> None:
+    """What the pipeline calls is what the tests above check."""
+    key = new_key("ec")
+    cert = issue(key, "mixin check", organization="Test")
+    signed = Signer(key, cert).sign(_document([("Item", "x")], extra_ns=False))
+    verifier = Verifier()
+    verified = verifier.verify(etree.fromstring(etree.tostring(signed)), [cert], "the test")
+    assert verified.certificate == cert
+    assert isinstance(verifier._local.verifier, _XMLVerifier)
+    assert isinstance(CanonicalizationMethod(EXC_C14N), CanonicalizationMethod)
