@@ -3,17 +3,33 @@
 2xx is delivered; 408, 425, 429, 5xx, time-outs and connection errors are retried; any other
 status is a permanent failure that keeps the partner's own answer as the error. Each request
 carries ``X-Message-Id`` and ``X-Sender`` so the receiver can recognise a redelivery.
+
+Options (``[agencies.options]``): ``timeout`` (seconds), and for HTTPS ``ca`` (the CA file the
+partner's server certificate must chain to; the system's CAs otherwise), ``client_cert`` and
+``client_key`` (mutual TLS). Paths are relative to hub.toml.
+
+Each delivery thread keeps one keep-alive connection to the partner (``http.client``: a delivery
+costs a third of what a general-purpose client takes, measured in the benchmark). A request on a
+kept connection that the partner had closed in the meantime is sent once more on a new one; the
+receiver's (sender, message id) dedupe absorbs the rare case where the first one did arrive.
 """
 
 from __future__ import annotations
 
-import httpx
+import http.client
+import socket
+import ssl
+import threading
+from urllib.parse import urlsplit
 
 from .base import Adapter, AdapterSettings, Delivery, Outcome, Result
 
 from hub.config import Agency
+from hub.errors import ConfigError
 
 RETRYABLE = frozenset({408, 425, 429})
+KEPT_ANSWER = 64 * 1024  # of a partner's answer, at most this much is read (and 500 chars kept)
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class HttpAdapter(Adapter):
@@ -21,23 +37,83 @@ class HttpAdapter(Adapter):
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)
-        timeout = float(agency.options.get("timeout", settings.timeout))
-        self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/xml"}, trust_env=False)
+        self._timeout = float(agency.options.get("timeout", settings.timeout))
+        url = urlsplit(agency.endpoint)
+        self._https = url.scheme == "https"
+        self._host, self._port = url.hostname or "", url.port
+        self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self._tls = self._tls_context(agency, settings) if self._https else None
+        self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _tls_context(agency: Agency, settings: AdapterSettings) -> ssl.SSLContext:
+        o = agency.options
+        try:
+            context = ssl.create_default_context(cafile=str(settings.path(str(o["ca"]))) if o.get("ca") else None)
+            if o.get("client_cert"):
+                cert = settings.path(str(o["client_cert"]))
+                context.load_cert_chain(str(cert), str(settings.path(str(o["client_key"]))) if o.get("client_key") else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("hub.toml", f"agencies[{agency.id}].options", f"cannot load the TLS files: {exc}") from None
+        return context
 
     def request_headers(self, delivery: Delivery) -> dict[str, str]:
         """Headers of one delivery's POST (``webhook`` adds its signature)."""
-        return {"X-Message-Id": delivery.message_id, "X-Sender": delivery.sender}
+        return {"Content-Type": "application/xml", "X-Message-Id": delivery.message_id, "X-Sender": delivery.sender}
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it has carried a request before."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection, True
+        if self._https:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection, False
+
+    def _drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+            with self._lock:
+                if connection in self._connections:
+                    self._connections.remove(connection)
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        for _ in range(2):
+            connection, reused = self._connection()
+            try:
+                connection.request("POST", self._path, body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.read(KEPT_ANSWER)
+                if response.will_close or not response.isclosed():  # closing, or more than we read
+                    self._drop()
+                return response.status, answer
+            except _STALE:
+                self._drop()
+                if not reused:
+                    raise
+            except BaseException:
+                self._drop()
+                raise
+        raise ConnectionResetError("the partner closed the connection twice")  # pragma: no cover
 
     def deliver(self, delivery: Delivery) -> Result:
-        headers = self.request_headers(delivery)
+        endpoint = self.agency.endpoint
         try:
-            response = self._client.post(self.agency.endpoint, content=delivery.payload, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Result(Outcome.RETRY, f"time-out talking to {self.agency.endpoint}: {type(exc).__name__}")
-        except httpx.TransportError as exc:
-            return Result(Outcome.RETRY, f"cannot reach {self.agency.endpoint}: {exc}")
-        status = response.status_code
-        text = response.text[:500].strip()
+            status, answer = self._post(delivery.payload, self.request_headers(delivery))
+        except (socket.timeout, TimeoutError) as exc:
+            return Result(Outcome.RETRY, f"time-out talking to {endpoint}: {type(exc).__name__}")
+        except (OSError, http.client.HTTPException) as exc:
+            return Result(Outcome.RETRY, f"cannot reach {endpoint}: {type(exc).__name__}: {exc}")
+        text = answer.decode("utf-8", "replace")[:500].strip()
         if 200 <= status < 300:
             return Result(Outcome.DELIVERED, f"HTTP {status}")
         if status >= 500 or status in RETRYABLE:
@@ -47,7 +123,12 @@ class HttpAdapter(Adapter):
     def check(self) -> list[str]:
         if not self.agency.endpoint.startswith(("http://", "https://")):
             return [f"endpoint: {self.agency.endpoint!r} is not an http(s) URL"]
+        if not self._host:
+            return [f"endpoint: {self.agency.endpoint!r} has no host"]
         return []
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -461,8 +462,10 @@ class SQLiteStore(Store):
             )
             event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
             self._append_audit(cur, AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"), now)
-            updated = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-        return _row(updated)
+        return replace(  # what the UPDATE above wrote, without reading the row (and its payload) again
+            row, state=outcome, lease_owner=None, lease_until=None, last_error=error if error is not None else row.last_error,
+            next_attempt_at=next_attempt_at if next_attempt_at is not None else row.next_attempt_at, updated_at=now,
+        )
 
     def release(self, owner: str, now: float) -> int:
         with self._tx() as cur:
