@@ -18,6 +18,7 @@ from hub.envelope import Ack, Party
 from hub.xml import Limits
 
 if TYPE_CHECKING:
+    from hub.keys import CurrentSigner
     from hub.trust import Signer
     from hub.truststore import TrustStore
 
@@ -66,7 +67,7 @@ class AdapterSettings:
     timeout: float = 10.0
     base: Path = Path(".")  # relative folders in agency settings are relative to hub.toml
     party: Party | None = None  # the hub itself, for protocols that name both ends (asw)
-    signer: "Signer | None" = None  # the hub's key, for protocols that sign at their own level (asw)
+    signer: "Signer | CurrentSigner | None" = None  # the hub's key, for protocols that sign at their own level (asw); swapped on reload
     limits: Limits = Limits()  # bounds on what an adapter's own inbound endpoint parses
     trust: "TrustStore | None" = None  # partners' certificates, CAs and CRLs, for protocol-level signatures
 

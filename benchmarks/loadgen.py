@@ -79,13 +79,16 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def closed_loop(host: str, port: int, messages: list[bytes], concurrency: int, duration: float) -> list[Sample]:
+async def closed_loop(host: str, port: int, messages: list[bytes], concurrency: int, duration: float,
+                      targets: list[tuple[str, int]] | None = None) -> list[Sample]:
+    """``targets``: several hub nodes, sender k posting to node k mod n (default: host:port only)."""
     samples: list[Sample] = []
     feed = iter(messages)
     deadline = time.monotonic() + duration
+    nodes = targets or [(host, port)]
 
-    async def sender() -> None:
-        conn = _Connection(host, port)
+    async def sender(k: int) -> None:
+        conn = _Connection(*nodes[k % len(nodes)])
         try:
             for data in feed:
                 if time.monotonic() >= deadline:
@@ -100,7 +103,7 @@ async def closed_loop(host: str, port: int, messages: list[bytes], concurrency: 
         finally:
             await conn.close()
 
-    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    await asyncio.gather(*(sender(k) for k in range(concurrency)))
     return samples
 
 
@@ -136,8 +139,9 @@ async def open_loop(host: str, port: int, messages: list[bytes], rate: float, du
     return samples
 
 
-def run_closed(host: str, port: int, messages: list[bytes], concurrency: int, duration: float) -> list[Sample]:
-    return asyncio.run(closed_loop(host, port, messages, concurrency, duration))
+def run_closed(host: str, port: int, messages: list[bytes], concurrency: int, duration: float,
+               targets: list[tuple[str, int]] | None = None) -> list[Sample]:
+    return asyncio.run(closed_loop(host, port, messages, concurrency, duration, targets))
 
 
 def run_open(host: str, port: int, messages: list[bytes], rate: float, duration: float, connections: int = 64) -> list[Sample]:

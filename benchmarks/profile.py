@@ -32,8 +32,9 @@ STAGES = [
     ("durable commit (group commit, fsync)", "hub/store/sqlite.py", "accept"),
 ]
 SIGNXML = [
-    ("  signxml: parse copies (_fromstring)", "signxml/processor.py", "_fromstring"),
-    ("  signxml: serialise copies (_tostring)", "signxml/processor.py", "_tostring"),
+    ("  signxml: copies of a root (deep copy, hub.trust.RootCopies)", "hub/trust.py", "_fromstring"),
+    ("  signxml: parses (its signed output, small copies)", "signxml/processor.py", "_fromstring"),
+    ("  signxml: serialised copies (non-root elements)", "signxml/processor.py", "_tostring"),
     ("  signxml: c14n", "signxml/processor.py", "_c14n"),
     ("  signxml: dsig schema check", "signxml/verifier.py", "validate_schema"),
     ("  signxml: public key operation", "signxml/verifier.py", "_verify_signature_with_pubkey"),

@@ -40,6 +40,13 @@ def summary(results: dict) -> dict:
             ratios[f"{entry['key']}_{entry['size']}"] = entry["single_vs_floor"]
     out["inprocess_single_vs_floor"] = ratios
     out["inprocess_at_least_half_the_floor"] = bool(ratios) and all(v >= 0.5 for v in ratios.values())
+    scale = results.get("scaleout") or {}
+    if scale.get("runs"):
+        out["scaleout_10KiB_accepted_per_s"] = {
+            f"{r['key']}_{r['store']}_{r['nodes']}_node{'s' if r['nodes'] > 1 else ''}": r["max"].get("accepted_per_s") for r in scale["runs"]
+        }
+    elif scale.get("skipped"):
+        out["scaleout_10KiB_accepted_per_s"] = f"skipped: {scale['skipped']}"
     soak = results.get("soak") or {}
     if soak.get("messages"):
         out["soak"] = {"messages": soak["messages"], "rss_start_mib": round(soak["rss_start_bytes"] / 2**20, 1),
@@ -139,6 +146,7 @@ def markdown(results: dict) -> str:
             )
         lines += ["", "Memory for one message: a fresh process warmed up with 1 KiB messages, then one message of the size; "
                   "peak RSS growth (libxml2 trees are several times the size of the text they hold)."]
+    lines += _scaleout(results.get("scaleout"))
     soak = results.get("soak") or {}
     lines += ["", "## Soak", ""]
     if soak.get("messages"):
@@ -163,6 +171,33 @@ def markdown(results: dict) -> str:
         lines.append(f"- In-process >= 50 % of the floor for every size: {'yes' if s['inprocess_at_least_half_the_floor'] else 'no'} "
                      f"({', '.join(f'{k} {v * 100:.0f} %' for k, v in s['inprocess_single_vs_floor'].items())}).")
     return "\n".join(lines) + "\n"
+
+
+def _scaleout(scale: dict | None) -> list[str]:
+    lines = ["", "## Scale-out: `hub serve` nodes on one PostgreSQL, beside one SQLite node", ""]
+    if not scale:
+        return lines + ["Not run (`--skip scaleout`)."]
+    if scale.get("skipped"):
+        return lines + [f"skipped: {scale['skipped']}"]
+    st = scale["settings"]
+    lines += [
+        f"{st['size']}, closed loop, {st['senders']} HTTP senders spread over the nodes, {st['seconds']} s per run; each node "
+        f"`hub serve --workers {st['workers_per_node']}` on a port of its own. PostgreSQL {scale.get('postgresql') or '?'}: {st['postgres']}; "
+        "nodes join one database one at a time. Every node, PostgreSQL, the senders and the receiver share this machine's cores.",
+        "",
+        "| key | store | nodes | accepted/s | delivered/s | receipt p50 / p99 ms | hub CPU ms/msg | PostgreSQL CPU ms/msg | all delivered |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in scale.get("runs", []):
+        m = r.get("max", {})
+        rl = m.get("receipt_latency", {})
+        lines.append(
+            f"| {KINDS[r['key']]} | {'PostgreSQL' if r['store'] == 'postgresql' else 'SQLite'} | {r['nodes']} | {_f(m.get('accepted_per_s'))} "
+            f"| {_f(m.get('delivered_per_s'))} | {_f(rl.get('p50_ms'), 1)} / {_f(rl.get('p99_ms'), 1)} "
+            f"| {_f(m.get('hub_cpu', {}).get('cpu_ms_per_msg'), 2)} | {_f(m.get('postgres_cpu', {}).get('cpu_ms_per_msg'), 2)} "
+            f"| {'yes' if m.get('all_delivered') else 'NO'} |"
+        )
+    return lines
 
 
 def chart(results: dict, path: Path) -> None:

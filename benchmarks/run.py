@@ -3,6 +3,7 @@
     python -m benchmarks                    # full run, results in benchmarks/results/
     python -m benchmarks --quick            # under a minute: tiny counts, every figure present
     python -m benchmarks --soak 100000      # adds the soak (in-process hub + dispatcher)
+    python -m benchmarks --only scaleout    # one phase (or several, comma-separated) and nothing else
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import documents, e2e, floor, inprocess, report, soak
+from . import documents, e2e, floor, inprocess, report, scaleout, soak
 from .common import KINDS, cpu_busy, machine, wait_quiet
 from .topology import REPO, Messages, write_config
 
@@ -26,6 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # what the issue asks of the hub on this machine (10 KiB e-Form D, end to end)
 TARGETS = {"rsa": {"msgs_per_s": 500, "p99_ms": 50}, "ec": {"msgs_per_s": 1000, "p99_ms": 50}}
+PHASES = ("floor", "inprocess", "e2e", "scaleout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak", type=int, default=0, metavar="N", help="also run a soak of N messages (>= 100000 for the issue)")
     p.add_argument("--soak-size", default="10KiB")
     p.add_argument("--soak-key", default="ec")
-    p.add_argument("--skip", default="", help="comma-separated phases to skip: floor, inprocess, e2e")
+    p.add_argument("--skip", default="", help="comma-separated phases to skip: " + ", ".join(PHASES))
+    p.add_argument("--only", default="", help="comma-separated phases to run, skipping the others (the soak still follows --soak)")
+    p.add_argument("--scaleout-nodes", type=int, default=3, metavar="N",
+                   help="scale-out phase: 1..N hub serve nodes on one PostgreSQL (default 3)")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each phase, wait up to S seconds for other work on the machine to stop")
@@ -57,6 +63,8 @@ def _scaled(base: int, size: str, minimum: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (e.g. a time-out) unwinds like ^C: hub nodes, receivers and PostgreSQL are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [s for s in args.sizes.split(",") if s]
     kinds = [k for k in args.keys.split(",") if k]
     for s in sizes:
@@ -68,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         args.out = REPO / "var" / "bench-quick" if args.quick else RESULTS
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
+    for phase in skip | only:
+        if phase not in PHASES:
+            raise SystemExit(f"unknown phase {phase!r}; use {', '.join(PHASES)}")
+    if only:
+        skip |= set(PHASES) - only
     quick = args.quick
     duration = args.duration if args.duration is not None else (0.6 if quick else 10.0)
     count = args.count if args.count is not None else (12 if quick else 1500)
@@ -93,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "inprocess": [],
         "e2e": [],
         "soak": None,
+        "scaleout": None,
         "targets": TARGETS,
     }
     certificates = {s: documents.certificate(documents.SIZES[s]) for s in sizes}
@@ -179,6 +194,34 @@ def main(argv: list[str] | None = None) -> int:
                     m = entry.get("max", {})
                     progress(f"  {m.get('accepted_per_s')} accepted/s, {m.get('delivered_per_s')} delivered/s, "
                              f"p99 receipt {m.get('receipt_latency', {}).get('p99_ms')} ms")
+
+        if "scaleout" not in skip:
+            quiet("scaleout")
+            # 10 KiB, one node count after another; --quick: ECDSA only, 2 s per node count
+            out_kinds = ([k for k in kinds if k == "ec"] or kinds[:1]) if quick else kinds
+            seconds = args.duration if args.duration is not None else (2.0 if quick else 10.0)
+            senders = min(args.senders, 6) if quick else args.senders
+            document = certificates.get("10KiB") or documents.certificate(documents.SIZES["10KiB"])
+            results["scaleout"] = {
+                "postgresql": scaleout.postgres_version(),
+                "settings": {"size": "10KiB", "keys": [KINDS[k] for k in out_kinds], "nodes": list(range(1, args.scaleout_nodes + 1)),
+                             "workers_per_node": 1, "senders": senders, "seconds": seconds,
+                             "postgres": "private cluster on loopback on this machine, fsync on, synchronous_commit on"},
+                "runs": [],
+            }
+            for k in out_kinds:
+                e = next((r for r in results["e2e"] if r["key"] == k and r["size"] == "10KiB"), {})
+                progress(f"scale-out {KINDS[k]} 10KiB: SQLite 1 node, PostgreSQL 1..{args.scaleout_nodes} nodes")
+                found = scaleout.run(
+                    work / k, k, lambda cfg, n: Messages(cfg).make(document, n), nodes=args.scaleout_nodes, senders=senders,
+                    duration=seconds, warmup=6 if quick else 50, expected_rate=e.get("max", {}).get("accepted_per_s") or 350,
+                    progress=progress,
+                )
+                if "skipped" in found:
+                    results["scaleout"] = {"skipped": found["skipped"]}
+                    progress(f"  skipped: {found['skipped']}")
+                    break
+                results["scaleout"]["runs"].extend(found["runs"])
 
         if args.soak:
             quiet("soak")

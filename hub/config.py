@@ -68,7 +68,7 @@ class Agency:
 class TrustSettings:
     crl_refresh_seconds: float = 900.0  # how often every CRL is read again from its location
     crl_grace_seconds: float = 86400.0  # a CRL past nextUpdate is used this much longer, then fail closed
-    expiry_warning_days: int = 30  # `hub keys`, `hub check` and a daily log line warn this far ahead
+    expiry_warning_days: int = 30  # `hub keys`, `hub check`, a daily log line and GET /metrics warn this far ahead
 
 
 @dataclass(frozen=True)
@@ -262,6 +262,10 @@ def load_config(path: str | Path) -> Config:
         workers=h.int("workers", 1, minimum=1),
     )
     h.done()
+    if hub.store.startswith(("postgresql://", "postgres://")):
+        from .store.postgres import parse_url
+
+        parse_url(hub.store, file)  # its pool options and libpq parameters are checked now, not at the first connection
     if (hub.next_key is None) != (hub.next_certificate is None):
         raise ConfigError(file, "hub.next_key", "next_key and next_certificate go together: name both or neither")
 

@@ -60,6 +60,10 @@ class Dispatcher:
         self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        # destinations that may have due rows beyond those in flight (the last lease was full, or
+        # found no free slot): only for them does a finished delivery look at the store again;
+        # new rows wake the dispatcher themselves (Pipeline.on_accept, the store's notifications)
+        self._maybe_more: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,15 +90,19 @@ class Dispatcher:
             log.warning("could not release leases on stop (they expire by themselves): %s", exc)
 
     def _run(self) -> None:
+        unavailable = 0.0  # when the store's outage was last logged: once a minute, not every poll
         while not self._stop.is_set():
+            self._wake.clear()  # a wake-up from now on (new rows, a freed slot) ends the wait below at once
             try:
-                taken = self.run_once()
+                self.run_once()
+                if unavailable:
+                    log.info("dispatcher: store available again")
+                    unavailable = 0.0
             except HubError as exc:
-                log.warning("dispatcher: store unavailable, retrying: %s", exc)
-                taken = 0
-            if taken == 0:
-                self.store.wait_for_work(self.settings.poll_interval, self._wake)  # PostgreSQL: LISTEN/NOTIFY
-                self._wake.clear()
+                if time.monotonic() - unavailable > 60:
+                    log.warning("dispatcher: store unavailable, retrying: %s", exc)
+                    unavailable = time.monotonic()
+            self.store.wait_for_work(self.settings.poll_interval, self._wake)  # PostgreSQL: LISTEN/NOTIFY
 
     # -- work -----------------------------------------------------------------------------------
 
@@ -109,8 +117,13 @@ class Dispatcher:
             # a delivery thread with nothing to do takes what is due now; otherwise wait until a
             # whole batch can be queued behind the busy ones
             if free <= 0 or (inflight >= concurrency and free < concurrency):
+                self._maybe_more.add(destination)
                 continue
             rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+            if len(rows) < free:
+                self._maybe_more.discard(destination)
+            else:
+                self._maybe_more.add(destination)
             for row in rows:
                 with self._lock:
                     self._inflight[destination] += 1
@@ -149,7 +162,8 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._inflight[row.destination] -= 1
-            self._wake.set()
+            if row.destination in self._maybe_more:
+                self._wake.set()
 
     def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
         now = self.clock()

@@ -4,7 +4,8 @@ Private keys are written with mode 0600 and never logged. The demo issues its ag
 certificates from demo CAs (the ``trust_anchors`` the configuration names, created with a key next
 to them) and keeps their CRLs fresh, so the topology looks like a real one; production
 certificates come from the agencies' own CAs. ``inventory`` and ``warn_expiring`` serve
-``hub keys``, ``hub check`` and the daily expiry warning.
+``hub keys``, ``hub check``, the daily expiry warning and ``GET /metrics``; ``CurrentSigner`` is
+the hub's key as ``hub serve`` holds it, swapped on a reload (SIGHUP).
 """
 
 from __future__ import annotations
@@ -264,6 +265,7 @@ class KeyEntry:
     subject: str
     expires: datetime | None  # notAfter, or a CRL's nextUpdate; None when unknown (unreadable)
     problem: str | None = None
+    serial: str | None = None  # a certificate's serial number in hex (the metrics' label)
 
     def days_left(self, now: datetime) -> int | None:
         return None if self.expires is None else (self.expires - now) // timedelta(days=1)
@@ -293,7 +295,8 @@ def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEn
             out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason))
             return
         for i, cert in enumerate(loaded):
-            out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc))
+            out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc,
+                                serial=f"{cert.serial_number:x}"))
 
     h = config.hub
     certs("hub", "signing certificate", h.certificate, "chain")
@@ -347,16 +350,52 @@ def warn_expiring(entries: Sequence[KeyEntry], window_days: int, now: datetime |
     return lines
 
 
-def published_route(signer: "Signer") -> Any:
+class CurrentSigner:
+    """The hub's ``Signer`` as ``hub serve`` holds it: a reload (SIGHUP) swaps in another one.
+
+    The pipeline, the adapters and ``GET /keys`` hold this object rather than a ``Signer``. Every
+    use reads ``current`` once, so a document is signed with one key and that key's own
+    certificate, never the old key with the new certificate; a signature under way during a swap
+    finishes with the key it started with. Swapping is one attribute store, so nothing is locked
+    on the message path.
+    """
+
+    def __init__(self, signer: "Signer") -> None:
+        self.current = signer
+
+    def swap(self, signer: "Signer") -> None:
+        self.current = signer
+
+    def sign(self, element: Any) -> Any:
+        return self.current.sign(element)
+
+    @property
+    def key(self) -> PrivateKey:
+        return self.current.key
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.current.certificate
+
+    @property
+    def next_certificate(self) -> x509.Certificate | None:
+        return self.current.next_certificate
+
+    @property
+    def published(self) -> tuple[x509.Certificate, ...]:
+        return self.current.published
+
+
+def published_route(signer: "Signer | CurrentSigner") -> Any:
     """``GET /keys``: the hub's current certificate, then the next one (published ahead of a
-    rotation), as a PEM bundle, so that partners can trust the next key before it signs."""
+    rotation), as a PEM bundle, so that partners can trust the next key before it signs. Read
+    at each request, so that it shows the certificates of the last reload."""
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
-    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in signer.published)
-
     async def keys(request: Request) -> Response:
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in signer.published)
         return Response(pem, media_type="application/x-pem-file")
 
     return Route("/keys", keys, methods=["GET"])

@@ -112,6 +112,10 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                                        "500": {"description": "SOAP fault (1.1: any; 1.2: Receiver)"}}},
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/keys": {"get": {"summary": "The hub's current certificate, then the next one published ahead of a rotation",
+                              "responses": {"200": {"description": "PEM bundle", "content": {"application/x-pem-file": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: certificate expiry, messages accepted and rejected by code, outbox rows",
+                                 "responses": {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}}}}},
         },
         "webhooks": {
             "status": {"post": {

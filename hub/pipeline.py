@@ -41,6 +41,8 @@ from .envelope import (
 )
 from .errors import Code, Rejected
 from .events import StatusEvents
+from .keys import CurrentSigner
+from .metrics import ACCEPTED, DUPLICATE, Counters
 from .store import Acceptance, OutboxItem, Store
 from .trust import CertificatePolicy, Pinned, Signer, Verifier
 from .truststore import TrustStore
@@ -79,12 +81,13 @@ class Pipeline:
         agencies: Mapping[str, Agency],
         routes: Sequence[Route],
         trust: Trust,
-        signer: Signer,
+        signer: Signer | CurrentSigner,
         verifier: Verifier,
         store: Store,
         on_accept: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         events: StatusEvents | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.settings = settings
         self.parser = parser
@@ -100,6 +103,7 @@ class Pipeline:
         self.on_accept = on_accept
         self.clock = clock
         self.events = events  # status events for subscribed agencies, recorded with the acceptance
+        self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
 
@@ -166,6 +170,7 @@ class Pipeline:
         sender, message_id = header.sender.identity, header.message_id
         original = self.store.receipt_for(sender, message_id)
         if original is not None:
+            self.counters.add(DUPLICATE)
             return Ack(original, True, message_id, duplicate=True)
         payload = content_of(root)
         if payload is None:
@@ -224,6 +229,7 @@ class Pipeline:
                 conversation=conversation,
             )
         )
+        self.counters.add(ACCEPTED if created else DUPLICATE)
         if created and self.on_accept is not None:
             self.on_accept()
         return Ack(stored_receipt, True, message_id, duplicate=not created)
@@ -258,6 +264,7 @@ class Pipeline:
         to = self._parties.get(header.sender.identity) if header else None
         xml = self._reply(to or (header.sender if header else None), header, FUNCTION_ERROR, error_content([rejected]))
         detail = f"{rejected.code.value} {rejected.code.name}: {rejected.message}"
+        self.counters.add(rejected.code.value)
         try:
             self.store.record(AuditEvent(header.message_id if header else None, header.sender.identity if header else "unknown", "rejected", detail))
         except Exception as exc:  # the NACK is still the right answer; the audit gap is logged

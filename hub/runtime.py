@@ -1,25 +1,44 @@
-"""The composition root: everything built once from a ``Config`` and injected where it is used."""
+"""The composition root: everything built once from a ``Config`` and injected where it is used.
+
+``Runtime.reload`` (``hub serve`` on SIGHUP) reads the configuration again and swaps in its keys
+and trust only: the hub's key and certificates and every agency's certificates, CAs, subject and
+CRLs (``RELOADED_HUB``, ``RELOADED_AGENCY``, ``[trust]``). Everything else (listen address, store,
+limits, schemas, mappings, routes, adapters, agencies added or removed) is compiled into objects
+that hold connections, threads or work in progress, and needs a restart; a reload names what it
+left out.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from adapters import Adapter, AdapterSettings, adapter_class, create_adapter, listener_routes
 
 from .catalogue import SchemaCatalogue, load_mappings
-from .config import Config, load_config
+from .config import Config, HubSettings, load_config
 from .dispatcher import Dispatcher
 from .errors import ConfigError
 from .events import StatusEvents
 from .pipeline import Pipeline, Trust
 from .store import Store, open_store
-from .keys import KeyEntry, crl_entries, inventory, published_route, warn_expiring
+from .keys import CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
+from .metrics import Counters, metrics_route
 from .trust import Signer, Verifier, in_date, load_certificates, subject_of
 from .truststore import TrustJobs, TrustStore
 from .xml import Schema, XmlParser
+
+log = logging.getLogger("hub.runtime")
+
+# what a reload takes from the new hub.toml: the hub's keys, and each agency's trust
+RELOADED_HUB = ("key", "certificate", "next_key", "next_certificate")
+RELOADED_AGENCY = ("certificates", "trust_anchors", "intermediates", "crl", "subject", "signing_key")
 
 
 def hub_signer(config: Config) -> Signer:
@@ -31,27 +50,63 @@ def hub_signer(config: Config) -> Signer:
     return Signer.from_files(h.key, h.certificate, "hub.key", "hub.certificate", upcoming)
 
 
+def with_keys_and_trust(running: Config, new: Config) -> Config:
+    """``running`` with the keys and trust of ``new``: the configuration a reload applies. An agency
+    that ``new`` no longer names keeps its trust (removing it needs a restart)."""
+    agencies = {}
+    for agency_id, agency in running.agencies.items():
+        fresh = new.agencies.get(agency_id)
+        agencies[agency_id] = agency if fresh is None else replace(agency, **{f: getattr(fresh, f) for f in RELOADED_AGENCY})
+    return replace(
+        running,
+        hub=replace(running.hub, **{f: getattr(new.hub, f) for f in RELOADED_HUB}),
+        agencies=MappingProxyType(agencies),
+        trust=new.trust,
+    )
+
+
+def needs_restart(applied: Config, new: Config) -> list[str]:
+    """The keys of ``new`` that differ from the configuration a reload applied."""
+    out = [f"hub.{f.name}" for f in fields(HubSettings) if getattr(applied.hub, f.name) != getattr(new.hub, f.name)]
+    out += [f"[{name}]" for name in ("dispatcher", "retry", "schemas", "mappings") if getattr(applied, name) != getattr(new, name)]
+    for agency_id in applied.agencies.keys() | new.agencies.keys():
+        was, now = applied.agencies.get(agency_id), new.agencies.get(agency_id)
+        if was is None or now is None:
+            out.append(f"agencies[{agency_id}] ({'added' if was is None else 'removed'})")
+        elif was != now:
+            out += [f"agencies[{agency_id}].{f.name}" for f in fields(was) if getattr(was, f.name) != getattr(now, f.name)]
+    if applied.routes != new.routes:
+        out.append("[[routes]]")
+    return sorted(out)
+
+
 @dataclass
 class Runtime:
     config: Config
     pipeline: Pipeline
     store: Store
-    signer: Signer
+    signer: CurrentSigner  # the hub's key and certificates; a reload swaps what it holds
     schemas: SchemaCatalogue
     adapters: dict[str, Adapter] = field(default_factory=dict)
     trust: TrustStore | None = None
-    keys: list[KeyEntry] = field(default_factory=list)  # read once at start-up, for the expiry warnings
+    keys: list[KeyEntry] = field(default_factory=list)  # read at start-up and on reload: expiry warnings, metrics
     jobs: TrustJobs | None = None
+    loaded_at: float = field(default_factory=time.time)  # when keys and trust were last loaded
+    reload_ok: bool = True  # False after a reload that was refused (the previous keys and trust stay)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: bool = False
 
     @classmethod
-    def load(cls, path: str | Path, store: Store | None = None) -> Runtime:
-        return cls.build(load_config(path), store)
+    def load(cls, path: str | Path, store: Store | None = None, *, wait_for_store: bool = True, counters: Counters | None = None) -> Runtime:
+        return cls.build(load_config(path), store, wait_for_store=wait_for_store, counters=counters)
 
     @classmethod
-    def build(cls, config: Config, store: Store | None = None) -> Runtime:
+    def build(cls, config: Config, store: Store | None = None, *, wait_for_store: bool = True, counters: Counters | None = None) -> Runtime:
+        """``wait_for_store=False`` (``hub serve``): start even if the store's server is down; the
+        store answers "try again" until it connects (``open_store(wait=False)``)."""
         file = str(config.path)
         h = config.hub
-        signer = hub_signer(config)
+        signer = CurrentSigner(hub_signer(config))
         trust = TrustStore.from_config(config)
         schemas = SchemaCatalogue.from_config(config)
         mappings = load_mappings(config, schemas)
@@ -60,7 +115,7 @@ class Runtime:
             kind = adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
             if events and agency.id in events.subscribers and not kind.carries_events:
                 raise ConfigError(file, f"agencies[{agency.id}].options.events", f"the {agency.adapter!r} adapter cannot carry status events; use webhook or mqtt")
-        store = store or open_store(h.store, config.base)
+        store = store or open_store(h.store, config.base, wait=wait_for_store)
         pipeline = Pipeline(
             settings=h,
             parser=XmlParser(h.limits),
@@ -74,10 +129,59 @@ class Runtime:
             verifier=Verifier(),
             store=store,
             events=events,
+            counters=counters,
         )
         runtime = cls(config, pipeline, store, signer, schemas, trust=trust, keys=inventory(config))
         runtime.warn_expiring()
         return runtime
+
+    def reload(self) -> bool:
+        """Reads hub.toml again and swaps in its keys and trust (``hub serve`` on SIGHUP).
+
+        Everything is loaded and checked before anything is swapped: on any fault (a config
+        error, an unreadable key, a key that does not match its certificate) the hub goes on with
+        what it holds and logs why. Messages under way finish with the key and trust they started
+        with; the next ones use the new ones. Outbox rows already signed stay as they are.
+        Returns True when the new keys and trust are in use.
+        """
+        with self._reload_lock:
+            if self._closed:
+                return False
+            file = self.config.path
+            try:
+                new = load_config(file)
+                applied = with_keys_and_trust(self.config, new)
+                signer = hub_signer(applied)
+                trust = TrustStore.from_config(applied)
+                keys = inventory(applied)
+            except Exception as exc:  # noqa: BLE001 (ConfigError names file, key and reason; OSError: e.g. a key it may not read)
+                self.reload_ok = False
+                reason = str(exc) if isinstance(exc, ConfigError) else f"{file}: {type(exc).__name__}: {exc}"
+                log.error("reload refused, still serving with the keys and trust loaded before: %s", reason)
+                return False
+            if self.trust is not None:
+                self.trust.adopt(trust)  # in place: the pipeline and the adapters hold this store
+            else:
+                self.trust = trust
+            self.signer.swap(signer)
+            self.config, self.keys = applied, keys
+            self.loaded_at, self.reload_ok = time.time(), True
+            cert = signer.certificate
+            upcoming = f", next certificate {subject_of(signer.next_certificate)}" if signer.next_certificate is not None else ""
+            log.info("reloaded keys and trust from %s: the hub signs as %s (serial %x)%s; trust for %s agencies",
+                     file, subject_of(cert), cert.serial_number, upcoming, len(applied.agencies))
+            left = needs_restart(applied, new)
+            if left:
+                log.warning("reload: these changes in %s need a restart and were not applied: %s", file, ", ".join(left))
+            if self.jobs is not None:
+                # the CRL locations or their refresh interval may have changed; starting again also
+                # runs the expiry warning at once, for the certificates just loaded
+                self.jobs.stop()
+                self.jobs = None
+                self.start_jobs()
+            else:
+                self.warn_expiring()
+            return True
 
     def warn_expiring(self) -> list[str]:
         """Logs every certificate or CRL expired, stale or within ``trust.expiry_warning_days``."""
@@ -105,7 +209,7 @@ class Runtime:
 
     def listener_routes(self) -> list[Any]:
         """Routes the configured adapters add to the HTTP listener (e.g. ``POST /as4``)."""
-        return [*listener_routes(self.create_adapters(), self.pipeline.submit), published_route(self.signer)]
+        return [*listener_routes(self.create_adapters(), self.pipeline.submit), published_route(self.signer), metrics_route(self)]
 
     def dispatcher(self, owner: str | None = None) -> Dispatcher:
         dispatcher = Dispatcher(
@@ -153,6 +257,8 @@ class Runtime:
         return out
 
     def close(self) -> None:
+        with self._reload_lock:  # waits for a reload under way, which must not start the jobs again
+            self._closed = True
         if self.jobs is not None:
             self.jobs.stop()
             self.jobs = None

@@ -10,8 +10,14 @@ core works; inbound folder sources run in the first worker only. Each worker lis
 of its own with SO_REUSEPORT, so the kernel spreads connections evenly over the workers (one
 shared socket would let the first worker awake take a whole burst of connections); where
 SO_REUSEPORT does not exist, the workers share the parent's socket.
-The parent only supervises: it passes SIGTERM/SIGINT on, restarts a worker that dies, and
+The parent only supervises: it passes SIGTERM/SIGINT/SIGHUP on, restarts a worker that dies, and
 workers stop by themselves if the parent is killed.
+
+SIGHUP reloads the keys and trust (``Runtime.reload``): the hub's key and certificates, every
+agency's certificates, CAs and CRLs. The reload runs in a thread of its own, so requests go on
+while files are read and CRLs fetched; the swap is between one message and the next, nothing in
+flight is dropped, and a configuration that does not load leaves the running keys in place (the
+log says why). Message counters for ``GET /metrics`` live in memory the workers share.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 
 import uvicorn
 
+from .metrics import Counters
 from .runtime import Runtime
 from .server import create_app
 
@@ -31,14 +39,20 @@ log = logging.getLogger("hub.serve")
 
 
 def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *,
-          sock: socket.socket | None = None, worker: int = 0) -> int:
+          sock: socket.socket | None = None, worker: int = 0, counters: Counters | None = None) -> int:
+    reload_wanted = threading.Event()
+    # from the start: a SIGHUP that arrives while the hub is loading is not lost (nor fatal)
+    signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
     if sock is None:
         from .config import load_config
 
         count = workers if workers is not None else load_config(config_path).hub.workers
         if count > 1:
             return _supervise(config_path, dispatch, count)
-    runtime = Runtime.load(config_path)
+    if counters is not None:
+        counters.use_row(worker)
+    runtime = Runtime.load(config_path, wait_for_store=False, counters=counters)  # a database down at start: 503 until it is up
+    _reloader(runtime, reload_wanted)
     h = runtime.config.hub
     dispatcher = runtime.dispatcher() if dispatch else None
     runtime.start_jobs()  # CRL refresh and the daily expiry warning
@@ -62,7 +76,8 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
         dispatcher.start()
     for source in sources:
         source.start()
-    log.info("hub %s listening on http://%s:%s (dispatcher %s)", h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off")
+    log.info("hub %s listening on http://%s:%s (dispatcher %s); pid %s, SIGHUP reloads keys and trust",
+             h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off", os.getpid())
     try:
         server.run(sockets=[sock] if sock is not None else None)
     finally:
@@ -73,6 +88,22 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
         runtime.close()
         log.info("hub %s stopped cleanly", h.party_id)
     return 0
+
+
+def _reloader(runtime: Runtime, wanted: threading.Event) -> None:
+    """Reloads keys and trust each time SIGHUP sets ``wanted``, away from the event loop: reading
+    files and fetching CRLs must not hold up requests. SIGHUPs during a reload make one more."""
+
+    def run() -> None:
+        while True:
+            wanted.wait()
+            wanted.clear()
+            try:
+                runtime.reload()
+            except Exception:  # noqa: BLE001 (reload logs its own refusals; this is the unforeseen)
+                log.exception("reload failed; still serving with the keys and trust loaded before")
+
+    threading.Thread(target=run, name="hub-reload", daemon=True).start()
 
 
 _REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
@@ -111,6 +142,7 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
     # use fails here, once; with SO_REUSEPORT each worker then listens on a socket of its own
     sock = _listen(h.listen_host, h.listen_port, listen=_REUSE_PORT is None)
     parent = os.getpid()
+    counters = Counters(count)  # made before the forks: every worker counts into it
     stopping = False
     pids: dict[int, int] = {}  # pid -> worker index
     restarts: list[float] = []
@@ -126,8 +158,9 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
                     os._exit(0)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the parent's forwarding; serve() sets its own
                 own = _listen(h.listen_host, h.listen_port) if _REUSE_PORT is not None else sock
-                code = serve(config_path, dispatch, sock=own, worker=index)
+                code = serve(config_path, dispatch, sock=own, worker=index, counters=counters)
             except BaseException:  # noqa: BLE001 (the worker's own log has the details)
                 log.exception("worker %s failed", index)
             finally:
@@ -144,11 +177,20 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
             except ProcessLookupError:
                 pass
 
+    def reload(*_: object) -> None:
+        for pid in list(pids):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
+    signal.signal(signal.SIGHUP, reload)
     for index in range(count):
         spawn(index)
-    log.info("hub %s: %s workers on http://%s:%s", h.party_id, count, h.listen_host, h.listen_port)
+    log.info("hub %s: %s workers on http://%s:%s; pid %s, SIGHUP reloads keys and trust in every worker",
+             h.party_id, count, h.listen_host, h.listen_port, parent)
     status = 0
     while pids:
         try:

@@ -3,9 +3,10 @@
     POST /messages        an envelope; 200 + signed receipt, 400 + signed NACK, 413 too large,
                           503 + "try again" NACK (ERR50) when the store cannot record it
     GET  /messages/{id}   the message's trace as JSON
-    GET  /health          liveness and outbox counts
+    GET  /health          outbox counts; 503 "not ready" while the store cannot be reached
     POST /soap, GET /soap?wsdl            SOAP 1.1/1.2 operation Submit (adapters.soap_listener)
     GET  /messages/{id}/status, /conversations/{key}, /openapi.json   the portal's API (hub.portal)
+    GET  /keys, /metrics  the hub's published certificates (hub.keys), Prometheus metrics (hub.metrics)
     ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
 """
 
@@ -76,7 +77,10 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
         return JSONResponse(trace_dict(found))
 
     async def health(request: Request) -> Response:
-        counts = await run_in_threadpool(store.counts)
+        try:
+            counts = await run_in_threadpool(store.counts)
+        except TryAgain as exc:  # not ready: the store's database is unreachable (at start-up or later)
+            return JSONResponse({"status": "not ready", "party": pipeline.settings.party_id, "reason": str(exc)}, status_code=503)
         outbox: dict[str, dict[str, int]] = {}
         for (destination, state), n in counts.items():
             outbox.setdefault(destination, {})[state.value] = n

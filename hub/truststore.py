@@ -1,6 +1,6 @@
 """Whom the hub believes, per agency: pinned certificates, CA chains and CRLs, with a cache.
 
-    TrustStore                    built once from the configuration; files are read at start-up
+    TrustStore                    built from the configuration; files are read at start-up and on reload
     ├── AgencyTrust               one per agency: what its signing certificate must be
     │     certificates            pinned: the signer must be one of these (several during a rotation)
     │     trust_anchors           CAs the signer must chain to (with optional intermediates)
@@ -23,7 +23,8 @@ refresh that fails keeps the last good CRL (its own nextUpdate still bounds it).
 
 The outcome for one certificate is computed once and cached until the earliest of: a certificate
 of the chain leaves its validity window, a CRL it relied on stops being fresh, any CRL changes
-(refresh), or, for refusals, five minutes. Per message this costs a SHA-256 and a dict look-up.
+(refresh), the trust is reloaded (``adopt``), or, for refusals, five minutes. Per message this
+costs a SHA-256 and a dict look-up.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class CrlSource:
 
 
 class AgencyTrust:
-    """What an agency's signing certificate must be; built once at start-up."""
+    """What an agency's signing certificate must be; built at start-up and on reload."""
 
     def __init__(
         self,
@@ -440,6 +441,29 @@ class TrustStore:
                     self.generation += 1
                     self._cache.clear()
             return changed
+
+    def adopt(self, other: TrustStore) -> None:
+        """Takes the agencies, CRLs and grace of ``other``, a store just built from the reloaded
+        configuration (``Runtime.reload``, on SIGHUP).
+
+        The store changes in place because the pipeline and the adapters hold it (and policies
+        made from it). Each agency's trust is one object, replaced whole, and the cache is
+        emptied with a new generation, so no message is judged by half of the old trust and half
+        of the new; a judgement under way when the swap happens is used for its own message only
+        (its cache entry carries the old generation). A CRL location that the new store could not
+        read keeps the last good CRL read from it, as a failed refresh does.
+        """
+        with self._refresh_lock:
+            for location, source in other.sources.items():
+                old = self.sources.get(location)
+                if source.loaded is None and old is not None and old.loaded is not None and old.loaded.issuer in source.issuers:
+                    source.loaded = old.loaded
+            with self._lock:
+                self.crl_grace = other.crl_grace
+                self.sources = other.sources
+                self.agencies = other.agencies
+                self.generation += 1
+                self._cache.clear()
 
     def problems(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """(agency id, sentence) for every CRL that cannot be relied on now."""

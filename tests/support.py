@@ -167,17 +167,19 @@ def message_id_of(data: bytes) -> str:
 class HubProcess:
     """A real ``hub serve`` on loopback, started and stopped by the test."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, *args: str) -> None:
         self.config_path = config_path
+        self.args = args  # more options of `hub serve`, e.g. "--workers", "2"
         config = load_config(config_path)
         self.url = f"http://{config.hub.listen_host}:{config.hub.listen_port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = config_path.parent / "serve.log"
 
-    def start(self, timeout: float = 20.0) -> HubProcess:
+    def start(self, timeout: float = 20.0, healthy: bool = True) -> HubProcess:
+        """Returns once /health answers 200 (``healthy=False``: once it answers at all)."""
         logfile = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "hub.cli", "serve", "--config", str(self.config_path), *self.args],
             stdout=logfile, stderr=subprocess.STDOUT, cwd=REPO,
         )
         deadline = time.monotonic() + timeout
@@ -185,7 +187,7 @@ class HubProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200 or not healthy:
                     return self
             except httpx.HTTPError:
                 pass

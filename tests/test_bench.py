@@ -65,10 +65,21 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert soak["messages"] == 30 and soak["refused"] == 0 and soak["all_delivered"]
     assert soak["rss_start_bytes"] > 0 and soak["rss_end_bytes"] > 0 and soak["rss_curve"]
 
+    scale = results["scaleout"]  # 1, 2 and 3 nodes on PostgreSQL beside one SQLite node, ECDSA in a quick run
+    if "skipped" in scale:
+        assert scale["skipped"] == "no postgresql"
+    else:
+        runs = {(r["store"], r["nodes"]): r["max"] for r in scale["runs"]}
+        assert set(runs) == {("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3)}
+        for run in runs.values():
+            assert run["accepted_per_s"] > 0 and run["delivered_per_s"] > 0 and run["all_delivered"]
+            assert run["refused_or_failed"] == 0 and run["receipt_latency"]["p99_ms"] > 0
+
     summary = results["summary"]
     assert {"e2e_10KiB_rsa", "e2e_10KiB_ec", "inprocess_single_vs_floor"} <= set(summary)
 
     table = (out / "results.md").read_text()
     assert "| RSA-2048 | 10KiB |" in table and "| ECDSA P-256 | 1KiB |" in table and "## Soak" in table
+    assert "## Scale-out" in table and ("| ECDSA P-256 | PostgreSQL | 3 |" in table or "skipped: no postgresql" in table)
     if importlib.util.find_spec("matplotlib") is not None:  # the optional extra `bench`
         assert (out / "chart.png").stat().st_size > 10_000

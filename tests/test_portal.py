@@ -227,7 +227,7 @@ def test_status_and_conversations(tmp_path: Path, receiver: Receiver) -> None:
 
 def test_openapi_document_covers_the_listener(tmp_path: Path) -> None:
     runtime = Runtime.load(write_config(tmp_path))
-    app = create_app(runtime.pipeline, runtime.store)
+    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())  # as `hub serve` builds it
     served = {getattr(r, "path", None) for r in app.routes}
     with HubProcess(runtime.config.path) as process:
         document = httpx.get(f"{process.url}/openapi.json").json()

@@ -176,3 +176,59 @@ def test_hub_store_migrate_command_on_both_backends(pg_url: str, tmp_path: Path,
         for _ in range(2):  # idempotent
             assert main(["store", "migrate", "--config", str(config)]) == 0
             assert capsys.readouterr().out.strip() == f"store schema at version {latest}"
+
+
+def test_pool_options_ride_on_the_store_url(pg_url: str, tmp_path: Path) -> None:
+    s = open_store(pg_url + "?pool_min=2&pool_max=3&pool_timeout=1.5&connect_timeout=2", tmp_path)
+    try:
+        assert isinstance(s, PostgresStore)
+        assert (s._pool.min_size, s._pool.max_size, s._pool.timeout) == (2, 3, 1.5)
+        assert "pool_" not in s.url and "connect_timeout" not in s._connect_kwargs  # libpq's own option stays in the URL
+        assert s.accept(acceptance("pooled"))[0]
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ("pool_maxx=4", "unknown option 'pool_maxx' in the store URL; did you mean 'pool_max'?"),
+        ("pool_size=4", "unknown option 'pool_size'"),
+        ("pool_max=lots", "pool_max (connections the pool may open) must be a positive whole number, not 'lots'"),
+        ("pool_timeout=0", "pool_timeout"),
+        ("pool_min=5&pool_max=2", "pool_max (2) must not be below pool_min (5)"),
+        ("sslmode=require&colour=blue", 'not a valid PostgreSQL URL: invalid URI query parameter: "colour"'),
+        ("connect_timeout=soon", "connect_timeout must be a whole number of seconds"),
+    ],
+)
+def test_unknown_or_bad_store_url_options_are_config_errors(query: str, says: str, tmp_path: Path) -> None:
+    from hub.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        open_store(f"postgresql://hub@127.0.0.1:1/hub?{query}", tmp_path)  # refused before any connection
+    assert says in str(caught.value) and "hub.store" in str(caught.value)
+
+
+def test_a_store_that_need_not_wait_answers_try_again_until_it_can_connect(tmp_path: Path) -> None:
+    from benchmarks.pgcluster import _free_port
+
+    started = time.monotonic()
+    s = open_store(f"postgresql://hub@127.0.0.1:{_free_port()}/hub?pool_timeout=1", tmp_path, wait=False)
+    try:
+        assert time.monotonic() - started < 2
+        with pytest.raises(TryAgain, match="not connected yet"):
+            s.accept(acceptance("too-early"))
+        with pytest.raises(TryAgain):
+            s.counts()
+    finally:
+        s.close()
+
+
+def test_hub_toml_with_a_bad_store_option_fails_to_load_naming_the_file(tmp_path: Path) -> None:
+    from hub.errors import ConfigError
+
+    from .support import write_config
+
+    with pytest.raises(ConfigError) as caught:
+        write_config(tmp_path, store="postgresql://hub@127.0.0.1:1/hub?pool_mx=3")
+    assert str(caught.value).startswith(f"{tmp_path / 'hub.toml'}: hub.store: unknown option 'pool_mx'")

@@ -23,6 +23,7 @@ from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, 
 from signxml.signer import SignatureReference
 
 from hub.errors import Rejected
+from hub.keys import CurrentSigner
 from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of
 
 from .build import new_id
@@ -50,30 +51,32 @@ def _parts(envelope: etree._Element) -> tuple[etree._Element, etree._Element, et
 
 
 class WssSigner:
-    """Signs AS4 messages with the hub's key (the one ``hub.trust.Signer`` loaded at start-up)."""
+    """Signs AS4 messages with the hub's key: a ``hub.trust.Signer``, or the ``hub.keys.CurrentSigner``
+    of a running hub, whose key a reload (SIGHUP) may swap; it is read at each signature."""
 
-    def __init__(self, signer: Signer) -> None:
-        self.key, self.certificate = signer.key, signer.certificate
-        self._method = SignatureMethod.ECDSA_SHA256 if isinstance(self.key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
-        self._token = base64.b64encode(self.certificate.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    def __init__(self, signer: Signer | CurrentSigner) -> None:
+        self.signer = signer
 
     def sign(self, envelope: etree._Element) -> tuple[etree._Element, ...]:
         """Signs in place; returns the ``ds:Reference``s of the signature (what a receipt echoes)."""
+        current = self.signer.current if isinstance(self.signer, CurrentSigner) else self.signer  # one key and its certificate
+        key, certificate = current.key, current.certificate
+        method = SignatureMethod.ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
         header, messaging, body = _parts(envelope)
         security = etree.Element(f"{{{WSSE}}}Security", {f"{{{S12}}}mustUnderstand": "true"}, nsmap={"wsse": WSSE, "wsu": WSU})
         header.insert(0, security)
         token_id = new_id("X509")
         token = etree.SubElement(security, f"{{{WSSE}}}BinarySecurityToken",
                                  {"EncodingType": BASE64, "ValueType": X509V3, f"{{{WSU}}}Id": token_id})
-        token.text = self._token
+        token.text = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode("ascii")
         key_info = etree.Element(f"{{{DS}}}KeyInfo", nsmap={"ds": DS})
         str_ = etree.SubElement(key_info, f"{{{WSSE}}}SecurityTokenReference", nsmap={"wsse": WSSE})
         etree.SubElement(str_, f"{{{WSSE}}}Reference", URI=f"#{token_id}", ValueType=X509V3)
-        signer = XMLSigner(method=methods.detached, signature_algorithm=self._method,
+        signer = XMLSigner(method=methods.detached, signature_algorithm=method,
                            digest_algorithm=DigestAlgorithm.SHA256, c14n_algorithm=EXC_C14N)
         signature = signer.sign(
             envelope,
-            key=self.key,
+            key=key,
             reference_uri=[SignatureReference(f"#{_wsu_id(messaging)}"), SignatureReference(f"#{_wsu_id(body)}")],
             key_info=key_info,
         )

@@ -8,9 +8,14 @@ from ..errors import ConfigError
 from .base import Acceptance, Attempt, MessageRecord, OutboxItem, OutboxRow, State, Store, Trace
 
 
-def open_store(url: str, base: Path, migrate: bool = True) -> Store:
+def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) -> Store:
     """``sqlite:///relative/path.db`` (relative to ``base``), ``sqlite:////absolute/path.db``,
-    ``postgresql://user@host:port/database`` (libpq URL; ``postgres://`` too)."""
+    ``postgresql://user@host:port/database`` (libpq URL; ``postgres://`` too; pool options in its
+    query, see ``postgres.parse_url``).
+
+    ``wait=False`` (``hub serve``): a PostgreSQL store whose server cannot be reached is returned
+    all the same; it answers ``TryAgain`` until it has connected by itself and (with ``migrate``)
+    migrated its schema."""
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
@@ -20,9 +25,12 @@ def open_store(url: str, base: Path, migrate: bool = True) -> Store:
         path = Path(raw)
         store: Store = SQLiteStore(path if path.is_absolute() else base / path)
     elif url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStore
+        from .postgres import PostgresStore, parse_url
 
-        store = PostgresStore(url)
+        conninfo, pool = parse_url(url)
+        if not wait:
+            return PostgresStore(conninfo, **pool, wait=False, migrate_on_connect=migrate)
+        store = PostgresStore(conninfo, **pool)
     else:
         raise ConfigError(
             "hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://HOST/DATABASE"

@@ -1,8 +1,10 @@
 """The scale-out store: one PostgreSQL database shared by any number of hub nodes (psycopg 3).
 
-- Every method is one transaction on a pooled connection (``psycopg_pool``). A call that finds its
-  connection lost raises ``TryAgain`` and has the pool check its idle connections, so the next
-  call runs on a live (new) connection: the store reconnects by itself.
+- Every method is one transaction on a pooled connection (``psycopg_pool``): an explicit one where
+  it writes more than one statement, else the statement alone (autocommit: no BEGIN and COMMIT
+  round trips for a read or a single-statement lease). A call that finds its connection lost raises
+  ``TryAgain`` and has the pool check its idle connections, so the next call runs on a live (new)
+  connection: the store reconnects by itself.
 - Work is leased with ``FOR UPDATE SKIP LOCKED``: two nodes never take the same row, and a row
   whose lease expired (its node died) is taken over.
 - Duplicates: ``INSERT ... ON CONFLICT DO NOTHING`` on the (sender, message id) key.
@@ -10,8 +12,13 @@
   table ``FOR UPDATE``, so appends are serialized; each transaction appends last, just before it
   commits, to hold that lock as briefly as possible (and never while waiting for another lock).
 - Accepted, released and resent rows ``NOTIFY hub_work``; ``wait_for_work`` wakes an idle
-  dispatcher on it (one listening connection per store, on a background thread).
+  dispatcher on it (one listening connection per store, on a background thread). A burst of
+  notifications wakes the dispatcher once (``_COALESCE``), not once per accepted message on every node.
 - Times are epoch seconds as ``double precision``, like SQLite's REAL.
+- Pool settings ride on the store URL (``parse_url``): ``pool_min``, ``pool_max``, ``pool_timeout``;
+  libpq's own ``connect_timeout`` (default 5 s) bounds each connection attempt.
+- ``wait=False`` (``hub serve``): the store is returned even when the server cannot be reached; it
+  answers ``TryAgain`` until it has connected and migrated its schema, which it does by itself.
 
 psycopg errors are mapped at this boundary: a lost connection, an unreachable server, a pool
 timeout, a deadlock or a serialization failure -> ``TryAgain`` (nothing was claimed as done);
@@ -20,17 +27,21 @@ any other database error -> ``StoreError``.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+import uuid
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator, Sequence
+from urllib.parse import unquote
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
-from ..errors import StoreError, TransitionError, TryAgain
+from ..errors import ConfigError, HubError, StoreError, TransitionError, TryAgain
 from .base import (
     Acceptance,
     Attempt,
@@ -48,6 +59,14 @@ from .base import (
 log = logging.getLogger("hub.store.postgres")
 
 CHANNEL = "hub_work"
+# A lost connection is re-made with the pool's backoff (1 s, doubling); a round of attempts ends
+# after this many seconds and the next call starts a new one, so a long outage never leaves the
+# pool waiting minutes between attempts once the server is back.
+_RECONNECT_ROUND = 10.0
+# Notifications arriving within this many seconds wake the waiting dispatchers once: under load every
+# node would otherwise run one (mostly empty, SKIP LOCKED) lease per message accepted on any node.
+# The node that accepted a message wakes its own dispatcher at once (``Pipeline.on_accept``).
+_COALESCE = 0.02
 _MIGRATION_LOCK = 0x6875625F6D6967  # pg_advisory_xact_lock key: only one node migrates at a time
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -159,6 +178,55 @@ def _row(r: tuple) -> OutboxRow:
     )
 
 
+# the hub's own options in the store URL's query -> PostgresStore keyword, kind, what it means
+POOL_OPTIONS = {
+    "pool_min": ("min_size", int, "connections the pool keeps open"),
+    "pool_max": ("max_size", int, "connections the pool may open"),
+    "pool_timeout": ("timeout", float, "seconds a call waits for a free connection before answering 'try again'"),
+}
+
+
+def parse_url(url: str, file: str = "hub.toml") -> tuple[str, dict[str, Any]]:
+    """Splits the hub's pool options off a ``postgresql://`` URL: (URL for libpq, PostgresStore keywords).
+
+    ``postgresql://hub@db1/hub?pool_min=2&pool_max=10&pool_timeout=5&connect_timeout=3``. Other
+    query parameters must be libpq's own (``sslmode``, ``connect_timeout``, ...); anything else is a
+    ``ConfigError`` here rather than a connection failure later."""
+    base, _, query = url.partition("?")
+    kept: list[str] = []
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        raw_key, _, raw_value = part.partition("=")
+        key, value = unquote(raw_key), unquote(raw_value)
+        if not key.startswith("pool_"):
+            kept.append(part)
+            continue
+        if key not in POOL_OPTIONS:
+            hint = difflib.get_close_matches(key, list(POOL_OPTIONS), n=1)
+            raise ConfigError(file, "hub.store", f"unknown option {key!r} in the store URL"
+                              + (f"; did you mean {hint[0]!r}?" if hint else f"; the pool options are {', '.join(POOL_OPTIONS)}"))
+        name, kind, meaning = POOL_OPTIONS[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number <= 0:
+            raise ConfigError(file, "hub.store", f"{key} ({meaning}) must be a positive {'whole ' if kind is int else ''}number, not {value!r}")
+        options[name] = number
+    if options.get("max_size", options.get("min_size", 0)) < options.get("min_size", 0):
+        raise ConfigError(file, "hub.store", f"pool_max ({options['max_size']}) must not be below pool_min ({options['min_size']})")
+    if "min_size" in options and "max_size" not in options:
+        options["max_size"] = max(options["min_size"], 16)
+    conninfo = base + ("?" + "&".join(kept) if kept else "")
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise ConfigError(file, "hub.store", f"not a valid PostgreSQL URL: {str(exc).strip()}; the hub's own options are {', '.join(POOL_OPTIONS)}") from None
+    if not str(params.get("connect_timeout", "0")).isdigit():
+        raise ConfigError(file, "hub.store", f"connect_timeout must be a whole number of seconds, not {params['connect_timeout']!r}")
+    return conninfo, options
+
+
 def _transient(exc: BaseException) -> bool:
     """Errors after which the same call may well succeed: the sender or dispatcher retries."""
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or (
@@ -174,39 +242,91 @@ class PostgresStore(Store):
         max_size: int = 16,
         timeout: float = 5.0,
         connect_timeout: int = 5,
+        *,
+        wait: bool = True,
+        migrate_on_connect: bool = False,
     ) -> None:
+        """``wait``: connect now, or raise ``StoreError``. ``wait=False``: return at once; calls answer
+        ``TryAgain`` until the pool connects (by itself) and, with ``migrate_on_connect``, until the
+        schema has been migrated."""
         self.url = url
         self._timeout = timeout
-        self._connect_kwargs = {"connect_timeout": connect_timeout, "application_name": "sw-hub"}
+        given = conninfo_to_dict(url)
+        self._connect_kwargs: dict[str, Any] = {"application_name": "sw-hub"}
+        if "connect_timeout" not in given:
+            self._connect_kwargs["connect_timeout"] = connect_timeout
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs=self._connect_kwargs,
-            reconnect_timeout=24 * 3600.0,  # keep trying: the database may be down for a while
+            kwargs={**self._connect_kwargs, "autocommit": True},  # transactions are explicit (_tx)
+            reconnect_timeout=_RECONNECT_ROUND,
             name="sw-hub",
             open=False,
         )
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except psycopg.Error as exc:
-            self._pool.close()
-            raise StoreError(f"cannot open the PostgreSQL store {_safe(url)}: {exc}") from exc
         # LISTEN/NOTIFY: one listening connection, on a thread started by the first wait_for_work.
         self._waiters: set[threading.Event] = set()
         self._waiters_lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
+        self._origin = uuid.uuid4().hex  # the payload of this store's NOTIFYs after an accept
+        self._ready = threading.Event()  # set once calls may run: connected (and migrated, if asked)
+        self._starting: threading.Thread | None = None
+        self._warned = 0.0
+        if wait:
+            try:
+                self._pool.open(wait=True, timeout=timeout)
+            except psycopg.Error as exc:
+                self._pool.close()
+                raise StoreError(f"cannot open the PostgreSQL store {_safe(url)}: {exc}") from exc
+            self._ready.set()
+        else:
+            self._pool.open(wait=False)
+            if not migrate_on_connect:
+                self._ready.set()
+            elif not (self._reachable() and self._migrate_now()):
+                # down at start: run all the same, answering "try again", and migrate once it is up
+                self._starting = threading.Thread(target=self._migrate_when_reachable, name="store-start", daemon=True)
+                self._starting.start()
+
+    def _reachable(self) -> bool:
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs).close()  # type: ignore[arg-type]
+            return True
+        except psycopg.Error as exc:
+            log.warning("PostgreSQL store %s not reachable (%s); answering 'try again' until it is", _safe(self.url), " ".join(str(exc).split()))
+            return False
+
+    def _migrate_now(self) -> bool:
+        try:
+            self.migrate()
+        except HubError as exc:
+            if not self._closed.is_set() and time.monotonic() - self._warned > 60:  # once a minute while it lasts
+                self._warned = time.monotonic()
+                log.warning("PostgreSQL store %s not ready yet (the schema is migrated once it can be): %s", _safe(self.url), exc)
+            return False
+        self._ready.set()
+        return True
+
+    def _migrate_when_reachable(self) -> None:
+        while not self._closed.wait(0.5):
+            if self._migrate_now():
+                log.info("PostgreSQL store %s reachable, schema at version %s", _safe(self.url), self.schema_version())
+                return
 
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor]:
-        """One transaction on a pooled connection: committed when the block ends, rolled back if it raises."""
+    def _tx(self, *, starting: bool = False, transaction: bool = True) -> Iterator[psycopg.Cursor]:
+        """One transaction on a pooled connection: committed when the block ends, rolled back if it raises.
+        ``transaction=False``: each statement commits alone (reads, and writes of a single statement).
+        Until the store is ready (``wait=False``), only ``starting`` transactions (the migration) run."""
+        if not (starting or self._ready.is_set()):
+            raise TryAgain(f"the store is not connected yet (PostgreSQL {_safe(self.url)})")
         conn: psycopg.Connection | None = None
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
+            with self._pool.connection() as conn, conn.transaction() if transaction else nullcontext(), conn.cursor() as cur:
                 yield cur
         except (TransitionError, TryAgain):
             raise
@@ -236,15 +356,17 @@ class PostgresStore(Store):
             digest = entry_hash(prev, seq, at, event.message_id, event.actor, event.event, event.detail)
             values.append((seq, at, event.message_id, event.actor, event.event, event.detail, prev, digest))
             prev = digest
-        cur.executemany(
-            f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", values
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
+        cur.execute(  # one round trip while the head is locked: the entries and the new head together
+            f"WITH added AS (INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES {rows}) "
+            "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
+            [v for entry in values for v in entry] + [seq, prev],
         )
-        cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
 
     # -- interface ------------------------------------------------------------------------------
 
     def migrate(self) -> int:
-        with self._tx() as cur:
+        with self._tx(starting=True) as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0  # type: ignore[index]
@@ -258,7 +380,7 @@ class PostgresStore(Store):
         return current
 
     def schema_version(self) -> int:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             if cur.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:  # type: ignore[index]
                 return 0
             return cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]  # type: ignore[index]
@@ -279,18 +401,19 @@ class PostgresStore(Store):
                 if original is None:  # cannot happen under READ COMMITTED; never claim a receipt we lack
                     raise TryAgain(f"message {a.message_id} from {a.sender} is being recorded concurrently")
                 return False, bytes(original[0])
-            cur.executemany(
-                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
-                "created_at, updated_at, payload) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)",
-                [(a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload) for i in a.items],
-            )
-            if a.items:
-                cur.execute(f"NOTIFY {CHANNEL}")
+            if a.items:  # the rows and the NOTIFY (sent at commit, naming this store as its origin) in one round trip
+                rows = ", ".join(["(%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)"] * len(a.items))
+                cur.execute(
+                    "WITH added AS (INSERT INTO outbox (message_id, sender, destination, route, state, attempts, "
+                    f"next_attempt_at, created_at, updated_at, payload) VALUES {rows}) SELECT pg_notify('{CHANNEL}', %s)",
+                    [v for i in a.items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at,
+                                                  a.received_at, i.payload)] + [self._origin],
+                )
             self._append_audit(cur, a.audit, a.received_at)
         return True, a.receipt
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             row = cur.execute(
                 "SELECT receipt FROM messages WHERE sender = %s AND message_id = %s", (sender, message_id)
             ).fetchone()
@@ -303,14 +426,20 @@ class PostgresStore(Store):
     def lease(self, owner: str, destination: str, limit: int, now: float, lease_for: float) -> list[OutboxRow]:
         if limit <= 0:
             return []
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
+            # Due rows and expired leases are looked up apart, each by a plain scan of its own partial
+            # index in index order: such scans mark the index entries of rows gone from the index's
+            # state as dead and skip them next time (one scan of both, a bitmap scan, would walk every
+            # row that has left 'pending' since the last vacuum, on every lease).
             rows = cur.execute(
-                "WITH due AS (SELECT id FROM outbox WHERE destination = %s AND "
-                "((state = 'pending' AND next_attempt_at <= %s) OR (state = 'leased' AND lease_until < %s)) "
-                "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "WITH pending AS (SELECT id, next_attempt_at FROM outbox WHERE destination = %s AND state = 'pending' "
+                "AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
+                "expired AS (SELECT id, next_attempt_at FROM outbox WHERE destination = %s AND state = 'leased' "
+                "AND lease_until < %s ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED), "
+                "due AS (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) d ORDER BY next_attempt_at, id LIMIT %s) "
                 "UPDATE outbox o SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = o.attempts + 1, "
                 f"updated_at = %s FROM due WHERE o.id = due.id RETURNING {', '.join('o.' + c for c in _ROW_COLUMNS.split(', '))}",
-                (destination, now, now, limit, owner, now + lease_for, now),
+                (destination, now, limit, destination, now, limit, limit, owner, now + lease_for, now),
             ).fetchall()
         return sorted((_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
 
@@ -327,19 +456,23 @@ class PostgresStore(Store):
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
-            row = held_by(_row(current) if current else None, row_id, owner)
             error = None if outcome is State.DELIVERED else detail
+            # one statement: the row changes only while this owner holds its lease, and the attempt is
+            # recorded with it (a concurrent takeover is seen: READ COMMITTED re-checks the WHERE)
             updated = cur.execute(
-                "UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(%s, last_error), "
-                f"next_attempt_at = %s, updated_at = %s WHERE id = %s RETURNING {_ROW_COLUMNS}",
-                (outcome.value, error, next_attempt_at if next_attempt_at is not None else row.next_attempt_at, now, row_id),
+                "WITH done AS (UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, "
+                "last_error = COALESCE(%s, last_error), next_attempt_at = COALESCE(%s, next_attempt_at), updated_at = %s "
+                f"WHERE id = %s AND state = 'leased' AND lease_owner = %s RETURNING {_ROW_COLUMNS}), "
+                "attempt AS (INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
+                "SELECT id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = %s), %s, %s, %s, %s, %s FROM done) "
+                "SELECT * FROM done",
+                (outcome.value, error, next_attempt_at, now, row_id, owner, row_id, owner, started_at, now, outcome.value, detail),
             ).fetchone()
-            cur.execute(
-                "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
-                "SELECT %s, COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s FROM attempts WHERE row_id = %s",
-                (row_id, owner, started_at, now, outcome.value, detail, row_id),
-            )
+            if updated is None:  # not ours (lease lost, or no such row): say which; nothing was written
+                current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
+                held_by(_row(current) if current else None, row_id, owner)
+                raise TransitionError(f"outbox row {row_id} changed while {owner} completed it")
+            row = _row(updated)
             if enqueue:
                 cur.executemany(
                     "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
@@ -349,7 +482,7 @@ class PostgresStore(Store):
                 cur.execute(f"NOTIFY {CHANNEL}")
             event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
             self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
-        return _row(updated)  # type: ignore[arg-type]
+        return row
 
     def release(self, owner: str, now: float) -> int:
         with self._tx() as cur:
@@ -384,7 +517,7 @@ class PostgresStore(Store):
         return _row(updated)  # type: ignore[arg-type]
 
     def get(self, row_id: int) -> OutboxRow | None:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             r = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
         return _row(r) if r else None
 
@@ -397,17 +530,17 @@ class PostgresStore(Store):
             clauses.append("destination = %s")
             params.append(destination)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             rs = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
         return [_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             rs = cur.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
         return {(d, State(s)): n for d, s, n in rs}
 
     def trace(self, message_id: str) -> Trace:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             m = cur.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = %s ORDER BY received_at LIMIT 1",
                 (message_id,),
@@ -428,7 +561,7 @@ class PostgresStore(Store):
         return Trace(_message(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
 
     def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
-        with self._tx() as cur:
+        with self._tx(transaction=False) as cur:
             found = cur.execute("SELECT conversation FROM messages WHERE conversation = %s LIMIT 1", (key,)).fetchone() or cur.execute(
                 "SELECT conversation FROM messages WHERE message_id = %s OR reference = %s ORDER BY received_at LIMIT 1", (key, key)
             ).fetchone()
@@ -443,7 +576,7 @@ class PostgresStore(Store):
     def audit_entries(self) -> Iterator[AuditEntry]:
         after = 0
         while True:
-            with self._tx() as cur:
+            with self._tx(transaction=False) as cur:
                 batch = cur.execute(
                     f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > %s ORDER BY seq LIMIT 1000", (after,)
                 ).fetchall()
@@ -481,7 +614,11 @@ class PostgresStore(Store):
                     self._notify_waiters()
                     delay = 0.1
                     while not self._closed.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        # an accept of this store's own woke its dispatcher already (Pipeline.on_accept)
+                        if any(n.payload != self._origin for n in list(conn.notifies(timeout=0.5, stop_after=1))):
+                            self._closed.wait(_COALESCE)  # let the burst this one began arrive ...
+                            for _ in conn.notifies(timeout=0):  # ... and take it in one go: one wake-up for all
+                                pass
                             self._notify_waiters()
             except psycopg.Error as exc:
                 if self._closed.is_set():
@@ -495,6 +632,8 @@ class PostgresStore(Store):
         if self._listener is not None:
             self._listener.join(5)
         self._pool.close()
+        if self._starting is not None:
+            self._starting.join(5)
 
 
 def _safe(url: str) -> str:
