@@ -36,7 +36,7 @@ class HubSettings:
     envelope_schema: Path
     next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
-    workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one per core
+    workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
 
 
 @dataclass(frozen=True)
