@@ -10,6 +10,7 @@ the benchmark's receiver), records it and answers with a signed receipt.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,12 @@ class Messages:
 
         ctx = multiprocessing.get_context("fork")
         chunks = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
-        with ctx.Pool(processes) as pool:
+        # the workers leave by themselves (close + join): the runner turns SIGTERM into an exit, so a
+        # pool terminated while a worker held its queue's lock would wait for that worker forever
+        with ctx.Pool(processes, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             parts = pool.map(_make_chunk, [(str(self.config_path), document, n) for n in chunks])
+            pool.close()
+            pool.join()
         return [m for part in parts for m in part]
 
 
