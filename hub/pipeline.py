@@ -180,6 +180,7 @@ class Pipeline:
         except Rejected as fault:
             raise self._as_received(fault, received, payload, route.schema) from None
 
+        key = self._key()
         translated: dict[tuple[str, ...], etree._Element] = {}
         uses = Counter(d.mappings for d in route.destinations)
         items = []
@@ -194,7 +195,7 @@ class Pipeline:
             content = translated[dest.mappings] if uses[dest.mappings] == 0 else copy.deepcopy(translated[dest.mappings])
             outbound = build(replace(header, recipient=self._parties[dest.agency]), content)
             if route.sign:
-                outbound = self.signer.sign(outbound)
+                outbound = key.sign(outbound)
             items.append(OutboxItem(dest.agency, route.name, etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")))
 
         received_at = self.clock()
@@ -208,6 +209,7 @@ class Pipeline:
             header,
             FUNCTION_RECEIVED,
             receipt_content(message_id, now_iso(), destinations),
+            key,
         )
         audit = (
             AuditEvent(message_id, sender, "received", f"{header.subject.document_type}/{header.subject.function} via route {route.name}"),
@@ -256,8 +258,13 @@ class Pipeline:
                 return again
         return fault
 
-    def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element) -> bytes:
-        envelope = self.signer.sign(build(reply_header(self.party, to, original, function), content))
+    def _key(self) -> Signer:
+        """The hub's key for every signature of one message: a reload (SIGHUP) may swap the key of
+        a running hub, and a message's outbound copies and its receipt are signed with one key."""
+        return self.signer.current if isinstance(self.signer, CurrentSigner) else self.signer
+
+    def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element, key: Signer | None = None) -> bytes:
+        envelope = (key or self._key()).sign(build(reply_header(self.party, to, original, function), content))
         return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
     def nack(self, rejected: Rejected, header: Header | None) -> Ack:

@@ -127,8 +127,8 @@ class RootCopies:
 
     signxml copies a node as ``self._fromstring(self._tostring(node))`` (serialise, then re-parse),
     because a deep copy of an element *inside* a document can lose namespace declarations of its
-    ancestors. A root element has no ancestors: its deep copy (libxml2's node copy into a new
-    document) is the same tree, at a fraction of the cost (at 10 KiB the serialise-and-parse copies
+    ancestors. A root element (no parent, no tail) has no ancestors: its deep copy (libxml2's node
+    copy into a new document) is the same tree, at a fraction of the cost (at 10 KiB the serialise-and-parse copies
     were ~40 % of a signature and of a verification). Anything else - a non-root element, a
     call with keyword arguments - goes the way signxml goes. The input has been through the hub's
     hardened parser, so the re-parse's DTD and entity checks have nothing left to find.
@@ -139,7 +139,7 @@ class RootCopies:
     """
 
     def _tostring(self, xml_node, **kwargs):  # type: ignore[no-untyped-def]
-        if not kwargs and isinstance(xml_node, etree._Element) and xml_node.getparent() is None:
+        if not kwargs and isinstance(xml_node, etree._Element) and xml_node.getparent() is None and xml_node.tail is None:
             return _Root(xml_node)
         return super()._tostring(xml_node, **kwargs)  # type: ignore[misc]
 

@@ -221,6 +221,12 @@ class Stylesheet:
     def __init__(self, name: str, path: Path, key: str) -> None:
         self.name, self.path = name, path
         tree = _load_file(path, "stylesheet", key)
+        raw = tree.xpath("//@disable-output-escaping[normalize-space(.) = 'yes']")
+        if raw:
+            # the result tree would hold markup as text that becomes markup only when serialised:
+            # what the hub signs (the tree) would not be what it sends (the bytes)
+            raise ConfigError(str(path), key, f"line {raw[0].getparent().sourceline}: disable-output-escaping is not allowed; "
+                              "build elements with xsl:element or literal result elements instead")
         try:
             self._xslt = etree.XSLT(tree, access_control=self._access)
         except etree.XSLTParseError as exc:

@@ -31,8 +31,10 @@ class Partner(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, script: list[tuple[int, bytes]], *, delay: float = 0.0, close_after_each: bool = False) -> None:
+    def __init__(self, script: list[tuple[int, bytes]], *, delay: float = 0.0, close_after_each: bool = False,
+                 silent_close: bool = False) -> None:
         self.script, self.delay, self.close_after_each = list(script), delay, close_after_each
+        self.silent_close = silent_close  # closes after each answer although it offered to keep the connection
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.connections = 0
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -71,6 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(answer)
+        if self.server.silent_close:
+            self.close_connection = True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -122,6 +126,33 @@ def test_a_partner_that_closes_after_each_answer_gets_every_delivery() -> None:
         assert [adapter.deliver(_delivery(n)).outcome for n in range(3)] == [Outcome.DELIVERED] * 3
         adapter.close()
     assert partner.connections == 3
+
+
+def test_a_kept_connection_the_partner_dropped_without_a_word_is_replaced() -> None:
+    """An idle time-out on the partner's side: the next request meets a closed connection."""
+    with Partner([(200, b"ok")], silent_close=True) as partner:
+        adapter = _adapter(partner.url)
+        outcomes = []
+        for n in range(3):
+            outcomes.append(adapter.deliver(_delivery(n)).outcome)
+            time.sleep(0.05)  # the partner's close reaches the hub before the next delivery
+        adapter.close()
+    assert outcomes == [Outcome.DELIVERED] * 3
+    assert partner.connections == 3 and len(partner.received) == 3
+
+
+def test_credentials_in_the_endpoint_are_sent_as_basic_authentication() -> None:
+    with Partner([(200, b"ok")]) as partner:
+        adapter = _adapter(partner.url.replace("http://", "http://hub%40vn:s3cret@"))
+        assert adapter.deliver(_delivery()).outcome is Outcome.DELIVERED
+        adapter.close()
+    assert partner.received[0][0]["Authorization"] == "Basic aHViQHZuOnMzY3JldA=="  # hub@vn:s3cret
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:abc/inbox", "http://127.0.0.1:99999/inbox"])
+def test_an_endpoint_with_a_bad_port_is_a_configuration_error(endpoint: str) -> None:
+    with pytest.raises(ConfigError, match=r"agencies\[TH-ASW\].endpoint"):
+        _adapter(endpoint)
 
 
 def test_a_slow_partner_is_a_time_out_and_is_retried() -> None:
@@ -178,15 +209,23 @@ def test_https_with_mutual_tls(tmp_path: Path) -> None:
         url = partner.url.replace("http://", "https://")
         good = _adapter(url, tmp_path, ca="ca.crt", client_cert="client.crt", client_key="client.key")
         assert good.deliver(_delivery()).outcome is Outcome.DELIVERED
+        # the partner drops the kept connection without a TLS close_notify (an idle time-out)
+        partner.silent_close = True
+        assert good.deliver(_delivery(2)).outcome is Outcome.DELIVERED
+        time.sleep(0.05)
+        assert good.deliver(_delivery(3)).outcome is Outcome.DELIVERED
+        partner.silent_close = False
         good.close()
         without_client_cert = _adapter(url, tmp_path, ca="ca.crt")
         assert without_client_cert.deliver(_delivery()).outcome is Outcome.RETRY
         wrong_ca = _adapter(url, tmp_path, ca="other-ca.crt", client_cert="client.crt", client_key="client.key")
         result = wrong_ca.deliver(_delivery())
         assert result.outcome is Outcome.RETRY and "CERTIFICATE_VERIFY_FAILED" in result.detail
-    assert len(partner.received) == 1
+    assert len(partner.received) == 3
 
 
 def test_missing_tls_files_are_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="agencies\\[TH-ASW\\].options"):
         _adapter("https://127.0.0.1:1/inbox", tmp_path, ca="nowhere.crt")
+    with pytest.raises(ConfigError, match="client_key is set without client_cert"):
+        _adapter("https://127.0.0.1:1/inbox", tmp_path, client_key="hub.key")

@@ -218,3 +218,37 @@ deliver = [{ agency = "VN-CUSTOMS" }]
         assert runtime.pipeline.submit(moit.message(sign=False)).code == Code.SIGNATURE_MISSING.value  # the hub's default
     finally:
         runtime.close()
+
+
+def test_one_message_is_signed_with_one_key_across_a_key_swap(env: tuple[Runtime, Sender]) -> None:
+    """A reload may swap the hub's key while a message is in the pipeline: its outbound copies and
+    its receipt are still signed with one key (the one current when its signing began)."""
+    from hub.keys import CurrentSigner, issue, new_key
+    from hub.trust import Signer
+
+    runtime, moit = env
+    old = runtime.pipeline.signer.current  # type: ignore[union-attr]
+    key = new_key("ec")
+    new = Signer(key, issue(key, "VN-NSW rotated", organization="VN-NSW"))
+
+    class SwapsOnEveryRead(CurrentSigner):
+        """A reload landing between any two reads of the current key."""
+
+        reads = 0
+
+        @property  # type: ignore[override]
+        def current(self) -> Signer:
+            SwapsOnEveryRead.reads += 1
+            return old if SwapsOnEveryRead.reads % 2 else new
+
+        @current.setter
+        def current(self, value: Signer) -> None:
+            pass
+
+    runtime.pipeline.signer = SwapsOnEveryRead(old)
+    ack = runtime.pipeline.submit(moit.message())
+    assert ack.accepted
+    signers = {Verifier().verify(etree.fromstring(ack.xml), [old.certificate, new.certificate], "hub").certificate}
+    for row in runtime.store.rows():
+        signers.add(Verifier().verify(etree.fromstring(row.payload), [old.certificate, new.certificate], "hub").certificate)
+    assert len(signers) == 1, "the receipt and the outbound copies were signed with different keys"

@@ -133,3 +133,16 @@ def test_the_hubs_signer_and_verifier_use_the_mixin() -> None:
     assert verified.certificate == cert
     assert isinstance(verifier._local.verifier, _XMLVerifier)
     assert isinstance(CanonicalizationMethod(EXC_C14N), CanonicalizationMethod)
+
+
+def test_an_unlinked_element_with_a_tail_is_refused_as_by_stock_signxml(keypair) -> None:  # type: ignore[no-untyped-def]
+    """An element taken out of its document may keep its tail text: stock signxml's copy of it is
+    not well-formed; the hub's signer must not sign a document that has text after its root."""
+    kind, key, cert = keypair
+    outer = etree.fromstring(b"<a><b>1</b>tail text</a>")
+    inner = outer[0]
+    outer.remove(inner)  # lxml keeps the tail with the removed element
+    assert inner.getparent() is None and inner.tail == "tail text"
+    for signer in (_hub_signer(kind), _stock_signer(kind)):
+        with pytest.raises(etree.XMLSyntaxError):
+            signer.sign(inner, key=key, cert=[cert])

@@ -61,3 +61,21 @@ def test_doctype_after_comment_and_declaration_is_refused() -> None:
     with pytest.raises(Rejected) as info:
         XmlParser(Limits()).parse(data)
     assert info.value.code is Code.FORBIDDEN_DTD
+
+
+def test_a_stylesheet_with_disable_output_escaping_is_refused(tmp_path: Path) -> None:
+    """Text that turns into markup only when serialised would make what the hub signs (the tree)
+    differ from what it sends (the bytes)."""
+    from hub.errors import ConfigError
+    from hub.xml import Stylesheet
+
+    path = tmp_path / "raw.xsl"
+    path.write_text(
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">\n'
+        '  <xsl:template match="/"><out>\n'
+        '    <xsl:text disable-output-escaping="yes">&lt;injected/&gt;</xsl:text>\n'
+        "  </out></xsl:template>\n"
+        "</xsl:stylesheet>\n"
+    )
+    with pytest.raises(ConfigError, match="line 3: disable-output-escaping is not allowed"):
+        Stylesheet("raw", path, "mappings.raw")
