@@ -8,6 +8,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from .retry import RetryPolicy
 from .xml import Limits
 
 WILDCARD = "*"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+METRICS_FROM = ("127.0.0.1/32", "::1/128")  # [hub] metrics_from by default: loopback only
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class HubSettings:
     next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
     workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
+    # client addresses allowed to GET /metrics (403 for others); empty: no /metrics at all (404)
+    metrics_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in METRICS_FROM)
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,36 @@ def _retry(table: _Table, default: RetryPolicy) -> RetryPolicy:
     return policy
 
 
+def _networks(file: str, key: str, entries: list[str]) -> tuple[Network, ...]:
+    """Client addresses or CIDR networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1/128``)."""
+    out = []
+    for entry in entries:
+        text = entry.strip()
+        try:
+            out.append(ipaddress.ip_network(text))
+            continue
+        except ValueError:
+            pass
+        what, hint = "is not an IP address or CIDR network", None
+        host, sep, port = text.rpartition(":")
+        try:
+            hint = str(ipaddress.ip_network(text, strict=False))
+            what = "has host bits set"  # 10.0.0.1/8
+        except ValueError:
+            if text.lower() == "localhost":
+                hint = "127.0.0.1/32' and '::1/128"
+            elif text.lower() in ("*", "any", "all"):
+                hint = "0.0.0.0/0' and '::/0"  # every client
+            elif sep and host and port.isdigit():  # with a port: 127.0.0.1:9090
+                try:
+                    hint = str(ipaddress.ip_network(host.strip("[]"), strict=False))
+                except ValueError:
+                    pass
+        extra = f"; did you mean '{hint}'?" if hint else " (e.g. '10.0.0.5' or '10.0.0.0/8')"
+        raise ConfigError(file, key, f"{entry!r} {what}{extra}")
+    return tuple(out)
+
+
 def _listen(file: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -260,6 +295,7 @@ def load_config(path: str | Path) -> Config:
         next_key=h.path("next_key", None),
         next_certificate=h.path("next_certificate", None),
         workers=h.int("workers", 1, minimum=1),
+        metrics_from=_networks(file, "hub.metrics_from", h.list("metrics_from", list(METRICS_FROM))),
     )
     h.done()
     if hub.store.startswith(("postgresql://", "postgres://")):

@@ -19,10 +19,15 @@ the daily expiry warning, and they always agree with it and with ``hub keys``.
 
 The message counters live in ``Counters``, shared by the workers of one ``hub serve``, so that
 whichever worker answers a scrape reports the totals of all of them.
+
+The figures name certificates, CRL locations and outbox volumes, and the route sits on the
+partners' listener: only clients in ``[hub] metrics_from`` (loopback by default) get them, others a
+403; an empty ``metrics_from`` turns the route off (404).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import mmap
 import threading
@@ -154,6 +159,19 @@ def render(runtime: Runtime, now: datetime | None = None) -> str:
     return "\n".join(line for family in families for line in family.lines()) + "\n"
 
 
+def scraper_allowed(host: str | None, allowed: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether the client address ``host`` lies in one of the networks ``allowed`` (an IPv4 client
+    seen on a dual-stack socket, ``::ffff:10.0.0.5``, counts as ``10.0.0.5``)."""
+    try:
+        address = ipaddress.ip_address((host or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    candidates = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    return any(a.version == n.version and a in n for a in candidates for n in allowed)
+
+
 def metrics_route(runtime: Runtime) -> Any:
     """``GET /metrics`` for ``runtime`` (``Runtime.listener_routes``)."""
     from starlette.concurrency import run_in_threadpool
@@ -161,7 +179,15 @@ def metrics_route(runtime: Runtime) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    allowed = runtime.config.hub.metrics_from  # set at start-up: a change needs a restart
+
     async def metrics(request: Request) -> Response:
+        if not allowed:
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        host = request.client.host if request.client else None
+        if not scraper_allowed(host, allowed):
+            return Response(f"forbidden: GET /metrics is not served to {host or 'an unknown address'} "
+                            "(hub.toml: [hub] metrics_from)\n", status_code=403, media_type="text/plain")
         text = await run_in_threadpool(render, runtime)
         return Response(text, media_type=CONTENT_TYPE)
 

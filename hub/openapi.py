@@ -115,7 +115,9 @@ def openapi_document(party_id: str) -> dict[str, Any]:
             "/keys": {"get": {"summary": "The hub's current certificate, then the next one published ahead of a rotation",
                               "responses": {"200": {"description": "PEM bundle", "content": {"application/x-pem-file": {}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics: certificate expiry, messages accepted and rejected by code, outbox rows",
-                                 "responses": {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}}}}},
+                                 "responses": {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}},
+                                               "403": {"description": "the client's address is not in [hub] metrics_from"},
+                                               "404": {"description": "metrics are off ([hub] metrics_from = [])"}}}},
         },
         "webhooks": {
             "status": {"post": {

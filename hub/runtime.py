@@ -93,7 +93,9 @@ class Runtime:
     jobs: TrustJobs | None = None
     loaded_at: float = field(default_factory=time.time)  # when keys and trust were last loaded
     reload_ok: bool = True  # False after a reload that was refused (the previous keys and trust stay)
-    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # held by reload, start_jobs and close: one TrustJobs at a time, none after close (reentrant:
+    # a reload starts the jobs again)
+    _reload_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _closed: bool = False
 
     @classmethod
@@ -189,10 +191,11 @@ class Runtime:
         return warn_expiring(entries, self.config.trust.expiry_warning_days)
 
     def start_jobs(self) -> None:
-        """Starts the scheduled CRL refresh and the daily expiry warning (``hub serve``)."""
-        if self.jobs is None and self.trust is not None:
-            self.jobs = TrustJobs(self.trust, self.config.trust.crl_refresh_seconds, self.warn_expiring)
-            self.jobs.start()
+        """Starts the scheduled CRL refresh and the daily expiry warning (``hub serve``), once."""
+        with self._reload_lock:  # a reload (SIGHUP) at the same moment must not start a second TrustJobs
+            if self.jobs is None and self.trust is not None and not self._closed:
+                self.jobs = TrustJobs(self.trust, self.config.trust.crl_refresh_seconds, self.warn_expiring)
+                self.jobs.start()
 
     def create_adapters(self) -> dict[str, Adapter]:
         if not self.adapters:

@@ -17,13 +17,22 @@ SIGHUP reloads the keys and trust (``Runtime.reload``): the hub's key and certif
 agency's certificates, CAs and CRLs. The reload runs in a thread of its own, so requests go on
 while files are read and CRLs fetched; the swap is between one message and the next, nothing in
 flight is dropped, and a configuration that does not load leaves the running keys in place (the
-log says why). Message counters for ``GET /metrics`` live in memory the workers share.
+log says why). The signal handler only writes one byte to a non-blocking pipe (no lock: a second
+SIGHUP that interrupts the handler cannot deadlock it); the reload thread blocks on the pipe, takes
+every byte waiting and reloads once, and starts only after the scheduled jobs do, so a SIGHUP that
+came while the hub was loading is honoured then, once. Message counters for ``GET /metrics`` live
+in memory the workers share.
+
+A store that can never be used (``Store.when_failed``: e.g. a PostgreSQL schema newer than this
+code, or no permission to create it, found once the database came up) stops ``hub serve`` with
+exit status 1 and the reason in the log.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -40,22 +49,28 @@ log = logging.getLogger("hub.serve")
 
 def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *,
           sock: socket.socket | None = None, worker: int = 0, counters: Counters | None = None) -> int:
-    reload_wanted = threading.Event()
-    # from the start: a SIGHUP that arrives while the hub is loading is not lost (nor fatal)
-    signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
+    # from the start: a SIGHUP that arrives while the hub is loading is not lost (nor fatal); it
+    # waits in the pipe until the reloader starts
+    wake_read, wake_write = _wakeup_pipe()
+    signal.signal(signal.SIGHUP, lambda *_: _poke(wake_write))
     if sock is None:
         from .config import load_config
 
         count = workers if workers is not None else load_config(config_path).hub.workers
         if count > 1:
+            # the parent reloads nothing (_supervise passes SIGHUP on to the workers, which load afresh)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            os.close(wake_read)
+            os.close(wake_write)
             return _supervise(config_path, dispatch, count)
     if counters is not None:
         counters.use_row(worker)
     runtime = Runtime.load(config_path, wait_for_store=False, counters=counters)  # a database down at start: 503 until it is up
-    _reloader(runtime, reload_wanted)
     h = runtime.config.hub
     dispatcher = runtime.dispatcher() if dispatch else None
     runtime.start_jobs()  # CRL refresh and the daily expiry warning
+    # only now: a reload restarts the jobs, so it must not run before (or while) they are started
+    _reloader(runtime, wake_read)
     sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s] if worker == 0 else []
     server = uvicorn.Server(
         uvicorn.Config(
@@ -72,6 +87,13 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
     # re-raised signal lands here instead of killing the process before the dispatcher stops.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    store_failed: list[Exception] = []
+
+    def on_store_failure(exc: Exception) -> None:  # a thread of the store's: stop as SIGTERM would
+        store_failed.append(exc)
+        server.should_exit = True
+
+    runtime.store.when_failed(on_store_failure)
     if dispatcher:
         dispatcher.start()
     for source in sources:
@@ -85,25 +107,67 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             source.stop()
         if dispatcher:
             dispatcher.stop()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # before the pipe closes: no write to a closed (or reused) fd
+        os.close(wake_write)  # the reloader reads the end of the pipe and stops
         runtime.close()
-        log.info("hub %s stopped cleanly", h.party_id)
-    return 0
+        if store_failed:
+            log.error("hub %s stopped: %s", h.party_id, store_failed[0])
+        else:
+            log.info("hub %s stopped cleanly", h.party_id)
+    return 1 if store_failed else 0
 
 
-def _reloader(runtime: Runtime, wanted: threading.Event) -> None:
-    """Reloads keys and trust each time SIGHUP sets ``wanted``, away from the event loop: reading
-    files and fetching CRLs must not hold up requests. SIGHUPs during a reload make one more."""
+def _wakeup_pipe() -> tuple[int, int]:
+    """(read end, write end), both non-blocking: SIGHUP's handler writes, the reloader reads."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    return read, write
+
+
+def _poke(fd: int) -> None:
+    """The SIGHUP handler: one byte into the pipe. No lock is taken (``threading.Event.set`` takes one,
+    and a second SIGHUP landing inside it would deadlock the main thread); a full pipe already says
+    "reload"."""
+    try:
+        os.write(fd, b"\0")
+    except OSError:  # BlockingIOError: full, a reload is already due; EBADF: serve() is stopping
+        pass
+
+
+def _reloader(runtime: Runtime, fd: int) -> threading.Thread:
+    """Reloads keys and trust each time SIGHUP writes to the pipe ``fd``, away from the event loop:
+    reading files and fetching CRLs must not hold up requests. It takes every byte waiting, then
+    reloads once: SIGHUPs during a reload make one more. Ends (closing ``fd``) when the write end is
+    closed."""
+
+    def drained() -> bool:
+        """Reads all that is waiting; False once the write end is closed."""
+        while True:
+            try:
+                if not os.read(fd, 4096):
+                    return False
+            except BlockingIOError:
+                return True
 
     def run() -> None:
-        while True:
-            wanted.wait()
-            wanted.clear()
-            try:
-                runtime.reload()
-            except Exception:  # noqa: BLE001 (reload logs its own refusals; this is the unforeseen)
-                log.exception("reload failed; still serving with the keys and trust loaded before")
+        ready = select.poll()  # not select.select: no FD_SETSIZE limit on the pipe's number
+        ready.register(fd, select.POLLIN)
+        try:
+            while True:
+                ready.poll()
+                if not drained():
+                    return
+                try:
+                    runtime.reload()
+                except Exception:  # noqa: BLE001 (reload logs its own refusals; this is the unforeseen)
+                    log.exception("reload failed; still serving with the keys and trust loaded before")
+        finally:
+            os.close(fd)
 
-    threading.Thread(target=run, name="hub-reload", daemon=True).start()
+    thread = threading.Thread(target=run, name="hub-reload", daemon=True)
+    thread.start()
+    return thread
 
 
 _REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)

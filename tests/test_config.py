@@ -103,3 +103,32 @@ def test_check_exit_status_and_message(tmp_path: Path) -> None:
     path = edit(write_config(tmp_path), 'schema = "co"', 'schema = "cox"')
     out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0 and str(path) in out.stderr and "routes[0].schema" in out.stderr
+
+
+def test_metrics_from_is_loopback_by_default_and_takes_addresses_and_networks(tmp_path: Path) -> None:
+    import ipaddress
+
+    path = write_config(tmp_path)
+    assert [str(n) for n in load_config(path).hub.metrics_from] == ["127.0.0.1/32", "::1/128"]
+    edit(path, "max_depth = 40", 'max_depth = 40\nmetrics_from = ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]')
+    assert load_config(path).hub.metrics_from == tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "192.168.1.7/32", "fd00::/8"))
+    edit(path, 'metrics_from = ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]', "metrics_from = []")
+    assert load_config(path).hub.metrics_from == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ('["10.0.0.1/8"]', "'10.0.0.1/8' has host bits set; did you mean '10.0.0.0/8'?"),
+        ('["localhost"]', "did you mean '127.0.0.1/32' and '::1/128'?"),
+        ('["127.0.0.1:9090"]', "'127.0.0.1:9090' is not an IP address or CIDR network; did you mean '127.0.0.1/32'?"),
+        ('["*"]', "did you mean '0.0.0.0/0' and '::/0'?"),
+        ('["prometheus.internal"]', "'prometheus.internal' is not an IP address or CIDR network (e.g. '10.0.0.5' or '10.0.0.0/8')"),
+        ("[10]", "must be a list of strings"),
+    ],
+)
+def test_a_bad_metrics_from_entry_is_a_config_error(tmp_path: Path, value: str, says: str) -> None:
+    path = edit(write_config(tmp_path), "max_depth = 40", f"max_depth = 40\nmetrics_from = {value}")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "hub.metrics_from" and says in info.value.reason, info.value.reason

@@ -4,6 +4,8 @@ reached, then connects and migrates by itself and takes and delivers the message
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -14,8 +16,8 @@ import pytest
 from hub.config import load_config
 from hub.receiver import Receiver
 
-from .pg import Cluster, find_bindir
-from .support import HubProcess, Sender, free_port, message_id_of, write_config
+from .pg import Cluster, find_bindir, pg_cluster  # noqa: F401 (the fixture)
+from .support import REPO, HubProcess, Sender, free_port, message_id_of, write_config
 
 
 @pytest.fixture
@@ -62,3 +64,46 @@ def test_serve_starts_with_the_database_down_and_connects_when_it_comes_up(stopp
         if hub.proc and hub.proc.poll() is None:
             hub.proc.kill()
         receiver.stop()
+
+
+def _newer_schema(cluster: Cluster, database: str = "postgres") -> int:
+    """What a newer sw-hub would leave behind: a schema version this code has no migration for."""
+    from hub.store.postgres import MIGRATIONS
+
+    version = MIGRATIONS[-1][0] + 97
+    cluster.sql("CREATE TABLE schema_version (version INTEGER NOT NULL)", database)
+    cluster.sql(f"INSERT INTO schema_version (version) VALUES ({version})", database)
+    return version
+
+
+def test_serve_exits_non_zero_on_a_schema_newer_than_the_code(pg_cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
+    url = pg_cluster.new_database()
+    version = _newer_schema(pg_cluster, url.rsplit("/", 1)[1])
+    config = write_config(tmp_path, store=url + "?pool_timeout=1")
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "serve", "--config", str(config)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert f"the database schema is at version {version}, newer than this hub knows" in out.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_serve_exits_non_zero_when_the_database_comes_up_with_a_schema_it_cannot_use(stopped_cluster: Cluster, tmp_path: Path) -> None:
+    stopped_cluster.start()
+    version = _newer_schema(stopped_cluster)
+    stopped_cluster.stop()
+    config = write_config(tmp_path, store=stopped_cluster.url() + "?pool_timeout=1")
+    hub = HubProcess(config)
+    try:
+        hub.start(healthy=False)
+        assert httpx.get(hub.url + "/health", timeout=5).status_code == 503  # down: waited out, "try again"
+        stopped_cluster.start()
+        assert hub.proc is not None
+        code = hub.proc.wait(30)  # up, but never usable: the node stops instead of answering ERR50 for ever
+        log = hub.log.read_text()
+        assert code == 1, log[-3000:]
+        assert f"the database schema is at version {version}, newer than this hub knows" in log
+        assert "hub VN-NSW stopped: the PostgreSQL store" in log
+    finally:
+        if hub.proc and hub.proc.poll() is None:
+            hub.proc.kill()

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hub.errors import Code, Rejected
 from hub.keys import init_keys, issue, new_key, write_certificate, write_private_key
 from hub.metrics import ACCEPTED, DUPLICATE, Counters
 from hub.runtime import Runtime
+from hub.server import create_app
 from hub.trust import DSIG, Signer, Verifier, load_certificates, subject_of
 
 from .pki import pki_config, signed
@@ -295,3 +297,173 @@ def test_a_reload_takes_new_cas_and_crls_and_keeps_the_last_good_crl(tmp_path: P
         assert [e.location for e in runtime.keys if e.owner == "VN-MOIT" and e.role == "trust anchor"] == [f"{p}/gov-root.crt", f"{p}/rogue-root.crt"]
     finally:
         runtime.close()
+
+
+def test_metrics_are_served_only_to_the_clients_in_metrics_from(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with HubProcess(config) as hub:  # the default: loopback may scrape
+        assert sample(metrics(hub), "swhub_store_up") == 1
+    text = config.read_text()
+    config.write_text(text.replace("max_depth = 40\n", 'max_depth = 40\nmetrics_from = ["10.0.0.0/8"]\n'))
+    with HubProcess(config) as hub:  # the same loopback client, no longer allowed
+        refused = httpx.get(hub.url + "/metrics", timeout=10)
+        assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/plain")
+        assert "not served to 127.0.0.1" in refused.text and "swhub_" not in refused.text
+        assert httpx.get(hub.url + "/health", timeout=10).status_code == 200  # the rest of the listener is not affected
+
+
+@pytest.mark.parametrize(
+    ("metrics_from", "client", "status"),
+    [
+        (None, "::1", 200),
+        (None, "::ffff:127.0.0.1", 200),  # IPv4 on a dual-stack socket
+        (None, "10.1.2.3", 403),
+        (None, "testclient", 403),  # not an address at all
+        ('["10.0.0.0/8", "2001:db8::/32"]', "10.1.2.3", 200),
+        ('["10.0.0.0/8", "2001:db8::/32"]', "2001:db8::7", 200),
+        ('["10.0.0.0/8", "2001:db8::/32"]', "127.0.0.1", 403),
+        ("[]", "127.0.0.1", 404),
+    ],
+)
+def test_metrics_from_decides_by_the_client_address(tmp_path: Path, metrics_from: str | None, client: str, status: int) -> None:
+    import asyncio
+
+    config = write_config(tmp_path)
+    if metrics_from is not None:
+        config.write_text(config.read_text().replace("max_depth = 40\n", f"max_depth = 40\nmetrics_from = {metrics_from}\n"))
+    runtime = Runtime.load(config)
+    try:
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())
+
+        async def scrape() -> httpx.Response:  # the app in process, as seen from ``client``
+            transport = httpx.ASGITransport(app=app, client=(client, 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+                return await http.get("/metrics")
+
+        response = asyncio.run(scrape())
+        assert response.status_code == status, response.text
+        assert ("swhub_store_up 1" in response.text) == (status == 200)
+    finally:
+        runtime.close()
+
+
+class _SlowReload:
+    """Stands in for a Runtime: each reload is counted and, while ``hold`` is clear, blocks."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = threading.Event()
+        self.hold = threading.Event()
+
+    def reload(self) -> bool:
+        self.calls += 1
+        self.started.set()
+        self.hold.wait(10)
+        return True
+
+
+def test_sighups_during_a_reload_make_exactly_one_more() -> None:
+    from hub.serve import _poke, _reloader, _wakeup_pipe
+
+    read, write = _wakeup_pipe()
+    runtime = _SlowReload()
+    thread = _reloader(runtime, read)  # type: ignore[arg-type]
+    try:
+        for _ in range(3):  # before the reloader looks: one reload for all of them
+            _poke(write)
+        assert runtime.started.wait(5)
+        for _ in range(50):  # while it reloads
+            _poke(write)
+        runtime.hold.set()
+        assert wait_until(lambda: runtime.calls == 2, 5)
+        time.sleep(0.3)
+        assert runtime.calls == 2
+        runtime.hold.clear()
+        runtime.started.clear()
+        _poke(write)
+        assert runtime.started.wait(5) and runtime.calls == 3
+        for _ in range(100_000):  # a full pipe (64 KiB) while it reloads: the handler neither blocks nor raises
+            _poke(write)
+        runtime.hold.set()
+        assert wait_until(lambda: runtime.calls == 4, 5)
+        time.sleep(0.3)
+        assert runtime.calls == 4
+    finally:
+        runtime.hold.set()
+        os.close(write)  # the write end closed: the reloader ends and closes its end
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_burst_of_sighups_neither_hangs_nor_kills_the_hub(tmp_path: Path) -> None:
+    """``pkill -HUP`` reaches the parent and the workers, so a worker gets two signals back to back;
+    here many more, as fast as they can be sent."""
+    config = write_config(tmp_path)
+    moit = Sender(load_config(config), "VN-MOIT")
+    with HubProcess(config) as hub:
+        assert hub.proc is not None
+        for _ in range(200):
+            os.kill(hub.proc.pid, signal.SIGHUP)
+        assert wait_until(lambda: RELOADED in hub.log.read_text(), 20), hub.log.read_text()[-3000:]
+        assert hub.post(moit.message()).status_code == 200
+        assert hub.proc.poll() is None
+        time.sleep(1)
+        bursts = hub.log.read_text().count(RELOADED)
+        assert 1 <= bursts < 200
+        sighup(hub, RELOADED)  # still listening for the next signal
+        assert sample(metrics(hub), "swhub_config_last_reload_successful") == 1
+
+
+def test_a_sighup_while_the_hub_loads_reloads_once_after_the_jobs_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reloader starts after ``start_jobs``: a SIGHUP before that is kept and honoured then, once,
+    and never races ``start_jobs`` into a second TrustJobs."""
+    import uvicorn
+
+    from hub import serve as serve_module
+    from hub.truststore import TrustJobs
+
+    config = write_config(tmp_path)
+    events: list[tuple[str, object]] = []
+    running: list[TrustJobs] = []
+    real_start_jobs, real_reload = Runtime.start_jobs, Runtime.reload
+    real_jobs_start, real_jobs_stop = TrustJobs.start, TrustJobs.stop
+
+    def start_jobs(self: Runtime) -> None:
+        if not events:  # at start-up, before the reloader exists: two signals back to back
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGHUP)
+        real_start_jobs(self)
+        events.append(("jobs started", self.jobs))
+
+    def reload(self: Runtime) -> bool:
+        events.append(("reload with jobs", self.jobs))
+        return real_reload(self)
+
+    def jobs_start(self: TrustJobs) -> None:
+        running.append(self)
+        real_jobs_start(self)
+
+    def jobs_stop(self: TrustJobs) -> None:
+        running.remove(self)
+        real_jobs_stop(self)
+
+    def run(self: uvicorn.Server, sockets: object = None) -> None:  # the listener: until the reload is done
+        assert wait_until(lambda: any(e[0] == "reload with jobs" for e in events) and len(events) >= 3, 20), events
+        time.sleep(0.5)  # no second reload follows
+
+    monkeypatch.setattr(Runtime, "start_jobs", start_jobs)
+    monkeypatch.setattr(Runtime, "reload", reload)
+    monkeypatch.setattr(TrustJobs, "start", jobs_start)
+    monkeypatch.setattr(TrustJobs, "stop", jobs_stop)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert serve_module.serve(str(config), dispatch=False) == 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    first = events[0][1]
+    assert events[0][0] == "jobs started" and first is not None
+    assert [e[0] for e in events] == ["jobs started", "reload with jobs", "jobs started"], events
+    assert events[1][1] is first  # the reload came after the jobs had started, and replaced them
+    assert running == []  # every TrustJobs started was stopped

@@ -3,6 +3,7 @@ one audit chain under concurrent writers, LISTEN/NOTIFY, and recovery after a co
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -232,3 +233,54 @@ def test_hub_toml_with_a_bad_store_option_fails_to_load_naming_the_file(tmp_path
     with pytest.raises(ConfigError) as caught:
         write_config(tmp_path, store="postgresql://hub@127.0.0.1:1/hub?pool_mx=3")
     assert str(caught.value).startswith(f"{tmp_path / 'hub.toml'}: hub.store: unknown option 'pool_mx'")
+
+
+def _newer_schema(cluster: Cluster, url: str) -> None:
+    """What a newer sw-hub would leave: a schema version this code has no migration for."""
+    from hub.store.postgres import MIGRATIONS
+
+    database = url.rsplit("/", 1)[1]
+    cluster.sql("CREATE TABLE schema_version (version INTEGER NOT NULL)", database)
+    cluster.sql(f"INSERT INTO schema_version (version) VALUES ({MIGRATIONS[-1][0] + 97})", database)
+
+
+def test_a_schema_newer_than_the_code_is_refused_not_waited_for(pg_cluster: Cluster, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    from hub.errors import StoreError
+    from hub.store.postgres import MIGRATIONS
+
+    _newer_schema(pg_cluster, pg_url)
+    says = f"the database schema is at version {MIGRATIONS[-1][0] + 97}, newer than this hub knows (version {MIGRATIONS[-1][0]})"
+    with pytest.raises(StoreError, match=re.escape(says)):
+        open_store(pg_url, tmp_path)  # `hub store migrate`, `hub check`
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=re.escape(says)):
+        open_store(pg_url + "?pool_timeout=1", tmp_path, wait=False)  # `hub serve`: a fault for good, not "try again"
+    assert time.monotonic() - started < 5
+
+
+def test_no_permission_to_create_the_schema_is_refused_not_waited_for(pg_cluster: Cluster, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    from hub.errors import StoreError
+
+    database = pg_url.rsplit("/", 1)[1]
+    pg_cluster.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hub_no_create') "
+                   "THEN CREATE ROLE hub_no_create LOGIN; END IF; END $$")
+    pg_cluster.sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database)  # PostgreSQL 15's default, made explicit
+    url = pg_url.replace("postgres@", "hub_no_create@") + "?pool_timeout=1"
+    with pytest.raises(StoreError, match="permission denied for schema public"):
+        open_store(url, tmp_path, wait=False)
+
+
+def test_a_permanent_fault_found_later_is_reported_once_and_not_retried(pg_cluster: Cluster, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    from hub.errors import StoreError
+
+    s = PostgresStore(pg_url, timeout=1, wait=False)  # not migrating on connect: ready at once
+    try:
+        _newer_schema(pg_cluster, pg_url)
+        seen: list[StoreError] = []
+        s.when_failed(seen.append)
+        assert not s._migrate_now() and len(seen) == 1 and "newer than this hub knows" in str(seen[0])
+        late: list[StoreError] = []
+        s.when_failed(late.append)  # registered after the fault: told at once
+        assert late == seen
+    finally:
+        s.close()

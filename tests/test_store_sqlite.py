@@ -92,3 +92,16 @@ def test_a_failed_write_does_not_hold_the_database(tmp_path: Path) -> None:
     other.close()
     assert store.accept(acceptance("after"))[0]
     store.close()
+
+
+def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    from hub.errors import StoreError
+    from hub.store.sqlite import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "hub.db")
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (MIGRATIONS[-1][0] + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=f"schema is at version {MIGRATIONS[-1][0] + 1}, newer than this hub knows"):
+        open_store("sqlite:///hub.db", tmp_path)

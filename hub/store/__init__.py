@@ -36,7 +36,11 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
             "hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://HOST/DATABASE"
         )
     if migrate:
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
     return store
 
 

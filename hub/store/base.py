@@ -16,9 +16,10 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..audit import AuditEntry, AuditEvent
+from ..errors import StoreError
 
 
 class State(str, Enum):
@@ -193,6 +194,21 @@ class Store(ABC):
         through the store (another node or process accepted, released or resent rows), or after
         ``timeout`` seconds. True if woken. A backend without notifications waits on ``wake`` only."""
         return wake.wait(timeout)
+
+    def when_failed(self, callback: Callable[[StoreError], None]) -> None:
+        """Calls ``callback`` (on a thread of the store's, or at once) if the store finds that it can
+        never be used, e.g. a store that connected later (``open_store(wait=False)``) and then could
+        not migrate its schema: ``hub serve`` stops on it. A store that is ready when it is opened
+        never calls it."""
+
+
+def check_version(current: int, migrations: Sequence[tuple[int, str]]) -> None:
+    """``StoreError`` when the schema is newer than every migration this code knows: a newer hub
+    wrote it, and this one must not guess at its tables."""
+    known = max((version for version, _ in migrations), default=0)
+    if current > known:
+        raise StoreError(f"the database schema is at version {current}, newer than this hub knows (version {known}); "
+                         "run the sw-hub release that migrated it, or a newer one")
 
 
 def held_by(row: OutboxRow | None, row_id: int, owner: str) -> OutboxRow:

@@ -19,6 +19,10 @@
   libpq's own ``connect_timeout`` (default 5 s) bounds each connection attempt.
 - ``wait=False`` (``hub serve``): the store is returned even when the server cannot be reached; it
   answers ``TryAgain`` until it has connected and migrated its schema, which it does by itself.
+  Only transient faults (``TryAgain``: the server unreachable, a lost connection) are waited out: a
+  migration that can never succeed (``StoreError``: no permission to create the tables, a schema
+  newer than this code) raises at once if found while opening, and otherwise ends the waiting and
+  is reported to ``when_failed`` (``hub serve`` exits on it).
 
 psycopg errors are mapped at this boundary: a lost connection, an unreachable server, a pool
 timeout, a deadlock or a serialization failure -> ``TryAgain`` (nothing was claimed as done);
@@ -33,7 +37,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import unquote
 
 import psycopg
@@ -41,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
-from ..errors import ConfigError, HubError, StoreError, TransitionError, TryAgain
+from ..errors import ConfigError, StoreError, TransitionError, TryAgain
 from .base import (
     Acceptance,
     Attempt,
@@ -52,6 +56,7 @@ from .base import (
     Store,
     Trace,
     check_outcome,
+    check_version,
     held_by,
     resendable,
 )
@@ -228,9 +233,10 @@ def parse_url(url: str, file: str = "hub.toml") -> tuple[str, dict[str, Any]]:
 
 
 def _transient(exc: BaseException) -> bool:
-    """Errors after which the same call may well succeed: the sender or dispatcher retries."""
+    """Errors after which the same call may well succeed: the sender or dispatcher retries. A
+    read-only transaction (25006: connected to a standby, e.g. during a failover) is one of them."""
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or (
-        isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(("08", "40", "53", "57"))
+        isinstance(exc, psycopg.Error) and ((exc.sqlstate or "").startswith(("08", "40", "53", "57")) or exc.sqlstate == "25006")
     )
 
 
@@ -274,6 +280,9 @@ class PostgresStore(Store):
         self._ready = threading.Event()  # set once calls may run: connected (and migrated, if asked)
         self._starting: threading.Thread | None = None
         self._warned = 0.0
+        self.failure: StoreError | None = None  # a migration that can never succeed (wait=False)
+        self._on_failure: list[Callable[[StoreError], None]] = []
+        self._failure_lock = threading.Lock()
         if wait:
             try:
                 self._pool.open(wait=True, timeout=timeout)
@@ -285,7 +294,7 @@ class PostgresStore(Store):
             self._pool.open(wait=False)
             if not migrate_on_connect:
                 self._ready.set()
-            elif not (self._reachable() and self._migrate_now()):
+            elif not (self._reachable() and self._migrate_now(raise_permanent=True)):
                 # down at start: run all the same, answering "try again", and migrate once it is up
                 self._starting = threading.Thread(target=self._migrate_when_reachable, name="store-start", daemon=True)
                 self._starting.start()
@@ -298,13 +307,23 @@ class PostgresStore(Store):
             log.warning("PostgreSQL store %s not reachable (%s); answering 'try again' until it is", _safe(self.url), " ".join(str(exc).split()))
             return False
 
-    def _migrate_now(self) -> bool:
+    def _migrate_now(self, raise_permanent: bool = False) -> bool:
+        """True once migrated; False after a transient fault (try again later). A permanent fault
+        (``StoreError``) raises with ``raise_permanent`` (while opening: the pool is closed first),
+        else it is recorded and reported to ``when_failed``."""
         try:
             self.migrate()
-        except HubError as exc:
+        except TryAgain as exc:
             if not self._closed.is_set() and time.monotonic() - self._warned > 60:  # once a minute while it lasts
                 self._warned = time.monotonic()
                 log.warning("PostgreSQL store %s not ready yet (the schema is migrated once it can be): %s", _safe(self.url), exc)
+            return False
+        except StoreError as exc:
+            failure = StoreError(f"the PostgreSQL store {_safe(self.url)} cannot be used: {exc}")
+            if raise_permanent:
+                self._pool.close()
+                raise failure from exc
+            self._fail(failure)
             return False
         self._ready.set()
         return True
@@ -314,6 +333,24 @@ class PostgresStore(Store):
             if self._migrate_now():
                 log.info("PostgreSQL store %s reachable, schema at version %s", _safe(self.url), self.schema_version())
                 return
+            if self.failure is not None:
+                return
+
+    def _fail(self, failure: StoreError) -> None:
+        log.error("%s; it will not be tried again", failure)
+        with self._failure_lock:
+            self.failure = failure
+            callbacks = list(self._on_failure)
+        for callback in callbacks:
+            callback(failure)
+
+    def when_failed(self, callback: Callable[[StoreError], None]) -> None:
+        with self._failure_lock:
+            failure = self.failure
+            if failure is None:
+                self._on_failure.append(callback)
+        if failure is not None:
+            callback(failure)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -370,6 +407,7 @@ class PostgresStore(Store):
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0  # type: ignore[index]
+            check_version(current, MIGRATIONS)
             for version, script in MIGRATIONS:
                 if version > current:
                     for statement in script.split(";"):

@@ -35,6 +35,7 @@ from .base import (
     Store,
     Trace,
     check_outcome,
+    check_version,
     held_by,
     resendable,
 )
@@ -357,6 +358,7 @@ class SQLiteStore(Store):
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
+            check_version(current, MIGRATIONS)
             for version, script in MIGRATIONS:
                 if version > current:
                     for statement in script.split(";"):
