@@ -40,11 +40,17 @@ import time
 
 import uvicorn
 
+from .errors import ConfigError, StoreError
 from .metrics import Counters
 from .runtime import Runtime
 from .server import create_app
 
 log = logging.getLogger("hub.serve")
+
+# A worker or node that can never run as configured (a store it cannot use, a configuration error
+# found while starting) exits with this (sysexits' EX_CONFIG): the supervisor stops instead of
+# restarting it, and a service manager can tell it from a crash.
+EXIT_UNUSABLE = 78
 
 
 def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *,
@@ -114,7 +120,7 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             log.error("hub %s stopped: %s", h.party_id, store_failed[0])
         else:
             log.info("hub %s stopped cleanly", h.party_id)
-    return 1 if store_failed else 0
+    return EXIT_UNUSABLE if store_failed else 0
 
 
 def _wakeup_pipe() -> tuple[int, int]:
@@ -225,6 +231,9 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the parent's forwarding; serve() sets its own
                 own = _listen(h.listen_host, h.listen_port) if _REUSE_PORT is not None else sock
                 code = serve(config_path, dispatch, sock=own, worker=index, counters=counters)
+            except (ConfigError, StoreError) as exc:  # restarting it would fail the same way
+                log.error("worker %s cannot run: %s", index, exc)
+                code = EXIT_UNUSABLE
             except BaseException:  # noqa: BLE001 (the worker's own log has the details)
                 log.exception("worker %s failed", index)
             finally:
@@ -269,6 +278,11 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
         code = os.waitstatus_to_exitcode(code)
         if stopping:
             status = status or (code if code > 0 else 0)
+            continue
+        if code == EXIT_UNUSABLE:
+            log.error("worker %s (pid %s) cannot run with this configuration or store; stopping every worker", index, pid)
+            status = EXIT_UNUSABLE
+            stop()
             continue
         log.warning("worker %s (pid %s) exited with %s; starting it again", index, pid, code)
         now = time.monotonic()

@@ -15,6 +15,7 @@ import pytest
 
 from hub.config import load_config
 from hub.receiver import Receiver
+from hub.serve import EXIT_UNUSABLE
 
 from .pg import Cluster, find_bindir, pg_cluster  # noqa: F401 (the fixture)
 from .support import REPO, HubProcess, Sender, free_port, message_id_of, write_config
@@ -101,9 +102,21 @@ def test_serve_exits_non_zero_when_the_database_comes_up_with_a_schema_it_cannot
         assert hub.proc is not None
         code = hub.proc.wait(30)  # up, but never usable: the node stops instead of answering ERR50 for ever
         log = hub.log.read_text()
-        assert code == 1, log[-3000:]
+        assert code == EXIT_UNUSABLE, log[-3000:]
         assert f"the database schema is at version {version}, newer than this hub knows" in log
         assert "hub VN-NSW stopped: the PostgreSQL store" in log
     finally:
         if hub.proc and hub.proc.poll() is None:
             hub.proc.kill()
+
+
+def test_workers_that_cannot_use_the_store_stop_the_hub_instead_of_restarting(pg_cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
+    url = pg_cluster.new_database()
+    version = _newer_schema(pg_cluster, url.rsplit("/", 1)[1])
+    config = write_config(tmp_path, store=url + "?pool_timeout=1")
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "serve", "--config", str(config), "--workers", "2"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == EXIT_UNUSABLE, out.stderr[-3000:]
+    assert f"the database schema is at version {version}, newer than this hub knows" in out.stderr
+    assert "cannot run with this configuration or store; stopping every worker" in out.stderr
+    assert "starting it again" not in out.stderr
