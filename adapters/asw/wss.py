@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
-from signxml import SignatureConfiguration, XMLSigner, XMLVerifier, methods
+from signxml import SignatureConfiguration, methods
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
 from signxml.signer import SignatureReference
@@ -25,6 +25,7 @@ from signxml.signer import SignatureReference
 from hub.errors import Rejected
 from hub.keys import CurrentSigner
 from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of
+from hub.trust import _XMLSigner as XMLSigner, _XMLVerifier as XMLVerifier  # signxml, copying a root by deep copy
 
 from .build import new_id
 from .errors import EbmsCode, EbmsError
