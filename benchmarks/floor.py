@@ -46,19 +46,11 @@ def _hub_parts(config_path: Path):  # type: ignore[no-untyped-def]
 def _verifier(stock: bool = False):  # type: ignore[no-untyped-def]
     """signxml's verifier configured as the hub configures it: the hub's (``RootCopies``), or
     signxml's own class (``stock``), kept beside it to show what the copies cost."""
-    from signxml import SignatureConfiguration, XMLVerifier
+    from signxml import XMLVerifier
 
-    from hub.trust import _XMLVerifier
-    from signxml.algorithms import DigestAlgorithm, SignatureMethod
+    from hub.trust import ENVELOPE_SIGNATURES, RootCopyingVerifier
 
-    config = SignatureConfiguration(
-        require_x509=True,
-        expect_references=1,
-        signature_methods=frozenset(m for m in SignatureMethod if m.name.startswith(("RSA_SHA2", "RSA_SHA3", "RSA_SHA5", "ECDSA_SHA2", "ECDSA_SHA3", "ECDSA_SHA5"))),
-        digest_algorithms=frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}),
-        ignore_ambiguous_key_info=True,
-    )
-    return (XMLVerifier() if stock else _XMLVerifier()), config
+    return (XMLVerifier() if stock else RootCopyingVerifier()), ENVELOPE_SIGNATURES
 
 
 def _commit_timer(folder: Path, payload: bytes):  # type: ignore[no-untyped-def]

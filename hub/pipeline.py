@@ -261,7 +261,7 @@ class Pipeline:
     def _key(self) -> Signer:
         """The hub's key for every signature of one message: a reload (SIGHUP) may swap the key of
         a running hub, and a message's outbound copies and its receipt are signed with one key."""
-        return self.signer.current if isinstance(self.signer, CurrentSigner) else self.signer
+        return self.signer.current
 
     def _reply(self, to: Party | None, original: Header | None, function: str, content: etree._Element, key: Signer | None = None) -> bytes:
         envelope = (key or self._key()).sign(build(reply_header(self.party, to, original, function), content))

@@ -149,11 +149,11 @@ class RootCopies:
         return super()._fromstring(xml_string, **kwargs)  # type: ignore[misc]
 
 
-class _XMLSigner(RootCopies, XMLSigner):
-    pass
+class RootCopyingSigner(RootCopies, XMLSigner):
+    """signxml's signer with ``RootCopies`` (the hub's envelopes and AS4's WS-Security)."""
 
 
-class _XMLVerifier(RootCopies, XMLVerifier):
+class RootCopyingVerifier(RootCopies, XMLVerifier):
     def get_root(self, data):  # type: ignore[no-untyped-def]
         # signxml's verify() reads the tree it is given and copies it before changing anything
         # (``_verify_reference``); the caller's document root is used as it is, not copied first.
@@ -185,6 +185,13 @@ class Signer:
         self._certs = [certificate, *chain]
 
     @property
+    def current(self) -> Signer:
+        """Itself: a ``Signer`` is always its own current key (``hub.keys.CurrentSigner``, which a
+        reload swaps, answers with the key of the moment); callers that sign several times for one
+        message take ``current`` once."""
+        return self
+
+    @property
     def published(self) -> tuple[x509.Certificate, ...]:
         """The certificates partners should trust now: the current one, then the next one if any."""
         return (self.certificate,) + ((self.next_certificate,) if self.next_certificate is not None else ())
@@ -207,7 +214,7 @@ class Signer:
         in KeyInfo); ``element`` itself is left as it was."""
         signer = getattr(self._local, "signer", None)
         if signer is None:
-            signer = self._local.signer = _XMLSigner(
+            signer = self._local.signer = RootCopyingSigner(
                 method=methods.enveloped,
                 signature_algorithm=self._method,
                 digest_algorithm=DigestAlgorithm.SHA256,
@@ -294,6 +301,16 @@ _C14N_URIS = frozenset(m.value for m in CanonicalizationMethod)
 _TRANSFORM_URIS = _C14N_URIS | {"http://www.w3.org/2000/09/xmldsig#enveloped-signature"}
 
 
+# what signxml is told to expect of an envelope's signature (the shape checks are ``Verifier``'s)
+ENVELOPE_SIGNATURES = SignatureConfiguration(
+    require_x509=True,
+    expect_references=1,
+    signature_methods=ALLOWED_SIGNATURE_METHODS,
+    digest_algorithms=ALLOWED_DIGESTS,
+    ignore_ambiguous_key_info=True,
+)
+
+
 class Verifier:
     """Verifies the enveloped signature of a whole document, then returns only what it covers.
 
@@ -306,13 +323,7 @@ class Verifier:
         # one signxml verifier per thread: ``XMLVerifier.verify`` stores the certificate it checks
         # with on the instance, so a shared one would let two threads swap certificates
         self._local = threading.local()
-        self._config = SignatureConfiguration(
-            require_x509=True,
-            expect_references=1,
-            signature_methods=ALLOWED_SIGNATURE_METHODS,
-            digest_algorithms=ALLOWED_DIGESTS,
-            ignore_ambiguous_key_info=True,
-        )
+        self._config = ENVELOPE_SIGNATURES
 
     def verify(self, root: etree._Element, trusted: Sequence[x509.Certificate] | CertificatePolicy, who: str) -> Verified:
         signature = self._signature(root, who)
@@ -322,7 +333,7 @@ class Verifier:
         try:
             verifier = getattr(self._local, "verifier", None)
             if verifier is None:
-                verifier = self._local.verifier = _XMLVerifier()
+                verifier = self._local.verifier = RootCopyingVerifier()
             result = verifier.verify(root, x509_cert=cert, expect_config=self._config)
         except InvalidDigest:
             raise Rejected(Code.SIGNATURE_INVALID, "the signed content was changed after signing (digest mismatch)") from None

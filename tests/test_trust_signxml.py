@@ -19,7 +19,7 @@ from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, Signatur
 from signxml.exceptions import InvalidDigest, InvalidSignature
 
 from hub.keys import issue, new_key
-from hub.trust import EXC_C14N, Signer, Verifier, _XMLSigner, _XMLVerifier
+from hub.trust import EXC_C14N, Signer, Verifier, RootCopyingSigner, RootCopyingVerifier
 
 CONFIG = SignatureConfiguration(require_x509=True, expect_references=1)
 
@@ -37,7 +37,7 @@ def _stock_signer(kind: str) -> XMLSigner:
 
 def _hub_signer(kind: str) -> XMLSigner:
     method = SignatureMethod.RSA_SHA256 if kind == "rsa" else SignatureMethod.ECDSA_SHA256
-    return _XMLSigner(method=methods.enveloped, signature_algorithm=method, digest_algorithm=DigestAlgorithm.SHA256, c14n_algorithm=EXC_C14N)
+    return RootCopyingSigner(method=methods.enveloped, signature_algorithm=method, digest_algorithm=DigestAlgorithm.SHA256, c14n_algorithm=EXC_C14N)
 
 
 def test_every_copy_in_signxml_goes_straight_from_tostring_to_fromstring() -> None:
@@ -90,7 +90,7 @@ def test_same_signatures_and_same_verified_content_as_stock_signxml(keypair, ite
     for signed in (ours, stock):
         received = etree.fromstring(etree.tostring(signed))
         as_received = etree.tostring(received)
-        by_hub = _XMLVerifier().verify(received, x509_cert=cert, expect_config=CONFIG)
+        by_hub = RootCopyingVerifier().verify(received, x509_cert=cert, expect_config=CONFIG)
         assert etree.tostring(received) == as_received, "verification changed the caller's document"
         by_stock = XMLVerifier().verify(etree.tostring(signed), x509_cert=cert, expect_config=CONFIG)
         assert by_hub.signed_data == by_stock.signed_data  # type: ignore[union-attr]
@@ -105,7 +105,7 @@ def test_tampering_is_refused_as_by_stock_signxml(keypair) -> None:  # type: ign
         (text.replace(b"rice", b"gold"), InvalidDigest),
         (re.sub(rb"<ds:SignatureValue>(.)", lambda m: b"<ds:SignatureValue>" + (b"A" if m.group(1) != b"A" else b"B"), text), InvalidSignature),
     ):
-        for verifier, data in ((_XMLVerifier(), etree.fromstring(tampered)), (XMLVerifier(), tampered)):
+        for verifier, data in ((RootCopyingVerifier(), etree.fromstring(tampered)), (XMLVerifier(), tampered)):
             with pytest.raises(error):
                 verifier.verify(data, x509_cert=cert, expect_config=CONFIG)
 
@@ -131,7 +131,7 @@ def test_the_hubs_signer_and_verifier_use_the_mixin() -> None:
     verifier = Verifier()
     verified = verifier.verify(etree.fromstring(etree.tostring(signed)), [cert], "the test")
     assert verified.certificate == cert
-    assert isinstance(verifier._local.verifier, _XMLVerifier)
+    assert isinstance(verifier._local.verifier, RootCopyingVerifier)
     assert isinstance(CanonicalizationMethod(EXC_C14N), CanonicalizationMethod)
 
 

@@ -25,7 +25,7 @@ from signxml.signer import SignatureReference
 from hub.errors import Rejected
 from hub.keys import CurrentSigner
 from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of
-from hub.trust import _XMLSigner as XMLSigner, _XMLVerifier as XMLVerifier  # signxml, copying a root by deep copy
+from hub.trust import RootCopyingSigner as XMLSigner, RootCopyingVerifier as XMLVerifier  # signxml, copying a root by deep copy
 
 from .build import new_id
 from .errors import EbmsCode, EbmsError
@@ -60,7 +60,7 @@ class WssSigner:
 
     def sign(self, envelope: etree._Element) -> tuple[etree._Element, ...]:
         """Signs in place; returns the ``ds:Reference``s of the signature (what a receipt echoes)."""
-        current = self.signer.current if isinstance(self.signer, CurrentSigner) else self.signer  # one key and its certificate
+        current = self.signer.current  # one key and its certificate
         key, certificate = current.key, current.certificate
         method = SignatureMethod.ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else SignatureMethod.RSA_SHA256
         header, messaging, body = _parts(envelope)
