@@ -38,6 +38,7 @@ from .errors import Code, ConfigError, Rejected
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0
+_SIGNATURE_TAG = f"{{{DSIG}}}Signature"
 
 ALLOWED_SIGNATURE_METHODS = frozenset(
     {
@@ -145,21 +146,89 @@ class RootCopies:
 
     def _fromstring(self, xml_string, **kwargs):  # type: ignore[no-untyped-def]
         if isinstance(xml_string, _Root):
-            return copy.deepcopy(xml_string.element)
+            return self._copy_root(xml_string.element)
         return super()._fromstring(xml_string, **kwargs)  # type: ignore[misc]
+
+    def _copy_root(self, element: etree._Element) -> etree._Element:
+        return copy.deepcopy(element)
 
 
 class RootCopyingSigner(RootCopies, XMLSigner):
-    """signxml's signer with ``RootCopies`` (the hub's envelopes and AS4's WS-Security)."""
+    """signxml's signer with ``RootCopies`` (the hub's envelopes and AS4's WS-Security).
+
+    An enveloped signature of a whole document takes two copies of it in signxml (``_unpack``):
+    the first receives the Signature element, the second is only canonicalised for the digest.
+    When the caller's element is a document root with nothing beside it and no ``ds:Signature``
+    inside (no placeholder for signxml to remove), the second copy would be the caller's tree
+    itself, unchanged: signxml canonicalises the caller's tree instead (tests hold the caller's
+    tree untouched and the signatures equal to stock signxml's).
+
+    signxml also builds a Signature element by element, naming each ``ds:`` tag through
+    ``_ds_tag`` (about 14 QNames a signature); the names depend only on the signer's namespace
+    settings, so each is made once per signer and reused.
+    """
+
+    def _unpack(self, data, references):  # type: ignore[no-untyped-def]
+        only_read = (
+            self.construction_method == methods.enveloped
+            and isinstance(data, etree._Element)
+            and data.getparent() is None
+            and data.tail is None
+            and data.getprevious() is None
+            and data.getnext() is None
+            and next(data.iter(_SIGNATURE_TAG), None) is None
+        )
+        self._roots = [data, 0] if only_read else None
+        try:
+            return super()._unpack(data, references)
+        finally:
+            self._roots = None
+
+    def get_root(self, data):  # type: ignore[no-untyped-def]
+        roots = getattr(self, "_roots", None)
+        if roots is not None and data is roots[0]:
+            roots[1] += 1
+            if roots[1] == 2:  # the digest's input: canonicalised, never changed
+                return data
+        return super().get_root(data)
+
+    def _ds_tag(self, tag):  # type: ignore[no-untyped-def]
+        key = (tag, self.namespaces.get(None))  # type: ignore[call-overload]
+        tags = self.__dict__.setdefault("_ds_tags", {})
+        found = tags.get(key)
+        if found is None:
+            found = tags[key] = super()._ds_tag(tag)
+        return found
 
 
 class RootCopyingVerifier(RootCopies, XMLVerifier):
+    """signxml's verifier with ``RootCopies``; it also copies no more than once per verification.
+
+    ``verify`` reads the caller's tree and copies it before changing anything
+    (``_verify_reference``: the copy loses its Signature element, the enveloped transform); then
+    ``_apply_transforms`` copies that copy again before canonicalising it. The second copy guards
+    against a tree someone else still uses, and nobody else holds signxml's own copy, which is
+    only read (canonicalised) and then dropped: it is canonicalised as it is.
+    """
+
+    def verify(self, data, **kwargs):  # type: ignore[no-untyped-def]
+        self._own = None
+        try:
+            return super().verify(data, **kwargs)
+        finally:
+            self._own = None
+
     def get_root(self, data):  # type: ignore[no-untyped-def]
-        # signxml's verify() reads the tree it is given and copies it before changing anything
-        # (``_verify_reference``); the caller's document root is used as it is, not copied first.
+        # the caller's document root is used as it is: verify() only reads it (see above)
         if isinstance(data, etree._Element) and data.getparent() is None:
             return data
         return super().get_root(data)
+
+    def _copy_root(self, element: etree._Element) -> etree._Element:
+        if element is getattr(self, "_own", None):
+            return element
+        self._own = copy.deepcopy(element)
+        return self._own
 
 
 class Signer:

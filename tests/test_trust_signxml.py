@@ -146,3 +146,50 @@ def test_an_unlinked_element_with_a_tail_is_refused_as_by_stock_signxml(keypair)
     for signer in (_hub_signer(kind), _stock_signer(kind)):
         with pytest.raises(etree.XMLSyntaxError):
             signer.sign(inner, key=key, cert=[cert])
+
+
+def _count_root_copies(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    import hub.trust
+
+    copies = [0]
+    deepcopy = hub.trust.copy.deepcopy
+
+    def counting(element, memo=None):  # type: ignore[no-untyped-def]
+        copies[0] += 1
+        return deepcopy(element, memo)
+
+    monkeypatch.setattr(hub.trust.copy, "deepcopy", counting)
+    return copies
+
+
+def test_one_copy_of_the_document_per_signature_and_per_verification(keypair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """signxml asks for two copies in each; the second is only read, so the hub gives it the tree
+    that is not used any more (verification: signxml's own copy; signing: the caller's root)."""
+    kind, key, cert = keypair
+    copies = _count_root_copies(monkeypatch)
+    document = _document([("Item", "rice"), ("HS", "1006.30")], extra_ns=True)
+    signed = _hub_signer(kind).sign(document, key=key, cert=[cert])
+    assert copies[0] == 1
+    copies[0] = 0
+    RootCopyingVerifier().verify(signed, x509_cert=cert, expect_config=CONFIG)
+    assert copies[0] == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'<?xml-stylesheet href="a.xsl"?><d:Doc xmlns:d="urn:d"><d:A>1</d:A></d:Doc>',  # something beside the root
+        b"<d:Doc xmlns:d='urn:d'><d:A>1</d:A><!-- note --></d:Doc><!-- after -->",
+        b'<d:Doc xmlns:d="urn:d" xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><d:A>1</d:A>'
+        b'<ds:Signature Id="placeholder"/></d:Doc>',  # a placeholder signxml removes from its copy
+    ],
+)
+def test_documents_the_signer_must_copy_twice_are_signed_as_by_stock_signxml(keypair, text) -> None:  # type: ignore[no-untyped-def]
+    kind, key, cert = keypair
+    theirs, ours = etree.fromstring(text), etree.fromstring(text)
+    stock = _stock_signer(kind).sign(theirs, key=key, cert=[cert])
+    hub_signed = _hub_signer(kind).sign(ours, key=key, cert=[cert])
+    assert etree.tostring(ours.getroottree()) == etree.tostring(etree.fromstring(text).getroottree()), "the caller's tree changed"
+    digest = ".//{http://www.w3.org/2000/09/xmldsig#}DigestValue"
+    assert hub_signed.findtext(digest) == stock.findtext(digest)
+    XMLVerifier().verify(etree.tostring(hub_signed), x509_cert=cert, expect_config=CONFIG)
