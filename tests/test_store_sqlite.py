@@ -105,3 +105,42 @@ def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match=f"schema is at version {MIGRATIONS[-1][0] + 1}, newer than this hub knows"):
         open_store("sqlite:///hub.db", tmp_path)
+
+
+def test_a_lease_reads_what_is_due_not_the_outbox_history(tmp_path: Path) -> None:
+    """The work of a lease (SQLite VM steps) must not grow with the rows already delivered: the
+    lease looks up due rows and expired leases as ranges of the outbox_due index."""
+    from hub.store import State
+    from hub.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "hub.db")
+    store.migrate()
+
+    def steps_of_one_lease(now: float) -> int:
+        store.accept(acceptance(f"probe-{now}", at=now))
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        store._db.set_progress_handler(count, 1)
+        try:
+            rows = store.lease("owner", "TH-ASW", 4, now, 60)
+        finally:
+            store._db.set_progress_handler(None, 1)
+        assert rows
+        for row in rows:
+            store.complete(row.id, "owner", State.DELIVERED, "ok", now, now)
+        return steps[0]
+
+    now = 1_000_000.0
+    small = steps_of_one_lease(now)
+    for i in range(1500):  # history: delivered rows of the same destination
+        store.accept(acceptance(f"old-{i}", at=now + 1))
+    while rows := store.lease("owner", "TH-ASW", 100, now + 2, 60):
+        for row in rows:
+            store.complete(row.id, "owner", State.DELIVERED, "ok", now + 2, now + 2)
+    large = steps_of_one_lease(now + 3)
+    assert large < small * 2, f"a lease took {small} VM steps with an empty history and {large} after 1,500 deliveries"
+    store.close()

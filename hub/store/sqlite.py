@@ -411,15 +411,20 @@ class SQLiteStore(Store):
         if limit <= 0:
             return []
         with self._tx() as cur:
-            ids = [
-                r[0]
-                for r in cur.execute(
-                    "SELECT id FROM outbox WHERE destination = ? AND "
-                    "((state = 'pending' AND next_attempt_at <= ?) OR (state = 'leased' AND lease_until < ?)) "
-                    "ORDER BY next_attempt_at, id LIMIT ?",
-                    (destination, now, now, limit),
-                ).fetchall()
-            ]
+            # Due rows and expired leases are looked up apart, each a range of the index outbox_due
+            # (destination, state, ...): one query with "pending ... OR leased ..." walked every row
+            # the destination ever had (delivered ones too) and sorted them, on every lease.
+            due = cur.execute(
+                "SELECT next_attempt_at, id FROM outbox WHERE destination = ? AND state = 'pending' AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at, id LIMIT ?",
+                (destination, now, limit),
+            ).fetchall()
+            due += cur.execute(
+                "SELECT next_attempt_at, id FROM outbox WHERE destination = ? AND state = 'leased' AND lease_until < ? "
+                "ORDER BY next_attempt_at, id LIMIT ?",
+                (destination, now, limit),
+            ).fetchall()
+            ids = [r[1] for r in sorted(due)[:limit]]
             if not ids:
                 return []
             marks = ",".join("?" * len(ids))
