@@ -50,7 +50,8 @@ def summary(results: dict) -> dict:
     soak = results.get("soak") or {}
     if soak.get("messages"):
         out["soak"] = {"messages": soak["messages"], "rss_start_mib": round(soak["rss_start_bytes"] / 2**20, 1),
-                       "rss_end_mib": round(soak["rss_end_bytes"] / 2**20, 1), "growth_percent": soak["rss_growth_percent"]}
+                       "rss_end_mib": round(soak["rss_end_bytes"] / 2**20, 1), "growth_percent": soak["rss_growth_percent"],
+                       "msgs_per_s_first_tenth": soak.get("msgs_per_s_first_tenth"), "msgs_per_s_last_tenth": soak.get("msgs_per_s_last_tenth")}
     return out
 
 
@@ -153,7 +154,9 @@ def markdown(results: dict) -> str:
         lines.append(
             f"{soak['messages']:,} messages ({KINDS[soak['key']]}, {soak['size']}) through an in-process hub with its dispatcher "
             f"delivering over HTTP: RSS {soak['rss_start_bytes'] / 2**20:.1f} MiB after warm-up, {soak['rss_end_bytes'] / 2**20:.1f} MiB "
-            f"at the end ({soak['rss_growth_percent']:+.1f} %), {_f(soak.get('msgs_per_s_after_warmup'))} msg/s, all delivered: {soak['all_delivered']}."
+            f"at the end ({soak['rss_growth_percent']:+.1f} %), {_f(soak.get('msgs_per_s_after_warmup'))} msg/s "
+            f"({_f(soak.get('msgs_per_s_first_tenth'))} in the first tenth of the run, {_f(soak.get('msgs_per_s_last_tenth'))} in the last), "
+            f"all delivered: {soak['all_delivered']}."
         )
     else:
         lines.append("Not run (`--soak 100000`).")

@@ -42,7 +42,7 @@ def run(folder: Path, kind: str, size: str, document: bytes, count: int, samples
     dispatcher = runtime.dispatcher()
     dispatcher.start()
     submit = runtime.pipeline.submit
-    curve: list[tuple[int, int]] = []
+    curve: list[tuple[int, int, float]] = []  # messages, RSS, seconds since the warm-up
     every = max(1, count // samples)
     done = refused = 0
     start_rss = 0
@@ -60,15 +60,15 @@ def run(folder: Path, kind: str, size: str, document: bytes, count: int, samples
                 if done == warm:
                     gc.collect()
                     start_rss = rss_now()
-                    curve.append((done, start_rss))
                     t_start = time.perf_counter()
+                    curve.append((done, start_rss, 0.0))
                 elif done % every == 0:
-                    curve.append((done, rss_now()))
+                    curve.append((done, rss_now(), time.perf_counter() - t_start))
         elapsed = time.perf_counter() - t_start
         delivered = receiver.wait_for(done - refused, 300)
         gc.collect()
         end_rss = rss_now()
-        curve.append((done, end_rss))
+        curve.append((done, end_rss, elapsed))
     finally:
         dispatcher.stop()
         runtime.close()
@@ -77,6 +77,10 @@ def run(folder: Path, kind: str, size: str, document: bytes, count: int, samples
         db_bytes = sum(p.stat().st_size for p in run_dir.glob("hub.db*"))
         shutil.rmtree(run_dir, ignore_errors=True)
     growth = end_rss - start_rss
+    # accepted per second in each interval between samples: flat when nothing slows down as the
+    # store fills (the first and the last tenth of the run, side by side)
+    rates = [round((n - n0) / (t - t0), 1) for (n0, _, t0), (n, _, t) in zip(curve, curve[1:]) if t > t0 and n > n0]
+    tenth = max(1, len(rates) // 10)
     return {
         "size": size,
         "key": kind,
@@ -88,7 +92,9 @@ def run(folder: Path, kind: str, size: str, document: bytes, count: int, samples
         "rss_end_bytes": end_rss,
         "rss_growth_bytes": growth,
         "rss_growth_percent": round(100 * growth / start_rss, 2) if start_rss else None,
-        "rss_curve": [{"messages": n, "rss_bytes": r} for n, r in curve],
+        "rss_curve": [{"messages": n, "rss_bytes": r, "seconds": round(t, 2)} for n, r, t in curve],
+        "msgs_per_s_first_tenth": round(sum(rates[:tenth]) / tenth, 1) if rates else None,
+        "msgs_per_s_last_tenth": round(sum(rates[-tenth:]) / tenth, 1) if rates else None,
         "store_bytes_at_end": db_bytes,
         "note": "start = after the first warm-up messages (caches, compiled schemas, connections in place)",
     }
