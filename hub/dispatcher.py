@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from adapters import Adapter, Delivery, Outcome, Result
 
@@ -25,7 +25,7 @@ from .config import DispatcherSettings
 from .errors import HubError
 from .events import StatusEvents
 from .retry import RetryPolicy
-from .store import OutboxRow, State, Store
+from .store import Hold, OutboxRow, State, Store
 
 log = logging.getLogger("hub.dispatcher")
 
@@ -130,6 +130,42 @@ class Dispatcher:
                 pool.submit(self._deliver, row)
             taken += len(rows)
         return taken
+
+    # -- rows handed over by the pipeline (Store.accept with a Hold) ---------------------------
+
+    def reserve(self, destinations: Iterable[str]) -> Hold | None:
+        """A delivery slot for a freshly accepted message's row to each of ``destinations`` whose
+        pool has a thread free (or room in its queue) and no backlog in the store, so the row is
+        written already leased to this dispatcher (``Hold``) and delivered at once, without a lease
+        transaction. Destinations with a backlog are left to ``run_once``, oldest rows first. Each
+        reservation must be ended by ``hand_over``."""
+        if self._thread is None or self._stop.is_set():  # only a running dispatcher takes rows
+            return None
+        limit = self.settings.concurrency + self._prefetch
+        taken = []
+        with self._lock:
+            for destination in set(destinations):
+                if destination in self._pools and destination not in self._maybe_more and self._inflight[destination] < limit:
+                    self._inflight[destination] += 1
+                    taken.append(destination)
+        if not taken:
+            return None
+        return Hold(self.owner, self.clock() + self.settings.lease_seconds, frozenset(taken))
+
+    def hand_over(self, hold: Hold, rows: Sequence[OutboxRow]) -> None:
+        """Starts the delivery of the rows the store wrote leased for ``hold`` (none if the message
+        was a duplicate or its transaction failed) and gives back the slots they did not use."""
+        unused = set(hold.destinations)
+        for row in rows:
+            unused.discard(row.destination)
+            try:
+                self._pools[row.destination].submit(self._deliver, row)
+            except RuntimeError:  # stopping: the pool takes nothing more; the lease expires and any dispatcher takes it
+                unused.add(row.destination)
+        if unused:
+            with self._lock:
+                for destination in unused:
+                    self._inflight[destination] -= 1
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Delivers until no row is pending or leased (tests and the demo); False on time-out."""

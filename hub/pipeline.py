@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from cryptography import x509
 from lxml import etree
@@ -43,7 +43,7 @@ from .errors import Code, Rejected
 from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
-from .store import Acceptance, OutboxItem, Store
+from .store import Acceptance, Hold, OutboxItem, OutboxRow, Store
 from .trust import CertificatePolicy, Pinned, Signer, Verifier
 from .truststore import TrustStore
 from .xml import Schema, XmlParser
@@ -69,6 +69,15 @@ class Trust:
         return Pinned(self.certificates.get(agency_id, ()))
 
 
+class Handoff(Protocol):
+    """The node's dispatcher as the pipeline sees it (``hub.dispatcher.Dispatcher``): it reserves
+    delivery slots before the acceptance's transaction and takes the rows written leased to it."""
+
+    def reserve(self, destinations: Iterable[str]) -> Hold | None: ...
+
+    def hand_over(self, hold: Hold, rows: Sequence[OutboxRow]) -> None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -85,6 +94,7 @@ class Pipeline:
         verifier: Verifier,
         store: Store,
         on_accept: Callable[[], None] | None = None,
+        handoff: Handoff | None = None,
         clock: Callable[[], float] = time.time,
         events: StatusEvents | None = None,
         counters: Counters | None = None,
@@ -100,7 +110,8 @@ class Pipeline:
         self.signer = signer
         self.verifier = verifier
         self.store = store
-        self.on_accept = on_accept
+        self.on_accept = on_accept  # new pending rows: wake the dispatcher
+        self.handoff = handoff  # the node's dispatcher, to take fresh rows already leased (``Handoff``)
         self.clock = clock
         self.events = events  # status events for subscribed agencies, recorded with the acceptance
         self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
@@ -215,24 +226,31 @@ class Pipeline:
             AuditEvent(message_id, sender, "received", f"{header.subject.document_type}/{header.subject.function} via route {route.name}"),
             *(AuditEvent(message_id, self.party.identity, "queued", f"{d}") for d in destinations),
         )
-        created, stored_receipt = self.store.accept(
-            Acceptance(
-                sender=sender,
-                message_id=message_id,
-                received_at=received_at,
-                document_type=header.subject.document_type,
-                function=header.subject.function,
-                route=route.name,
-                receipt=receipt,
-                items=tuple(items),
-                audit=audit,
-                reference=header.subject.reference,
-                pre_reference=header.subject.pre_reference,
-                conversation=conversation,
+        hold = self.handoff.reserve(i.destination for i in items) if self.handoff is not None else None
+        rows: tuple[OutboxRow, ...] = ()
+        try:
+            created, stored_receipt, rows = self.store.accept(
+                Acceptance(
+                    sender=sender,
+                    message_id=message_id,
+                    received_at=received_at,
+                    document_type=header.subject.document_type,
+                    function=header.subject.function,
+                    route=route.name,
+                    receipt=receipt,
+                    items=tuple(items),
+                    audit=audit,
+                    reference=header.subject.reference,
+                    pre_reference=header.subject.pre_reference,
+                    conversation=conversation,
+                    held=hold,
+                )
             )
-        )
+        finally:
+            if hold is not None:
+                self.handoff.hand_over(hold, rows)  # type: ignore[union-attr]
         self.counters.add(ACCEPTED if created else DUPLICATE)
-        if created and self.on_accept is not None:
+        if created and self.on_accept is not None and len(rows) < len(items):  # rows left pending: wake the dispatcher
             self.on_accept()
         return Ack(stored_receipt, True, message_id, duplicate=not created)
 

@@ -225,6 +225,7 @@ class Runtime:
             default_policy=self.config.retry,
         )
         self.pipeline.on_accept = dispatcher.wake
+        self.pipeline.handoff = dispatcher  # once started, it takes fresh rows already leased
         return dispatcher
 
     def problems(self, warn_days: int | None = None) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from hub.audit import AuditEvent, verify_chain
 from hub.errors import TransitionError
-from hub.store import Acceptance, OutboxItem, State, Store
+from hub.store import Acceptance, Hold, OutboxItem, State, Store
 
 
 def acceptance(message_id: str = "m-1", sender: str = "VN-MOIT", destinations: tuple[str, ...] = ("TH-ASW", "VN-CUSTOMS"),
@@ -35,7 +36,7 @@ class StoreContract:
         assert store.migrate() == v >= 1
 
     def test_accept_records_rows_and_receipt(self, store: Store) -> None:
-        created, receipt = store.accept(acceptance())
+        created, receipt, _ = store.accept(acceptance())
         assert created and receipt == b"receipt-VN-MOIT-m-1"
         assert store.receipt_for("VN-MOIT", "m-1") == receipt
         assert store.receipt_for("VN-MARD", "m-1") is None
@@ -47,11 +48,35 @@ class StoreContract:
         store.accept(acceptance())
         again = acceptance()
         again = Acceptance(**{**again.__dict__, "receipt": b"another receipt"})
-        created, receipt = store.accept(again)
+        created, receipt, _ = store.accept(again)
         assert not created and receipt == b"receipt-VN-MOIT-m-1"
         assert len(store.rows()) == 2
         # the same message id from another sender is another message
         assert store.accept(acceptance(sender="VN-MARD"))[0]
+
+    def test_rows_can_be_written_already_leased_to_a_dispatcher(self, store: Store) -> None:
+        now = time.time()
+        hold = Hold("node-a", now + 60, frozenset({"TH-ASW"}))
+        created, _, held = store.accept(replace(acceptance(at=now), held=hold))
+        assert created and [(r.destination, r.state, r.lease_owner, r.attempts) for r in held] == [("TH-ASW", State.LEASED, "node-a", 1)]
+        assert held[0].payload == b"payload-TH-ASW-m-1" and held[0].lease_until == now + 60
+        assert store.get(held[0].id) == held[0]  # what the dispatcher is handed is what the store holds
+        # the other destination is pending as usual, and only it can be leased
+        assert [r.destination for r in store.lease("node-b", "TH-ASW", 5, now + 1, 30)] == []
+        assert [r.destination for r in store.lease("node-b", "VN-CUSTOMS", 5, now + 1, 30)] == ["VN-CUSTOMS"]
+        delivered = store.complete(held[0].id, "node-a", State.DELIVERED, "ok", now, now + 1)
+        assert delivered.state is State.DELIVERED
+        assert [a.number for a in store.trace("m-1").attempts if a.row_id == held[0].id] == [1]
+        # a duplicate writes nothing and holds nothing
+        created, _, held = store.accept(replace(acceptance(at=now), held=hold))
+        assert not created and held == ()
+
+    def test_a_held_row_whose_node_is_gone_is_leased_again_when_its_lease_expires(self, store: Store) -> None:
+        now = time.time()
+        _, _, held = store.accept(replace(acceptance(at=now, destinations=("TH-ASW",)), held=Hold("gone", now + 10, frozenset({"TH-ASW"}))))
+        assert store.lease("node-b", "TH-ASW", 5, now + 5, 30) == []
+        again = store.lease("node-b", "TH-ASW", 5, now + 11, 30)
+        assert [(r.id, r.lease_owner, r.attempts) for r in again] == [(held[0].id, "node-b", 2)]
 
     def test_concurrent_duplicates_accept_once(self, store: Store) -> None:
         results: list[bool] = []

@@ -113,3 +113,62 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(d <= 36 for d in delays) and max(delays) >= 24
     assert len({policy.delay(5) for _ in range(20)}) > 1
     assert policy.exhausted(20) and not policy.exhausted(19)
+
+
+def test_a_running_dispatcher_is_handed_fresh_rows_without_leasing_them(tmp_path: Path, receiver: Receiver) -> None:
+    """Rows of a message accepted while a delivery thread is free are written leased to the node's
+    dispatcher and delivered at once: no lease transaction; a duplicate gives its slots back."""
+    runtime, moit = build(tmp_path, receiver.start())
+    dispatcher = runtime.dispatcher()
+    leases: list[str] = []
+    lease = runtime.store.lease
+
+    def counting_lease(owner, destination, *args):  # type: ignore[no-untyped-def]
+        rows = lease(owner, destination, *args)
+        leases.extend(r.destination for r in rows)
+        return rows
+
+    runtime.store.lease = counting_lease  # type: ignore[method-assign]
+    dispatcher.start()
+    try:
+        messages = [moit.message() for _ in range(5)]
+        for m in messages:
+            assert runtime.pipeline.submit(m).accepted
+        assert wait_until(lambda: all(r.state is State.DELIVERED for r in runtime.store.rows()), 20)
+        assert receiver.unique == 5 and receiver.redeliveries == 0
+        assert leases == [], "rows of fresh messages were leased instead of handed over"
+        assert all(r.attempts == 1 and r.lease_owner is None for r in runtime.store.rows())
+        assert runtime.pipeline.submit(messages[0]).duplicate
+        assert wait_until(lambda: not any(dispatcher._inflight.values()), 5)
+    finally:
+        dispatcher.stop()
+        runtime.close()
+
+
+def test_a_backlog_is_delivered_before_fresh_rows_are_handed_over(tmp_path: Path) -> None:
+    """While rows wait in the store for a destination, fresh rows to it are left to the lease (oldest
+    first), not handed over ahead of them; other destinations still take theirs at once."""
+    import socket
+
+    silent = socket.socket()  # a gateway that takes connections and never answers: deliveries hang
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    runtime = Runtime.load(write_config(tmp_path, gateway_url=f"http://127.0.0.1:{silent.getsockname()[1]}/"))
+    moit = Sender(runtime.config, "VN-MOIT")
+    for _ in range(12):
+        runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    dispatcher.start()
+    try:
+        # four rows in flight (each waits for its 3 s time-out), eight more due in the store
+        assert wait_until(lambda: dispatcher._inflight["TH-ASW"] == 4 and "TH-ASW" in dispatcher._maybe_more, 2)
+        assert dispatcher.reserve(["TH-ASW"]) is None
+        assert wait_until(lambda: all(r.state is State.DELIVERED for r in rows_of(runtime, "VN-CUSTOMS"))
+                          and "VN-CUSTOMS" not in dispatcher._maybe_more, 2)
+        hold = dispatcher.reserve(["TH-ASW", "VN-CUSTOMS"])
+        assert hold is not None and hold.destinations == {"VN-CUSTOMS"}
+        dispatcher.hand_over(hold, ())
+    finally:
+        dispatcher.stop()
+        runtime.close()
+        silent.close()

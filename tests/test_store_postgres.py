@@ -138,7 +138,7 @@ def test_connection_loss_answers_try_again_then_recovers(pg_cluster: Cluster, pg
         deadline = time.monotonic() + 15
         while True:
             try:
-                created, _ = store.accept(acceptance("while-down"))
+                created, _, _ = store.accept(acceptance("while-down"))
                 break
             except TryAgain:
                 assert time.monotonic() < deadline, "the store did not reconnect"

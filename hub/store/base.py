@@ -16,7 +16,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 from ..audit import AuditEntry, AuditEvent
 from ..errors import StoreError
@@ -58,6 +58,30 @@ class Acceptance:
     reference: str | None = None  # Subject/reference and preReference, as the sender gave them
     pre_reference: str | None = None
     conversation: str | None = None  # the exchange it belongs to (Pipeline._conversation); None: its own id
+    held: Hold | None = None  # rows to write already leased to this node's dispatcher (``Hold``)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Rows of an acceptance written already leased: to ``owner`` (a dispatcher with a delivery
+    thread free for each of ``destinations``) until ``until``, their first attempt counted, so the
+    dispatcher delivers them at once without leasing them in a transaction of its own. Should the
+    node stop before it delivers them, the lease expires and any dispatcher takes them, as any
+    other leased row."""
+
+    owner: str
+    until: float
+    destinations: frozenset[str]
+
+
+class Accepted(NamedTuple):
+    """What ``Store.accept`` did: ``created`` (False: a duplicate, nothing written), the receipt
+    to answer with (the original one for a duplicate), and the rows written already leased
+    (``Acceptance.held``)."""
+
+    created: bool
+    receipt: bytes
+    held: tuple[OutboxRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,11 +143,11 @@ class Store(ABC):
         """Brings the schema to the current version; returns that version. Idempotent."""
 
     @abstractmethod
-    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+    def accept(self, acceptance: Acceptance) -> Accepted:
         """Records the message, its outbox rows and audit entries atomically.
 
-        Returns ``(True, receipt)`` when recorded, or ``(False, original_receipt)`` when the
-        (sender, message id) pair was already recorded: then nothing new is written.
+        Returns ``(True, receipt, held rows)`` when recorded, or ``(False, original_receipt, ())``
+        when the (sender, message id) pair was already recorded: then nothing new is written.
         """
 
     @abstractmethod

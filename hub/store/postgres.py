@@ -47,6 +47,7 @@ from psycopg_pool import ConnectionPool
 from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
 from ..errors import ConfigError, StoreError, TransitionError, TryAgain
 from .base import (
+    Accepted,
     Acceptance,
     Attempt,
     MessageRecord,
@@ -423,8 +424,12 @@ class PostgresStore(Store):
                 return 0
             return cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]  # type: ignore[index]
 
-    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+    def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
+        hold = a.held
+        held_items = [i for i in a.items if hold is not None and i.destination in hold.destinations]
+        pending = [i for i in a.items if not (hold is not None and i.destination in hold.destinations)]
+        held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
@@ -438,17 +443,30 @@ class PostgresStore(Store):
                 ).fetchone()
                 if original is None:  # cannot happen under READ COMMITTED; never claim a receipt we lack
                     raise TryAgain(f"message {a.message_id} from {a.sender} is being recorded concurrently")
-                return False, bytes(original[0])
-            if a.items:  # the rows and the NOTIFY (sent at commit, naming this store as its origin) in one round trip
-                rows = ", ".join(["(%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)"] * len(a.items))
+                return Accepted(False, bytes(original[0]))
+            if pending:  # the rows and the NOTIFY (sent at commit, naming this store as its origin) in one round trip
+                rows = ", ".join(["(%s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s)"] * len(pending))
                 cur.execute(
                     "WITH added AS (INSERT INTO outbox (message_id, sender, destination, route, state, attempts, "
                     f"next_attempt_at, created_at, updated_at, payload) VALUES {rows}) SELECT pg_notify('{CHANNEL}', %s)",
-                    [v for i in a.items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at,
+                    [v for i in pending for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at,
                                                   a.received_at, i.payload)] + [self._origin],
                 )
+            if held_items and hold is not None:  # leased to this node's dispatcher: no other node is told
+                rows = ", ".join(["(%s, %s, %s, %s, 'leased', 1, %s, %s, %s, %s, %s, %s)"] * len(held_items))
+                ids = cur.execute(
+                    "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
+                    f"lease_until, created_at, updated_at, payload) VALUES {rows} RETURNING id",
+                    [v for i in held_items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner,
+                                                     hold.until, a.received_at, a.received_at, i.payload)],
+                ).fetchall()
+                held = [
+                    OutboxRow(r[0], a.message_id, a.sender, i.destination, i.route, State.LEASED, 1, a.received_at, hold.owner,
+                              hold.until, None, a.received_at, a.received_at, i.payload)
+                    for r, i in zip(ids, held_items)
+                ]
             self._append_audit(cur, a.audit, a.received_at)
-        return True, a.receipt
+        return Accepted(True, a.receipt, tuple(held))
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
         with self._tx(transaction=False) as cur:

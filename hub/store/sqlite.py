@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
 from ..errors import StoreError, TransitionError, TryAgain
 from .base import (
+    Accepted,
     Acceptance,
     Attempt,
     MessageRecord,
@@ -368,8 +369,10 @@ class SQLiteStore(Store):
                     current = version
         return current
 
-    def accept(self, acceptance: Acceptance) -> tuple[bool, bytes]:
+    def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
+        hold = a.held
+        held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
@@ -381,18 +384,26 @@ class SQLiteStore(Store):
                 original = cur.execute(
                     "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (a.sender, a.message_id)
                 ).fetchone()
-                return False, bytes(original[0])
-            cur.executemany(
-                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
-                "created_at, updated_at, payload) VALUES (?,?,?,?,?,0,?,?,?,?)",
-                [
-                    (a.message_id, a.sender, i.destination, i.route, State.PENDING.value, a.received_at, a.received_at, a.received_at, i.payload)
-                    for i in a.items
-                ],
-            )
+                return Accepted(False, bytes(original[0]))
+            for i in a.items:
+                if hold is not None and i.destination in hold.destinations:
+                    cur.execute(
+                        "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                        "lease_owner, lease_until, created_at, updated_at, payload) VALUES (?,?,?,?,'leased',1,?,?,?,?,?,?)",
+                        (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner, hold.until, a.received_at,
+                         a.received_at, i.payload),
+                    )
+                    held.append(OutboxRow(cur.lastrowid, a.message_id, a.sender, i.destination, i.route, State.LEASED, 1,  # type: ignore[arg-type]
+                                          a.received_at, hold.owner, hold.until, None, a.received_at, a.received_at, i.payload))
+                else:
+                    cur.execute(
+                        "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                        "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
+                        (a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload),
+                    )
             for event in a.audit:
                 self._append_audit(cur, event, a.received_at)
-        return True, a.receipt
+        return Accepted(True, a.receipt, tuple(held))
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
         with self._tx(write=False) as cur:
