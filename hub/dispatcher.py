@@ -59,6 +59,8 @@ class Dispatcher:
         self._prefetch = c if settings.lease_seconds > 2 * settings.delivery_timeout + 5 else 0
         self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
         self._lock = threading.Lock()
+        self._reserved = 0  # reservations (``reserve``) not yet ended by ``hand_over``
+        self._no_reservations = threading.Condition(self._lock)
         self._wake = threading.Event()
         # destinations that may have due rows beyond those in flight (the last lease was full, or
         # found no free slot): only for them does a finished delivery look at the store again;
@@ -78,7 +80,10 @@ class Dispatcher:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops leasing, lets deliveries in flight finish, gives back anything still held."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()  # under the lock: no reservation starts from now on
+            # acceptances in flight with a reservation end it soon (their store transaction)
+            self._no_reservations.wait_for(lambda: self._reserved == 0, timeout)
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
@@ -113,20 +118,24 @@ class Dispatcher:
         for destination, pool in self._pools.items():
             with self._lock:
                 inflight = self._inflight[destination]
-            free = concurrency + self._prefetch - inflight
-            # a delivery thread with nothing to do takes what is due now; otherwise wait until a
-            # whole batch can be queued behind the busy ones
-            if free <= 0 or (inflight >= concurrency and free < concurrency):
-                self._maybe_more.add(destination)
-                continue
-            rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+                free = concurrency + self._prefetch - inflight
+                # a delivery thread with nothing to do takes what is due now; otherwise wait until
+                # a whole batch can be queued behind the busy ones
+                if free <= 0 or (inflight >= concurrency and free < concurrency):
+                    self._maybe_more.add(destination)
+                    continue
+                self._inflight[destination] += free  # the slots are this lease's (``reserve`` runs meanwhile)
+            rows: list[OutboxRow] = []
+            try:
+                rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+            finally:
+                with self._lock:
+                    self._inflight[destination] -= free - len(rows)
             if len(rows) < free:
                 self._maybe_more.discard(destination)
             else:
                 self._maybe_more.add(destination)
             for row in rows:
-                with self._lock:
-                    self._inflight[destination] += 1
                 pool.submit(self._deliver, row)
             taken += len(rows)
         return taken
@@ -139,33 +148,43 @@ class Dispatcher:
         written already leased to this dispatcher (``Hold``) and delivered at once, without a lease
         transaction. Destinations with a backlog are left to ``run_once``, oldest rows first. Each
         reservation must be ended by ``hand_over``."""
-        if self._thread is None or self._stop.is_set():  # only a running dispatcher takes rows
-            return None
         limit = self.settings.concurrency + self._prefetch
         taken = []
         with self._lock:
+            if self._thread is None or self._stop.is_set():  # only a running dispatcher takes rows
+                return None
             for destination in set(destinations):
                 if destination in self._pools and destination not in self._maybe_more and self._inflight[destination] < limit:
                     self._inflight[destination] += 1
                     taken.append(destination)
+            if taken:
+                self._reserved += 1
         if not taken:
             return None
-        return Hold(self.owner, self.clock() + self.settings.lease_seconds, frozenset(taken))
+        return Hold(self.owner, self.settings.lease_seconds, frozenset(taken))
 
     def hand_over(self, hold: Hold, rows: Sequence[OutboxRow]) -> None:
         """Starts the delivery of the rows the store wrote leased for ``hold`` (none if the message
-        was a duplicate or its transaction failed) and gives back the slots they did not use."""
-        unused = set(hold.destinations)
-        for row in rows:
-            unused.discard(row.destination)
-            try:
+        was a duplicate or its transaction failed) and gives back the slots they did not use.
+
+        A row is not started if the dispatcher is stopping (``stop`` waits for every reservation to
+        end, then gives back what this node holds) or if the acceptance took so long that the row
+        no longer has most of its lease (it expires and is leased again, by any node)."""
+        unused = [d for d in hold.destinations if not any(r.destination == d for r in rows)]
+        now = self.clock()
+        try:
+            for row in rows:
+                if self._stop.is_set() or (row.lease_until or 0) - now < self.settings.lease_seconds - 5:
+                    unused.append(row.destination)
+                    continue
                 self._pools[row.destination].submit(self._deliver, row)
-            except RuntimeError:  # stopping: the pool takes nothing more; the lease expires and any dispatcher takes it
-                unused.add(row.destination)
-        if unused:
+        finally:
             with self._lock:
                 for destination in unused:
                     self._inflight[destination] -= 1
+                self._reserved -= 1
+                if self._reserved == 0:
+                    self._no_reservations.notify_all()
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Delivers until no row is pending or leased (tests and the demo); False on time-out."""

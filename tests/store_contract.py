@@ -56,10 +56,10 @@ class StoreContract:
 
     def test_rows_can_be_written_already_leased_to_a_dispatcher(self, store: Store) -> None:
         now = time.time()
-        hold = Hold("node-a", now + 60, frozenset({"TH-ASW"}))
+        hold = Hold("node-a", 60, frozenset({"TH-ASW"}))
         created, _, held = store.accept(replace(acceptance(at=now), held=hold))
         assert created and [(r.destination, r.state, r.lease_owner, r.attempts) for r in held] == [("TH-ASW", State.LEASED, "node-a", 1)]
-        assert held[0].payload == b"payload-TH-ASW-m-1" and held[0].lease_until == now + 60
+        assert held[0].payload == b"payload-TH-ASW-m-1" and now + 59 < held[0].lease_until <= time.time() + 60  # type: ignore[operator]
         assert store.get(held[0].id) == held[0]  # what the dispatcher is handed is what the store holds
         # the other destination is pending as usual, and only it can be leased
         assert [r.destination for r in store.lease("node-b", "TH-ASW", 5, now + 1, 30)] == []
@@ -73,10 +73,20 @@ class StoreContract:
 
     def test_a_held_row_whose_node_is_gone_is_leased_again_when_its_lease_expires(self, store: Store) -> None:
         now = time.time()
-        _, _, held = store.accept(replace(acceptance(at=now, destinations=("TH-ASW",)), held=Hold("gone", now + 10, frozenset({"TH-ASW"}))))
+        _, _, held = store.accept(replace(acceptance(at=now, destinations=("TH-ASW",)), held=Hold("gone", 10, frozenset({"TH-ASW"}))))
         assert store.lease("node-b", "TH-ASW", 5, now + 5, 30) == []
         again = store.lease("node-b", "TH-ASW", 5, now + 11, 30)
         assert [(r.id, r.lease_owner, r.attempts) for r in again] == [(held[0].id, "node-b", 2)]
+
+    def test_one_row_per_destination_is_held_the_others_are_pending(self, store: Store) -> None:
+        """An agency can be both a destination and a status-event subscriber: two rows to it, one
+        reserved slot; the second row waits for the lease."""
+        now = time.time()
+        twice = replace(acceptance(at=now, destinations=("TH-ASW", "TH-ASW", "VN-CUSTOMS")), held=Hold("a", 60, frozenset({"TH-ASW", "VN-CUSTOMS"})))
+        _, _, held = store.accept(twice)
+        assert sorted(r.destination for r in held) == ["TH-ASW", "VN-CUSTOMS"]
+        assert {r.id: r.destination for r in held} == {r.id: r.destination for r in store.rows(state=State.LEASED)}
+        assert [r.destination for r in store.rows(state=State.PENDING)] == ["TH-ASW"]
 
     def test_concurrent_duplicates_accept_once(self, store: Store) -> None:
         results: list[bool] = []

@@ -172,3 +172,34 @@ def test_a_backlog_is_delivered_before_fresh_rows_are_handed_over(tmp_path: Path
         dispatcher.stop()
         runtime.close()
         silent.close()
+
+
+def test_stop_waits_for_reservations_and_gives_back_rows_handed_over_late(tmp_path: Path, receiver: Receiver) -> None:
+    """A message accepted while the dispatcher stops: stop() waits for the acceptance's hand-over,
+    the row is not started, and it goes back to pending with no attempt counted."""
+    import threading
+
+    from dataclasses import replace as replaced
+
+    from hub.store import Acceptance, OutboxItem
+
+    runtime, _ = build(tmp_path, receiver.start())
+    dispatcher = runtime.dispatcher()
+    dispatcher.start()
+    hold = dispatcher.reserve(["TH-ASW"])
+    assert hold is not None
+    stopping = threading.Thread(target=dispatcher.stop)
+    stopping.start()
+    time.sleep(0.3)
+    assert stopping.is_alive(), "stop() did not wait for the reservation"
+    assert dispatcher.reserve(["TH-ASW"]) is None  # stopping: no new reservation
+    acceptance = Acceptance("VN-MOIT", "late-1", time.time(), "CO-FORMD", "9", "r", b"receipt", (OutboxItem("TH-ASW", "r", b"<x/>"),), ())
+    _, _, rows = runtime.store.accept(replaced(acceptance, held=hold))
+    assert [r.state for r in rows] == [State.LEASED]
+    dispatcher.hand_over(hold, rows)
+    stopping.join(10)
+    assert not stopping.is_alive()
+    row = runtime.store.get(rows[0].id)
+    assert row is not None and (row.state, row.attempts, row.lease_owner) == (State.PENDING, 0, None)
+    assert receiver.unique == 0 and dispatcher._inflight["TH-ASW"] == 0
+    runtime.close()

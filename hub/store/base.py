@@ -64,13 +64,14 @@ class Acceptance:
 @dataclass(frozen=True)
 class Hold:
     """Rows of an acceptance written already leased: to ``owner`` (a dispatcher with a delivery
-    thread free for each of ``destinations``) until ``until``, their first attempt counted, so the
-    dispatcher delivers them at once without leasing them in a transaction of its own. Should the
-    node stop before it delivers them, the lease expires and any dispatcher takes them, as any
-    other leased row."""
+    thread free for each of ``destinations``) for ``lease_for`` seconds from their write, their
+    first attempt counted, so the dispatcher delivers them at once without leasing them in a
+    transaction of its own. One row per destination is held (others to it are written pending).
+    Should the node stop before it delivers them, the lease expires and any dispatcher takes
+    them, as any other leased row."""
 
     owner: str
-    until: float
+    lease_for: float
     destinations: frozenset[str]
 
 

@@ -427,8 +427,13 @@ class PostgresStore(Store):
     def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
         hold = a.held
-        held_items = [i for i in a.items if hold is not None and i.destination in hold.destinations]
-        pending = [i for i in a.items if not (hold is not None and i.destination in hold.destinations)]
+        held_items: list[OutboxItem] = []  # one row per reserved slot; the others are written pending
+        pending: list[OutboxItem] = []
+        for i in a.items:
+            if hold is not None and i.destination in hold.destinations and all(h.destination != i.destination for h in held_items):
+                held_items.append(i)
+            else:
+                pending.append(i)
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
@@ -453,17 +458,18 @@ class PostgresStore(Store):
                                                   a.received_at, i.payload)] + [self._origin],
                 )
             if held_items and hold is not None:  # leased to this node's dispatcher: no other node is told
+                until = time.time() + hold.lease_for  # from the write: waiting for a connection does not shorten it
                 rows = ", ".join(["(%s, %s, %s, %s, 'leased', 1, %s, %s, %s, %s, %s, %s)"] * len(held_items))
-                ids = cur.execute(
+                ids = dict(cur.execute(
                     "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
-                    f"lease_until, created_at, updated_at, payload) VALUES {rows} RETURNING id",
+                    f"lease_until, created_at, updated_at, payload) VALUES {rows} RETURNING destination, id",
                     [v for i in held_items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner,
-                                                     hold.until, a.received_at, a.received_at, i.payload)],
-                ).fetchall()
+                                                     until, a.received_at, a.received_at, i.payload)],
+                ).fetchall())
                 held = [
-                    OutboxRow(r[0], a.message_id, a.sender, i.destination, i.route, State.LEASED, 1, a.received_at, hold.owner,
-                              hold.until, None, a.received_at, a.received_at, i.payload)
-                    for r, i in zip(ids, held_items)
+                    OutboxRow(ids[i.destination], a.message_id, a.sender, i.destination, i.route, State.LEASED, 1, a.received_at,
+                              hold.owner, until, None, a.received_at, a.received_at, i.payload)
+                    for i in held_items
                 ]
             self._append_audit(cur, a.audit, a.received_at)
         return Accepted(True, a.receipt, tuple(held))

@@ -373,6 +373,7 @@ class SQLiteStore(Store):
         a = acceptance
         hold = a.held
         held: list[OutboxRow] = []
+        holding = set(hold.destinations) if hold is not None else set()
         with self._tx() as cur:
             cur.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
@@ -386,15 +387,17 @@ class SQLiteStore(Store):
                 ).fetchone()
                 return Accepted(False, bytes(original[0]))
             for i in a.items:
-                if hold is not None and i.destination in hold.destinations:
+                if hold is not None and i.destination in holding:
+                    holding.discard(i.destination)  # one row per reserved slot
+                    until = time.time() + hold.lease_for  # from the write: waiting for the store does not shorten it
                     cur.execute(
                         "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
                         "lease_owner, lease_until, created_at, updated_at, payload) VALUES (?,?,?,?,'leased',1,?,?,?,?,?,?)",
-                        (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner, hold.until, a.received_at,
+                        (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner, until, a.received_at,
                          a.received_at, i.payload),
                     )
                     held.append(OutboxRow(cur.lastrowid, a.message_id, a.sender, i.destination, i.route, State.LEASED, 1,  # type: ignore[arg-type]
-                                          a.received_at, hold.owner, hold.until, None, a.received_at, a.received_at, i.payload))
+                                          a.received_at, hold.owner, until, None, a.received_at, a.received_at, i.payload))
                 else:
                     cur.execute(
                         "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
