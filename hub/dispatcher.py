@@ -1,7 +1,11 @@
 """The dispatcher: leases due outbox rows and hands them to adapters, per destination.
 
 Each destination has its own worker pool of ``concurrency`` threads, so a slow or dead partner
-never holds up the others. Outcomes map onto the store's transitions:
+never holds up the others. A running dispatcher is also handed its node's fresh rows: the
+pipeline ``reserve``s a free delivery slot before the acceptance's transaction, the store writes
+the row already leased to this dispatcher, and ``hand_over`` starts its delivery (no lease
+transaction); rows waiting in the store keep going first. Outcomes map onto the store's
+transitions:
 
     adapter DELIVERED          -> delivered
     adapter RETRY / exception  -> pending with capped, jittered backoff, or dead after max attempts
