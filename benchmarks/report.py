@@ -158,6 +158,16 @@ def markdown(results: dict) -> str:
             f"({_f(soak.get('msgs_per_s_first_tenth'))} in the first tenth of the run, {_f(soak.get('msgs_per_s_last_tenth'))} in the last), "
             f"all delivered: {soak['all_delivered']}."
         )
+        curve = soak.get("rss_curve") or []
+        half = [c for c in curve[:-1] if c["messages"] >= soak["messages"] // 2]
+        if len(curve) > 2 and half:
+            along = ", ".join(f"{c['rss_bytes'] / 2**20:.1f} at {c['messages'] // 1000}k" for c in curve[:-1])
+            lines += [
+                "",
+                f"RSS along the run (MiB at thousands of messages): {along}; over the second half "
+                f"{half[0]['rss_bytes'] / 2**20:.1f} -> {half[-1]['rss_bytes'] / 2**20:.1f}; "
+                "the last figure is after the deliveries drained and a garbage collection.",
+            ]
     else:
         lines.append("Not run (`--soak 100000`).")
     s = results.get("summary", {})
