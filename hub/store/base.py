@@ -74,6 +74,23 @@ class Hold:
     lease_for: float
     destinations: frozenset[str]
 
+    def split(self, items: Sequence[OutboxItem]) -> tuple[list[OutboxItem], list[OutboxItem]]:
+        """``(held, pending)``: the first item to each of ``destinations`` is held, the rest pending."""
+        held: dict[str, OutboxItem] = {}
+        pending = []
+        for item in items:
+            if item.destination in self.destinations and item.destination not in held:
+                held[item.destination] = item
+            else:
+                pending.append(item)
+        return list(held.values()), pending
+
+    def row(self, row_id: int, acceptance: Acceptance, item: OutboxItem, until: float) -> OutboxRow:
+        """The held row as the store wrote it (first attempt counted, leased to ``owner``)."""
+        a = acceptance
+        return OutboxRow(row_id, a.message_id, a.sender, item.destination, item.route, State.LEASED, 1, a.received_at,
+                         self.owner, until, None, a.received_at, a.received_at, item.payload)
+
 
 class Accepted(NamedTuple):
     """What ``Store.accept`` did: ``created`` (False: a duplicate, nothing written), the receipt

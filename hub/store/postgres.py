@@ -427,13 +427,7 @@ class PostgresStore(Store):
     def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
         hold = a.held
-        held_items: list[OutboxItem] = []  # one row per reserved slot; the others are written pending
-        pending: list[OutboxItem] = []
-        for i in a.items:
-            if hold is not None and i.destination in hold.destinations and all(h.destination != i.destination for h in held_items):
-                held_items.append(i)
-            else:
-                pending.append(i)
+        held_items, pending = hold.split(a.items) if hold is not None else ([], list(a.items))
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
@@ -466,11 +460,7 @@ class PostgresStore(Store):
                     [v for i in held_items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner,
                                                      until, a.received_at, a.received_at, i.payload)],
                 ).fetchall())
-                held = [
-                    OutboxRow(ids[i.destination], a.message_id, a.sender, i.destination, i.route, State.LEASED, 1, a.received_at,
-                              hold.owner, until, None, a.received_at, a.received_at, i.payload)
-                    for i in held_items
-                ]
+                held = [hold.row(ids[i.destination], a, i, until) for i in held_items]
             self._append_audit(cur, a.audit, a.received_at)
         return Accepted(True, a.receipt, tuple(held))
 

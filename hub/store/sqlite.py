@@ -372,8 +372,8 @@ class SQLiteStore(Store):
     def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
         hold = a.held
+        held_items, pending = hold.split(a.items) if hold is not None else ([], list(a.items))
         held: list[OutboxRow] = []
-        holding = set(hold.destinations) if hold is not None else set()
         with self._tx() as cur:
             cur.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
@@ -386,24 +386,20 @@ class SQLiteStore(Store):
                     "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (a.sender, a.message_id)
                 ).fetchone()
                 return Accepted(False, bytes(original[0]))
-            for i in a.items:
-                if hold is not None and i.destination in holding:
-                    holding.discard(i.destination)  # one row per reserved slot
-                    until = time.time() + hold.lease_for  # from the write: waiting for the store does not shorten it
-                    cur.execute(
-                        "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
-                        "lease_owner, lease_until, created_at, updated_at, payload) VALUES (?,?,?,?,'leased',1,?,?,?,?,?,?)",
-                        (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner, until, a.received_at,
-                         a.received_at, i.payload),
-                    )
-                    held.append(OutboxRow(cur.lastrowid, a.message_id, a.sender, i.destination, i.route, State.LEASED, 1,  # type: ignore[arg-type]
-                                          a.received_at, hold.owner, until, None, a.received_at, a.received_at, i.payload))
-                else:
-                    cur.execute(
-                        "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
-                        "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
-                        (a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload),
-                    )
+            cur.executemany(
+                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
+                [(a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload) for i in pending],
+            )
+            for i in held_items if hold is not None else ():  # leased to this node's dispatcher (``Hold``)
+                until = time.time() + hold.lease_for  # from the write: waiting for the store does not shorten it
+                cur.execute(
+                    "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                    "lease_owner, lease_until, created_at, updated_at, payload) VALUES (?,?,?,?,'leased',1,?,?,?,?,?,?)",
+                    (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner, until, a.received_at,
+                     a.received_at, i.payload),
+                )
+                held.append(hold.row(cur.lastrowid, a, i, until))  # type: ignore[arg-type]
             for event in a.audit:
                 self._append_audit(cur, event, a.received_at)
         return Accepted(True, a.receipt, tuple(held))
