@@ -40,6 +40,7 @@ class HubSettings:
     next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
     workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
+    pipeline_threads: int = 2  # messages in the pipeline at once in one process (more wait for a turn)
     # client addresses allowed to GET /metrics (403 for others); empty: no /metrics at all (404)
     metrics_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in METRICS_FROM)
 
@@ -295,6 +296,7 @@ def load_config(path: str | Path) -> Config:
         next_key=h.path("next_key", None),
         next_certificate=h.path("next_certificate", None),
         workers=h.int("workers", 1, minimum=1),
+        pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
         metrics_from=_networks(file, "hub.metrics_from", h.list("metrics_from", list(METRICS_FROM))),
     )
     h.done()

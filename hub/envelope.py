@@ -86,7 +86,7 @@ _SUBJECT_FIELDS = (
 
 def _children_text(element: etree._Element) -> dict[str, str]:
     return {
-        etree.QName(child).localname: (child.text or "").strip()
+        child.tag.rpartition("}")[2]: (child.text or "").strip()  # the local name, without a QName object
         for child in element
         if isinstance(child.tag, str)
     }

@@ -36,14 +36,6 @@ log = logging.getLogger("hub.server")
 
 XML = "application/xml"
 
-# At most this many messages go through the pipeline at once in one process. The pipeline is CPU
-# work under the GIL: more threads only queue for it, and the dispatcher's threads, which need the
-# GIL briefly and often, starve behind them (measured: with 16, deliveries fell to half of the
-# acceptance rate; with 4 they keep up). Four still overlap the GIL-free parts (libxml2, OpenSSL,
-# fsync) and give group commit writers to batch; further requests wait on the event loop.
-PIPELINE_THREADS = 4
-
-
 def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The listener; ``extra_routes`` are the adapters' own endpoints (``Runtime.listener_routes``)."""
     limit = pipeline.settings.limits.max_bytes
@@ -51,7 +43,8 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
 
     async def in_pipeline(func: Callable[..., Any], *args: Any) -> Any:
         if not gate:
-            gate.append(anyio.CapacityLimiter(PIPELINE_THREADS))
+            # as many threads as the pipeline lets in (``Pipeline.submit``); other requests wait here
+            gate.append(anyio.CapacityLimiter(pipeline.settings.pipeline_threads))
         return await anyio.to_thread.run_sync(func, *args, limiter=gate[0])
 
     async def submit(request: Request) -> Response:

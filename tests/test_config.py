@@ -132,3 +132,11 @@ def test_a_bad_metrics_from_entry_is_a_config_error(tmp_path: Path, value: str, 
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == "hub.metrics_from" and says in info.value.reason, info.value.reason
+
+
+def test_pipeline_threads_defaults_to_two_and_must_be_at_least_one(tmp_path: Path) -> None:
+    assert load_config(write_config(tmp_path / "default")).hub.pipeline_threads == 2
+    path = edit(write_config(tmp_path / "zero"), "max_depth = 40", "max_depth = 40\npipeline_threads = 0")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "hub.pipeline_threads", info.value

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -252,3 +255,33 @@ def test_one_message_is_signed_with_one_key_across_a_key_swap(env: tuple[Runtime
     for row in runtime.store.rows():
         signers.add(Verifier().verify(etree.fromstring(row.payload), [old.certificate, new.certificate], "hub").certificate)
     assert len(signers) == 1, "the receipt and the outbound copies were signed with different keys"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_at_most_pipeline_threads_messages_at_once(tmp_path: Path, threads: int) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[hub]\n", f"[hub]\npipeline_threads = {threads}\n", 1))
+    runtime = Runtime.load(config)
+    try:
+        assert runtime.config.hub.pipeline_threads == threads
+        moit = Sender(runtime.config, "VN-MOIT")
+        inside, most, lock = [0], [0], threading.Lock()
+        parse = runtime.pipeline.parser.parse
+
+        def slow_parse(data: bytes):  # type: ignore[no-untyped-def]
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.02)  # lets other threads in, if the pipeline would let them
+            with lock:
+                inside[0] -= 1
+            return parse(data)
+
+        runtime.pipeline.parser.parse = slow_parse  # type: ignore[method-assign]
+        messages = [moit.message() for _ in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            acks = list(pool.map(runtime.pipeline.submit, messages))
+        assert all(a.accepted for a in acks)
+        assert most[0] == threads
+    finally:
+        runtime.close()

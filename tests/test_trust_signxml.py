@@ -193,3 +193,35 @@ def test_documents_the_signer_must_copy_twice_are_signed_as_by_stock_signxml(key
     digest = ".//{http://www.w3.org/2000/09/xmldsig#}DigestValue"
     assert hub_signed.findtext(digest) == stock.findtext(digest)
     XMLVerifier().verify(etree.tostring(hub_signed), x509_cert=cert, expect_config=CONFIG)
+
+
+def test_lookups_in_clark_notation_find_what_signxml_finds(keypair) -> None:  # type: ignore[no-untyped-def]
+    """``RootCopies._find`` / ``_findall`` write signxml's prefixed paths in Clark notation: the same
+    elements, and signxml's own error for a required element that is missing."""
+    kind, key, cert = keypair
+    signed = _hub_signer(kind).sign(_document([("Item", "rice")], extra_ns=True), key=key, cert=[cert])
+    signature = signed.find("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    ours, stock = RootCopyingVerifier(), XMLVerifier()
+    queries = [(signed, "Signature", "./"), (signed, "Signature", ".//"), (signature, "SignedInfo", ""),
+               (signature, "SignatureValue", ""), (signature, "KeyInfo", ""), (signature, "X509Data", ".//"),
+               (signature, "dsig11:ECKeyValue", ".//"), (signed, "Signature[@Id='placeholder']", ".//"),
+               (signature, "ds:SignedInfo", "./"), (signature, "nope:SignedInfo", "")]
+    for element, query, xpath in queries:
+        try:
+            expected = stock._find(element, query, require=False, xpath=xpath)
+        except SyntaxError:  # an unknown prefix: both leave it to lxml, which refuses it alike
+            with pytest.raises(SyntaxError):
+                ours._find(element, query, require=False, xpath=xpath)
+            continue
+        assert ours._find(element, query, require=False, xpath=xpath) is expected, (query, xpath)
+        assert ours._findall(element, query, xpath=xpath) == stock._findall(element, query, xpath=xpath), (query, xpath)
+    with pytest.raises(signxml.exceptions.InvalidInput, match="Expected to find XML element Manifest"):
+        ours._find(signature, "Manifest")
+
+
+def test_certificate_description_is_signxmls_own(keypair) -> None:  # type: ignore[no-untyped-def]
+    kind, key, cert = keypair
+    ours = RootCopyingVerifier()
+    assert ours._get_cert_description(cert, "x") == XMLVerifier()._get_cert_description(cert, "x")
+    assert ours._get_cert_description(cert, "x") is ours._get_cert_description(cert, "x")  # made once
+    assert ours._get_cert_description(cert, "y") == XMLVerifier()._get_cert_description(cert, "y")

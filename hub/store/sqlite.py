@@ -225,6 +225,18 @@ class SQLiteStore(Store):
             finally:
                 cur.close()
 
+    def _read_one(self, sql: str, args: tuple) -> tuple | None:
+        """The first row of one statement on the read connection, without BEGIN and COMMIT: a lone
+        statement is a transaction of its own (the duplicate check, once a message)."""
+        if self._reader is self._db:
+            with self._tx(write=False) as cur:
+                return cur.execute(sql, args).fetchone()
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, args).fetchone()
+            except sqlite3.Error as exc:
+                raise _store_error(exc) from exc
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One writer's part of the current batch, in a savepoint; returns once the batch is durable.
@@ -405,10 +417,7 @@ class SQLiteStore(Store):
         return Accepted(True, a.receipt, tuple(held))
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
-        with self._tx(write=False) as cur:
-            row = cur.execute(
-                "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)
-            ).fetchone()
+        row = self._read_one("SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id))
         return bytes(row[0]) if row else None
 
     def record(self, event: AuditEvent) -> None:
