@@ -145,7 +145,9 @@ def markdown(results: dict) -> str:
                 f"| {_f(i['processes_shared_db']['msgs_per_s'])} | {_f(i['processes_own_db']['msgs_per_s'])} | {_f(i['single']['cpu_ms_per_msg'], 3)} "
                 f"| {_f(mem.get('peak_growth_bytes', 0) / 2**20, 1) if mem else '-'} ({_f(mem.get('copies_of_the_message'), 1)}) |"
             )
-        lines += ["", "Memory for one message: a fresh process warmed up with 1 KiB messages, then one message of the size; "
+        lines += ["", "1 thread: the best of three rounds, as the floor's timings. Threads: one process, one pipeline, "
+                  "4 callers per core, of which `[hub] pipeline_threads` (2) are in the pipeline at once, as in one `hub serve` "
+                  "worker. Memory for one message: a fresh process warmed up with 1 KiB messages, then one message of the size; "
                   "peak RSS growth (libxml2 trees are several times the size of the text they hold)."]
     lines += _scaleout(results.get("scaleout"))
     soak = results.get("soak") or {}
