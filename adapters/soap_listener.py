@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any, Awaitable, Callable
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -42,6 +43,8 @@ log = logging.getLogger("hub.adapters.soap")
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 MEDIA = {SOAP11: "text/xml; charset=utf-8", SOAP12: "application/soap+xml; charset=utf-8"}
+Run = Callable[..., Awaitable[Any]]  # run(func, *args): func(*args) in a worker thread, awaited
+
 WRAPPER_BYTES = 64 * 1024  # room for the SOAP envelope, headers and Submit around the hub envelope
 _PROLOG = re.compile(rb"^\s*<\?xml[^>]*\?>\s*")
 
@@ -80,8 +83,9 @@ def _success(ns: str, ack_xml: bytes) -> Response:
 
 
 class SoapEndpoint:
-    def __init__(self, submit: Submit, limits: Limits) -> None:
+    def __init__(self, submit: Submit, limits: Limits, run: Run | None = None) -> None:
         self.submit = submit
+        self.run = run or run_in_threadpool  # how submit runs off the event loop (``hub serve``: its pipeline gate)
         self.limits = limits
         self.parser = XmlParser(Limits(limits.max_bytes + WRAPPER_BYTES, limits.max_depth + 3))
 
@@ -122,7 +126,7 @@ class SoapEndpoint:
         except Fault as fault:
             return fault_response(ns, fault)
         try:
-            ack = await run_in_threadpool(self.submit, envelope, None)
+            ack = await self.run(self.submit, envelope, None)
         except TryAgain as exc:
             log.warning("store unavailable, SOAP sender asked to retry: %s", exc)
             return fault_response(ns, Fault(False, Code.TRY_AGAIN.value, "the hub cannot record the message now; send it again later"))
@@ -138,6 +142,6 @@ class SoapEndpoint:
         return Response(wsdl(address), media_type="text/xml; charset=utf-8")
 
 
-def soap_routes(submit: Submit, limits: Limits) -> list[Route]:
-    endpoint = SoapEndpoint(submit, limits)
+def soap_routes(submit: Submit, limits: Limits, run: Run | None = None) -> list[Route]:
+    endpoint = SoapEndpoint(submit, limits, run)
     return [Route("/soap", endpoint.post, methods=["POST"]), Route("/soap", endpoint.get, methods=["GET"])]

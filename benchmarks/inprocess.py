@@ -40,7 +40,7 @@ def single(config_path: Path, messages: list[bytes], warmup: int = 5, rounds: in
         size = len(todo) // rounds
         measured = []
         for r in range(rounds):
-            part = todo[r * size : (r + 1) * size]
+            part = todo[r * size : (r + 1) * size if r < rounds - 1 else None]  # the last round takes the rest
             cpu0, start = time.process_time(), time.perf_counter()
             for data in part:
                 _check(submit(data))

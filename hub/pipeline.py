@@ -118,10 +118,11 @@ class Pipeline:
         self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
-        # The pipeline is CPU work under the GIL: threads beyond a few only queue for it, and each
-        # hand-over of the GIL costs context switches (measured: one process, 10 KiB, 2.5 ms of
-        # CPU a message with one thread, 3.1 with two or four); deliveries starve behind them.
-        # Two overlap the GIL-free parts (libxml2, OpenSSL, fsync) and give group commit company.
+        # The pipeline is CPU work under the GIL: threads beyond a few only queue for it, each hand-over
+        # of the GIL costs context switches, and deliveries starve behind them (measured, one process,
+        # 10 KiB: 2.5 ms of CPU a message with one thread, 3.0-3.3 with two to eight). One thread per
+        # worker leaves the core idle while it waits for its commit's fsync (end to end, 4 workers:
+        # 353 msg/s with one, 375-438 with two, and deliveries keep pace with two but not with four).
         self._gate = threading.BoundedSemaphore(settings.pipeline_threads)
 
     # -- entry point ----------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
             Route("/messages/{message_id}", trace, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             *portal_routes(store, pipeline.settings.party_id),
-            *soap_routes(pipeline.submit, pipeline.settings.limits),
+            *soap_routes(pipeline.submit, pipeline.settings.limits, run=in_pipeline),
             *extra_routes,
         ]
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-from collections import abc
 import functools
 import threading
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ def _clark_path(query: str, xpath: str) -> str | None:
     if ":" in query:
         namespace, _, query = query.partition(":")
     uri = SIGNXML_NAMESPACES.get(namespace)
-    if uri is None or ":" in xpath:
+    if uri is None or ":" in xpath or ":" in query:  # more prefixes than the first: signxml's own way
         return None
     return f"{xpath}{{{uri}}}{query}"
 
@@ -440,8 +439,8 @@ class Verifier:
     def verify(self, root: etree._Element, trusted: Sequence[x509.Certificate] | CertificatePolicy, who: str) -> Verified:
         signature = self._signature(root, who)
         self._check_algorithms(signature)
-        # certificates, or a policy (asked this way round: isinstance on a Protocol is slow)
-        policy = Pinned(trusted) if isinstance(trusted, abc.Sequence) else trusted
+        # a policy, or certificates (asked by duck typing: isinstance on a Protocol is slow)
+        policy = trusted if hasattr(trusted, "signer") else Pinned(trusted)
         cert = policy.signer(_embedded(signature), who)
         try:
             verifier = getattr(self._local, "verifier", None)

@@ -195,7 +195,7 @@ def test_documents_the_signer_must_copy_twice_are_signed_as_by_stock_signxml(key
     XMLVerifier().verify(etree.tostring(hub_signed), x509_cert=cert, expect_config=CONFIG)
 
 
-def test_lookups_in_clark_notation_find_what_signxml_finds(keypair) -> None:  # type: ignore[no-untyped-def]
+def test_lookups_in_clark_notation_find_what_signxml_finds(keypair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """``RootCopies._find`` / ``_findall`` write signxml's prefixed paths in Clark notation: the same
     elements, and signxml's own error for a required element that is missing."""
     kind, key, cert = keypair
@@ -205,7 +205,8 @@ def test_lookups_in_clark_notation_find_what_signxml_finds(keypair) -> None:  # 
     queries = [(signed, "Signature", "./"), (signed, "Signature", ".//"), (signature, "SignedInfo", ""),
                (signature, "SignatureValue", ""), (signature, "KeyInfo", ""), (signature, "X509Data", ".//"),
                (signature, "dsig11:ECKeyValue", ".//"), (signed, "Signature[@Id='placeholder']", ".//"),
-               (signature, "ds:SignedInfo", "./"), (signature, "nope:SignedInfo", "")]
+               (signature, "ds:SignedInfo", "./"), (signature, "nope:SignedInfo", ""),
+               (signature, "ds:KeyInfo/ds:X509Data", ""), (signed, "{http://www.w3.org/2000/09/xmldsig#}Signature", "./")]
     for element, query, xpath in queries:
         try:
             expected = stock._find(element, query, require=False, xpath=xpath)
@@ -217,6 +218,11 @@ def test_lookups_in_clark_notation_find_what_signxml_finds(keypair) -> None:  # 
         assert ours._findall(element, query, xpath=xpath) == stock._findall(element, query, xpath=xpath), (query, xpath)
     with pytest.raises(signxml.exceptions.InvalidInput, match="Expected to find XML element Manifest"):
         ours._find(signature, "Manifest")
+    # and the Clark path is what finds them: signxml's prefixed lookup is not asked at all
+    monkeypatch.setattr(XMLVerifier, "_find", lambda *a, **k: pytest.fail("signxml's own _find was used"))
+    monkeypatch.setattr(XMLVerifier, "_findall", lambda *a, **k: pytest.fail("signxml's own _findall was used"))
+    assert ours._find(signature, "SignedInfo") is signature[0]
+    assert ours._findall(signature, "SignedInfo") == [signature[0]]
 
 
 def test_certificate_description_is_signxmls_own(keypair) -> None:  # type: ignore[no-untyped-def]
