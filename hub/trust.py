@@ -175,13 +175,23 @@ class RootCopies:
     def _find(self, element, query, require=True, xpath=""):  # type: ignore[no-untyped-def]
         path = _clark_path(query, xpath)
         result = None if path is None else element.find(path)
-        if result is None:  # not found (signxml raises its own error if required), or not in Clark form
+        if path is None or (result is None and require):  # signxml's own way, or its own error
             return super()._find(element, query, require=require, xpath=xpath)  # type: ignore[misc]
         return result
 
     def _findall(self, element, query, xpath=""):  # type: ignore[no-untyped-def]
         path = _clark_path(query, xpath)
         return super()._findall(element, query, xpath=xpath) if path is None else element.findall(path)  # type: ignore[misc]
+
+    def _remembered(self, table: str, key, make):  # type: ignore[no-untyped-def]
+        """``make()``, made once per ``key`` and kept on this signxml object (at most 64 a table)."""
+        kept = self.__dict__.setdefault(table, {})
+        found = kept.get(key)
+        if found is None:
+            if len(kept) >= 64:
+                kept.clear()
+            found = kept[key] = make()
+        return found
 
 
 class RootCopyingSigner(RootCopies, XMLSigner):
@@ -225,11 +235,7 @@ class RootCopyingSigner(RootCopies, XMLSigner):
 
     def _ds_tag(self, tag):  # type: ignore[no-untyped-def]
         key = (tag, self.namespaces.get(None))  # type: ignore[call-overload]
-        tags = self.__dict__.setdefault("_ds_tags", {})
-        found = tags.get(key)
-        if found is None:
-            found = tags[key] = super()._ds_tag(tag)
-        return found
+        return self._remembered("_ds_tags", key, lambda: super(RootCopyingSigner, self)._ds_tag(tag))
 
 
 class RootCopyingVerifier(RootCopies, XMLVerifier):
@@ -264,14 +270,8 @@ class RootCopyingVerifier(RootCopies, XMLVerifier):
     def _get_cert_description(self, cert, cert_source):  # type: ignore[no-untyped-def]
         # signxml writes the certificate's subject (RFC 4514) on every verification, for an error
         # message it seldom needs; a certificate's description does not change
-        descriptions = self.__dict__.setdefault("_descriptions", {})
-        key = (cert, cert_source)
-        found = descriptions.get(key)
-        if found is None:
-            if len(descriptions) >= 64:
-                descriptions.clear()
-            found = descriptions[key] = super()._get_cert_description(cert, cert_source)
-        return found
+        make = lambda: super(RootCopyingVerifier, self)._get_cert_description(cert, cert_source)  # noqa: E731
+        return self._remembered("_descriptions", (cert, cert_source), make)
 
 
 class Signer:
