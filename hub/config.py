@@ -304,6 +304,10 @@ def load_config(path: str | Path) -> Config:
         from .store.postgres import parse_url
 
         parse_url(hub.store, file)  # its pool options and libpq parameters are checked now, not at the first connection
+    elif hub.store.startswith("sqlite://"):
+        from .store import sqlite_options
+
+        sqlite_options(hub.store[len("sqlite://") :], file)
     if (hub.next_key is None) != (hub.next_certificate is None):
         raise ConfigError(file, "hub.next_key", "next_key and next_certificate go together: name both or neither")
 

@@ -10,8 +10,20 @@ from dataclasses import replace
 import pytest
 
 from hub.audit import AuditEvent, verify_chain
-from hub.errors import TransitionError
+from hub.errors import TransitionError, TryAgain
 from hub.store import Acceptance, Hold, OutboxItem, State, Store
+
+
+def accept_once_it_can(store: Store, a: Acceptance, within: float, interval: float, failing: str) -> bool:
+    """``store.accept(a)`` retried while it answers ``TryAgain`` (as a sender retries), for at most
+    ``within`` seconds; ``created``."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return store.accept(a).created
+        except TryAgain:
+            assert time.monotonic() < deadline, failing
+            time.sleep(interval)
 
 
 def acceptance(message_id: str = "m-1", sender: str = "VN-MOIT", destinations: tuple[str, ...] = ("TH-ASW", "VN-CUSTOMS"),

@@ -227,6 +227,42 @@ def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:  # ty
 
 
 
+class LockHolder:
+    """Another process holding the SQLite store's writer lock file (``hub.db-writer.lock``), as a
+    ``hub`` process does during its transaction; ``stall()`` stops it there (SIGSTOP), as a
+    process swapped out or stopped in a debugger would be."""
+
+    SCRIPT = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+
+    def __init__(self, database: Path, seconds: float = 60.0) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, f"{database}-writer.lock", str(seconds)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "locked"
+
+    def stall(self) -> LockHolder:
+        self.proc.send_signal(signal.SIGSTOP)
+        return self
+
+    def end(self) -> None:
+        """Kills it: the kernel lets its lock go."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def __enter__(self) -> LockHolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.end()
+
+
 def skip_unless_present(path: Path, what: str) -> None:
     """Skips a test whose material is missing; under CI=true a missing part is a failure."""
     if path.exists():

@@ -16,7 +16,7 @@ from lxml import etree
 from hub.envelope import read_errors
 from hub.receiver import Receiver
 
-from .support import HOSTILE, REPO, HubProcess, Sender, free_port, message_id_of, tampered, wait_until, write_config
+from .support import HOSTILE, REPO, HubProcess, LockHolder, Sender, free_port, message_id_of, tampered, wait_until, write_config
 from hub.config import load_config
 
 
@@ -165,3 +165,26 @@ def test_bad_input_gets_its_own_nack_while_good_traffic_flows(tmp_path: Path, re
         t.join()
         assert statuses == [200] * 40
         assert receiver.wait_for(40, 30)
+
+
+def test_a_stalled_process_holding_the_store_gets_senders_a_503_not_a_hang(tmp_path: Path, receiver: Receiver) -> None:
+    """Another process stops while it holds the SQLite store's write lock (a `hub` command stopped
+    in the middle of its transaction): senders are told to retry within the store's lock_timeout,
+    the hub keeps answering, and takes messages again once the process is gone."""
+    config = write_config(tmp_path, gateway_url=receiver.start().url, store=f"sqlite:///{tmp_path}/hub.db?lock_timeout=1")
+    moit = Sender(load_config(config), "VN-MOIT")
+    first, second = moit.message(), moit.message()
+    with HubProcess(config) as hub, httpx.Client(timeout=30) as client:
+        with LockHolder(tmp_path / "hub.db").stall() as holder:
+            answers = [hub.post(first, client), hub.post(second, client)]
+            for r in answers:
+                assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+                assert read_errors(etree.fromstring(r.content))[0][0] == "ERR50"
+            assert client.get(hub.url + "/health").status_code == 200  # reads need no lock
+            holder.end()
+        # the sender's retry, same message id: accepted once the lock is free
+        assert wait_until(lambda: hub.post(first, client).status_code == 200, 15)
+        assert hub.post(second, client).status_code == 200
+        assert receiver.wait_for(2, 30)
+        trace = client.get(f"{hub.url}/messages/{message_id_of(first)}").json()
+        assert {d["destination"] for d in trace["deliveries"]} == {"TH-ASW", "VN-CUSTOMS"}

@@ -17,7 +17,7 @@ from hub.store import State, Store, open_store
 from hub.store.postgres import PostgresStore
 
 from .pg import Cluster, pg_cluster  # noqa: F401 (the fixture)
-from .store_contract import StoreContract, acceptance
+from .store_contract import StoreContract, accept_once_it_can, acceptance
 
 
 @pytest.fixture
@@ -135,15 +135,7 @@ def test_connection_loss_answers_try_again_then_recovers(pg_cluster: Cluster, pg
             pg_cluster.start()
 
         # 3. the server is back: the same store object reconnects by itself; nothing was half-written
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                created, _, _ = store.accept(acceptance("while-down"))
-                break
-            except TryAgain:
-                assert time.monotonic() < deadline, "the store did not reconnect"
-                time.sleep(0.2)
-        assert created
+        assert accept_once_it_can(store, acceptance("while-down"), 15, 0.2, "the store did not reconnect")
         ids = {r.message_id for r in store.rows(limit=1000)}
         assert {"before", "while-down"} <= ids
         assert len(store.rows(limit=1000)) == 2 * len(ids)

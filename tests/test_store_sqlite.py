@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from hub.audit import verify_chain
+from hub.audit import AuditEvent, verify_chain
+from hub.errors import ConfigError, TryAgain
 from hub.store import Store, open_store
 
-from .store_contract import StoreContract, acceptance
+from .store_contract import StoreContract, accept_once_it_can, acceptance
+from .support import LockHolder, write_config
+
+
+def _messages(store: Store) -> list:  # type: ignore[type-arg]
+    return [m for m in (store.trace(mid).message for mid in ("before", "m-1", "m-2")) if m is not None]
 
 
 @pytest.fixture
@@ -49,6 +56,71 @@ def test_absolute_sqlite_url(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path}/abs.db", Path("/nonexistent"))
     s.close()
     assert (tmp_path / "abs.db").exists()
+
+
+def test_a_writer_waits_for_another_process_and_goes_on_the_moment_it_lets_go(tmp_path: Path) -> None:
+    store = open_store("sqlite:///hub.db", tmp_path)
+    try:
+        holder = LockHolder(tmp_path / "hub.db", seconds=0.4)  # exits, and so lets go, after 0.4 s
+        start = time.monotonic()
+        created, _receipt, _rows = store.accept(acceptance("m-1"))
+        waited = time.monotonic() - start
+        holder.proc.wait(10)
+        assert created and 0.2 < waited < 5
+        assert store.receipt_for("VN-MOIT", "m-1") == b"receipt-VN-MOIT-m-1"
+    finally:
+        store.close()
+
+
+def test_a_stalled_process_holding_the_store_gets_writers_try_again_not_a_hang(tmp_path: Path) -> None:
+    store = open_store("sqlite:///hub.db?lock_timeout=0.5", tmp_path)
+    try:
+        store.accept(acceptance("before"))
+        with LockHolder(tmp_path / "hub.db").stall() as holder:
+            start = time.monotonic()
+            with pytest.raises(TryAgain, match="another process has held its write lock .* for more than 0.5 s"):
+                store.accept(acceptance("m-1"))
+            assert 0.4 < time.monotonic() - start < 5
+            # the writers behind the first time-out get their answer at once, deliveries too
+            start = time.monotonic()
+            with pytest.raises(TryAgain):
+                store.accept(acceptance("m-2"))
+            with pytest.raises(TryAgain):
+                store.record(AuditEvent("m-2", "VN-MOIT", "rejected", "x"))
+            assert time.monotonic() - start < 1
+            # reading needs no lock: the duplicate check and traces still answer
+            assert store.receipt_for("VN-MOIT", "before") == b"receipt-VN-MOIT-before"
+            holder.end()
+            # the holder gone, the next writer goes on (the wait given up may still be ending)
+            assert accept_once_it_can(store, acceptance("m-1"), 10, 0.05, "the store stayed locked after the holder was gone")
+        assert {m.message_id for m in _messages(store)} == {"before", "m-1"}
+        assert verify_chain(store.audit_entries()).ok
+    finally:
+        store.close()
+
+
+def test_closing_a_store_while_a_write_waits_for_the_lock(tmp_path: Path) -> None:
+    store = open_store("sqlite:///hub.db?lock_timeout=0.2", tmp_path)
+    with LockHolder(tmp_path / "hub.db").stall() as holder:
+        with pytest.raises(TryAgain):
+            store.accept(acceptance("m-1"))
+        store.close()  # the wait still under way keeps its descriptor until it ends
+        holder.end()
+    again = open_store("sqlite:///hub.db", tmp_path)
+    try:
+        assert again.accept(acceptance("m-1")).created
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("query, says", [
+    ("lock_timeout=0", "lock_timeout"), ("lock_timeout=soon", "lock_timeout"), ("timeout=5", "unknown option 'timeout'"),
+])
+def test_sqlite_url_options_are_checked(tmp_path: Path, query: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        open_store(f"sqlite:///hub.db?{query}", tmp_path)
+    with pytest.raises(ConfigError, match=f"hub.store: .*{says}"):  # `hub check` and start-up say it before any write
+        write_config(tmp_path, store=f"sqlite:///hub.db?{query}")
 
 
 def test_group_commit_shares_fsyncs_and_answers_only_when_durable(tmp_path: Path) -> None:

@@ -19,11 +19,11 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
-        raw = url[len("sqlite://") :]
+        raw, lock_timeout = sqlite_options(url[len("sqlite://") :])
         if raw.startswith("/"):
             raw = raw[1:]
         path = Path(raw)
-        store: Store = SQLiteStore(path if path.is_absolute() else base / path)
+        store: Store = SQLiteStore(path if path.is_absolute() else base / path, busy_timeout_ms=int(lock_timeout * 1000))
     elif url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, parse_url
 
@@ -45,3 +45,21 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
 
 
 __all__ = ["Accepted", "Acceptance", "Attempt", "Hold", "MessageRecord", "OutboxItem", "OutboxRow", "State", "Store", "Trace", "open_store"]
+
+
+def sqlite_options(rest: str, file: str = "hub.toml") -> tuple[str, float]:
+    """``/var/hub.db?lock_timeout=10``: the path, and the seconds a write waits for another
+    process's transaction (the lock file, then SQLite's busy handler) before answering "try again"."""
+    path, _, query = rest.partition("?")
+    timeout = 10.0
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key != "lock_timeout":
+            raise ConfigError(file, "hub.store", f"unknown option {key!r} in the SQLite store URL; the one option is lock_timeout (seconds)")
+        try:
+            timeout = float(value)
+        except ValueError:
+            timeout = 0.0
+        if not 0 < timeout < 3600:
+            raise ConfigError(file, "hub.store", f"lock_timeout (seconds a write waits for another process) must be a positive number below 3600, not {value!r}")
+    return path, timeout

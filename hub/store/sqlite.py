@@ -141,6 +141,104 @@ def _row(r: tuple) -> OutboxRow:
     )
 
 
+class WriterLock:
+    """The lock file beside the database: an exclusive ``flock`` that processes take in turn, with
+    a bound on the wait.
+
+    Free, it is taken at once. Held by another process, a thread of its own (one per store, kept
+    once started) waits in a blocking ``flock``, so the waiter is woken the moment the file is
+    free (no polling), while the caller waits at most ``timeout`` seconds and then gets
+    ``TryAgain``: a process that stalls while
+    holding the lock (stopped, swapped out, its disk hung) costs the others an answer to retry,
+    not a hang, and the writers behind the first time-out get theirs at once (``_LockWait``).
+    A wait given up still ends in the background: if it gets the lock and no caller wants it any
+    more, it lets it go at once; a caller that comes meanwhile takes that wait over (one
+    ``flock`` request per open file at a time: a second one on the same descriptor would be
+    granted at once, as a conversion of the lock this process is about to hold). One caller at
+    a time: the store calls it holding its write connection.
+    """
+
+    GRACE = 0.05
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)  # a new wait for the waiting thread
+        self._pending: _LockWait | None = None  # the blocking flock asked of, or under way in, that thread
+        self._waiter: threading.Thread | None = None  # started at the first wait, then kept
+        self._closed = False
+
+    def acquire(self) -> None:
+        with self._mutex:
+            wait = self._pending
+            if wait is None:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    pass
+                wait = self._pending = _LockWait(time.monotonic() + self.timeout)
+                if self._waiter is None:
+                    self._waiter = threading.Thread(target=self._waits, name="sqlite-writer-lock", daemon=True)
+                    self._waiter.start()
+                self._wake.notify()
+            wait.wanted = True
+        # past the deadline a caller still gives the wait a moment: the holder may just have let go
+        if wait.granted.wait(max(self.GRACE, wait.deadline - time.monotonic())):
+            return
+        with self._mutex:
+            if wait.granted.is_set():  # got it just as the time ran out
+                return
+            wait.wanted = False
+        raise TryAgain(
+            f"the store is busy: another process has held its write lock ({self.path}) for more than {self.timeout:g} s"
+        )
+
+    def _waits(self) -> None:
+        """The waiting thread: one blocking ``flock`` for each wait asked of it."""
+        while True:
+            with self._mutex:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                if self._pending is None:
+                    return
+                wait = self._pending
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._mutex:
+                self._pending = None
+                if self._closed:  # the store closed meanwhile and left the descriptor to this wait
+                    os.close(self._fd)
+                    return
+                if wait.wanted:
+                    wait.granted.set()
+                else:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            self._wake.notify()
+            if self._pending is None:  # else the wait closes it when it ends: its number stays its own
+                os.close(self._fd)
+
+
+class _LockWait:
+    """One blocking ``flock`` under way. Every caller waits on it until one ``deadline``: while a
+    stalled process keeps the lock, the writers behind the first time-out get their answer at
+    once instead of each waiting the whole time again."""
+
+    __slots__ = ("deadline", "wanted", "granted")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.wanted = False
+        self.granted = threading.Event()
+
+
 class _Batch:
     """One write transaction shared by the writers that joined it (group commit)."""
 
@@ -172,11 +270,15 @@ class SQLiteStore(Store):
         memory = self.path == ":memory:"
         if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._file_lock = None if memory else os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._file_lock = None if memory else WriterLock(self.path + "-writer.lock", busy_timeout_ms / 1000)
+        # processes opening a new file together would race to switch it to WAL: one at a time
+        if self._file_lock is not None:
+            try:
+                self._file_lock.acquire()
+            except TryAgain as exc:
+                self._file_lock.close()
+                raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
         try:
-            # processes opening a new file together would race to switch it to WAL: one at a time
-            if self._file_lock is not None:
-                fcntl.flock(self._file_lock, fcntl.LOCK_EX)
             self._db = self._connect(busy_timeout_ms)
             # a database in memory exists only for its own connection: it reads through the writer
             self._reader = self._db if memory else self._connect(busy_timeout_ms)
@@ -285,7 +387,7 @@ class SQLiteStore(Store):
 
     def _begin(self) -> None:
         if self._file_lock is not None:
-            fcntl.flock(self._file_lock, fcntl.LOCK_EX)
+            self._file_lock.acquire()
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -295,7 +397,7 @@ class SQLiteStore(Store):
 
     def _unlock_file(self) -> None:
         if self._file_lock is not None:
-            fcntl.flock(self._file_lock, fcntl.LOCK_UN)
+            self._file_lock.release()
 
     def _undo_part(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
         """Rolls back one writer's part; if SQLite already rolled back the whole transaction (an
@@ -597,5 +699,5 @@ class SQLiteStore(Store):
                 with self._read_lock:
                     self._reader.close()
             if self._file_lock is not None:
-                os.close(self._file_lock)
+                self._file_lock.close()
                 self._file_lock = None
