@@ -457,14 +457,18 @@ class SQLiteStore(Store):
             error = _store_error(batch.error)
             raise error from batch.error
 
-    def _append_audit(self, cur: sqlite3.Cursor, event: AuditEvent, at: float) -> None:
+    def _append_audit(self, cur: sqlite3.Cursor, events: Sequence[AuditEvent], at: float) -> None:
+        """Chains ``events`` onto the audit log: the last entry read once, the new ones written in
+        one statement."""
         last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        digest = entry_hash(prev, seq, at, event.message_id, event.actor, event.event, event.detail)
-        cur.execute(
-            "INSERT INTO audit (seq, at, message_id, actor, event, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
-            (seq, at, event.message_id, event.actor, event.event, event.detail, prev, digest),
-        )
+        seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+        entries = []
+        for e in events:
+            seq += 1
+            digest = entry_hash(prev, seq, at, e.message_id, e.actor, e.event, e.detail)
+            entries.append((seq, at, e.message_id, e.actor, e.event, e.detail, prev, digest))
+            prev = digest
+        cur.executemany("INSERT INTO audit (seq, at, message_id, actor, event, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)", entries)
 
     # -- interface ------------------------------------------------------------------------------
 
@@ -514,8 +518,7 @@ class SQLiteStore(Store):
                      a.received_at, i.payload),
                 )
                 held.append(hold.row(cur.lastrowid, a, i, until))  # type: ignore[arg-type]
-            for event in a.audit:
-                self._append_audit(cur, event, a.received_at)
+            self._append_audit(cur, a.audit, a.received_at)
         return Accepted(True, a.receipt, tuple(held))
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
@@ -526,7 +529,7 @@ class SQLiteStore(Store):
         import time
 
         with self._tx() as cur:
-            self._append_audit(cur, event, time.time())
+            self._append_audit(cur, (event,), time.time())
 
     def lease(self, owner: str, destination: str, limit: int, now: float, lease_for: float) -> list[OutboxRow]:
         if limit <= 0:
@@ -583,13 +586,14 @@ class SQLiteStore(Store):
                 "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) VALUES (?,?,?,?,?,?,?)",
                 (row_id, number, owner, started_at, now, outcome.value, detail),
             )
-            cur.executemany(
-                "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
-                "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
-                [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
-            )
+            if enqueue:
+                cur.executemany(
+                    "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
+                    "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
+                    [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
+                )
             event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
-            self._append_audit(cur, AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"), now)
+            self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
         return replace(  # what the UPDATE above wrote, without reading the row (and its payload) again
             row, state=outcome, lease_owner=None, lease_until=None, last_error=error if error is not None else row.last_error,
             next_attempt_at=next_attempt_at if next_attempt_at is not None else row.next_attempt_at, updated_at=now,
@@ -617,7 +621,7 @@ class SQLiteStore(Store):
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, row_id),
             )
-            self._append_audit(cur, AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"), now)
+            self._append_audit(cur, (AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"),), now)
             updated = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
         return _row(updated)
 
