@@ -207,6 +207,16 @@ class Dispatcher:
     def _deliver(self, row: OutboxRow) -> None:
         started = self.clock()
         try:
+            policy = self.policies.get(row.route, self.default_policy)
+            if policy.exhausted(row.attempts - 1):
+                # the attempts allowed have all been started and none of them settled it: each ended
+                # without an outcome (a node stopped, or lost its store, during the delivery). A
+                # message that stops the node it is delivered from must not do it for ever.
+                detail = (f"gave up: {row.attempts - 1} attempts started (at most {policy.max_attempts}) and the last "
+                          "ended without an outcome (a node stopped or lost its store during the delivery); not attempted again")
+                log.warning("row %s to %s: %s", row.id, row.destination, detail)
+                self._complete(row, State.DEAD, detail, started, self.clock())
+                return
             adapter = self.adapters[row.destination]
             try:
                 result = adapter.deliver(
@@ -224,16 +234,19 @@ class Dispatcher:
             if row.destination in self._maybe_more:
                 self._wake.set()
 
+    def _complete(self, row: OutboxRow, state: State, detail: str, started: float, now: float, next_at: float | None = None) -> None:
+        extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
+        if extra:
+            self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
+        else:
+            self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+
     def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
         now = self.clock()
         policy = self.policies.get(row.route, self.default_policy)
 
         def complete(state: State, detail: str, next_at: float | None = None) -> None:
-            extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
-            if extra:
-                self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
-            else:
-                self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+            self._complete(row, state, detail, started, now, next_at)
 
         if result.outcome is Outcome.DELIVERED:
             complete(State.DELIVERED, result.detail)

@@ -193,8 +193,7 @@ class Pipeline:
         sender, message_id = header.sender.identity, header.message_id
         original = self.store.receipt_for(sender, message_id)
         if original is not None:
-            self.counters.add(DUPLICATE)
-            return Ack(original, True, message_id, duplicate=True)
+            return self._duplicate(original, sender, message_id)
         payload = content_of(root)
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
@@ -261,10 +260,22 @@ class Pipeline:
         finally:
             if hold is not None:
                 self.handoff.hand_over(hold, rows)  # type: ignore[union-attr]
-        self.counters.add(ACCEPTED if created else DUPLICATE)
-        if created and self.on_accept is not None and len(rows) < len(items):  # rows left pending: wake the dispatcher
+        if not created:  # the same message id accepted meanwhile, through another thread or node
+            return self._duplicate(stored_receipt, sender, message_id)
+        self.counters.add(ACCEPTED)
+        if self.on_accept is not None and len(rows) < len(items):  # rows left pending: wake the dispatcher
             self.on_accept()
-        return Ack(stored_receipt, True, message_id, duplicate=not created)
+        return Ack(stored_receipt, True, message_id)
+
+    def _duplicate(self, original: bytes, sender: str, message_id: str) -> Ack:
+        """A message id this sender has used before: the original receipt again, nothing else
+        written but a line in the audit log (the message's trace shows the sender sent it again)."""
+        self.counters.add(DUPLICATE)
+        try:
+            self.store.record(AuditEvent(message_id, sender, "duplicate", "sent again; answered with the original receipt"))
+        except Exception as exc:  # the original receipt is still the right answer; the gap is logged
+            log.warning("could not record a duplicate in the audit log: %s", exc)
+        return Ack(original, True, message_id, duplicate=True)
 
     def _conversation(self, header: Header) -> str:
         """The exchange a message belongs to: that of the message its preReference names (by

@@ -24,10 +24,10 @@ from adapters import Adapter, AdapterSettings, adapter_class, create_adapter, li
 from .catalogue import SchemaCatalogue, load_mappings
 from .config import Config, HubSettings, load_config
 from .dispatcher import Dispatcher
-from .errors import ConfigError
+from .errors import ConfigError, HubError
 from .events import StatusEvents
 from .pipeline import Pipeline, Trust
-from .store import Store, open_store
+from .store import State, Store, open_store
 from .keys import CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
 from .metrics import Counters, metrics_route
 from .trust import Signer, Verifier, in_date, load_certificates, subject_of
@@ -254,11 +254,32 @@ class Runtime:
                 out.append(f"{file}: agencies[{agency.id}].crl: warning: certificates chain to a CA but no CRL is named; revocation is not checked")
         for agency_id, adapter in self.create_adapters().items():
             out.extend(f"{file}: agencies[{agency_id}].{p}" for p in adapter.check())
+        out.extend(f"{file}: agencies: warning: {line}" for line in self.stranded())
+        d = self.config.dispatcher
+        if d.lease_seconds <= d.delivery_timeout:
+            out.append(f"{file}: dispatcher.lease_seconds: warning: {d.lease_seconds:g} s is not longer than delivery_timeout "
+                       f"({d.delivery_timeout:g} s): a delivery still waiting for its partner when its lease ends may be "
+                       "taken over and delivered again by another node")
         senders = {r.sender for r in self.config.routes}
         for agency in self.config.agencies.values():
             if agency.id in senders and not (agency.certificates or agency.trust_anchors) and self.config.hub.require_signature:
                 out.append(f"{file}: agencies[{agency.id}].certificates: the agency sends on a route but has no certificate or CA to verify it")
         return out
+
+    def stranded(self) -> list[str]:
+        """Outbox rows still to deliver to a destination the configuration no longer names (an
+        agency removed or renamed): no dispatcher leases them, so they would wait unseen."""
+        try:
+            counts = self.store.counts()
+        except HubError:  # the store is down: nothing to say about its rows now
+            return []
+        waiting: dict[str, int] = {}
+        for (destination, state), n in counts.items():
+            if state in (State.PENDING, State.LEASED) and destination not in self.config.agencies:
+                waiting[destination] = waiting.get(destination, 0) + n
+        return [f"{n} outbox row(s) to {destination!r} wait for delivery, but {destination!r} is no longer an agency "
+                f"in the configuration: they are delivered once it is configured again (`hub outbox list --destination {destination}` shows them)"
+                for destination, n in sorted(waiting.items())]
 
     def close(self) -> None:
         with self._reload_lock:  # waits for a reload under way, which must not start the jobs again

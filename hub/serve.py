@@ -101,6 +101,9 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
 
     runtime.store.when_failed(on_store_failure)
     if dispatcher:
+        if worker == 0:
+            for line in runtime.stranded():
+                log.error("outbox: %s", line)
         dispatcher.start()
     for source in sources:
         source.start()

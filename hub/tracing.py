@@ -75,6 +75,8 @@ def trace_text(trace: Trace, message_id: str) -> str:
     for e in trace.audit:
         if e.event == "rejected":
             lines.append(f"  {ts(e.at)}  {'a copy was ' if m else ''}rejected: {e.detail}")
+        elif e.event == "duplicate":
+            lines.append(f"  {ts(e.at)}  sent again by {e.actor}: answered with the original receipt")
         elif e.event == "resend":
             lines.append(f"  {ts(e.at)}  resend ({e.actor}): {e.detail}")
     for r in trace.rows:

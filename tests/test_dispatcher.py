@@ -106,6 +106,55 @@ def test_gives_up_after_max_attempts(tmp_path: Path, receiver: Receiver) -> None
     runtime.close()
 
 
+def test_a_row_whose_deliveries_never_end_is_dead_lettered_not_retried_for_ever(tmp_path: Path, receiver: Receiver) -> None:
+    """A message whose delivery stops the node (every attempt ends without an outcome, its lease
+    expires and it is leased again) ends dead after the attempts allowed, not in a crash loop."""
+    runtime, moit = build(tmp_path, receiver.start(), max_attempts=3)
+    runtime.pipeline.submit(moit.message())
+    for i in range(3):  # three nodes took it and died during the delivery: leases that expired
+        (row,) = runtime.store.lease(f"crashed-{i}", "TH-ASW", 10, time.time(), 0.01)
+        assert row.attempts == i + 1
+        time.sleep(0.02)
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dispatcher.stop()
+    (row,) = runtime.store.rows(destination="TH-ASW")
+    assert row.state is State.DEAD and receiver.unique == 0  # not attempted a fourth time
+    assert "3 attempts started (at most 3)" in (row.last_error or "") and "without an outcome" in (row.last_error or "")
+    trace = runtime.store.trace(row.message_id)
+    assert any(e.event == "dead-lettered" and "without an outcome" in e.detail for e in trace.audit)
+    # an operator's resend gives it a new budget
+    runtime.store.resend(row.id, "operator:test", time.time())
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dispatcher.stop()
+    assert receiver.unique == 1 and runtime.store.rows(destination="TH-ASW")[0].state is State.DELIVERED
+    runtime.close()
+
+
+def test_check_warns_of_rows_no_dispatcher_takes_and_of_a_lease_shorter_than_a_delivery(tmp_path: Path, receiver: Receiver) -> None:
+    import subprocess
+    import sys
+
+    from hub.store import Acceptance, OutboxItem
+
+    from .support import REPO
+
+    runtime, _moit = build(tmp_path, receiver, lease_seconds=2.0)
+    # rows written while an agency "XX-OLD" was configured; it has since been removed from hub.toml
+    runtime.store.accept(Acceptance("VN-MOIT", "m-old", time.time(), "CO-FORMD", "9", "r", b"receipt",
+                                    (OutboxItem("XX-OLD", "r", b"<a/>"), OutboxItem("XX-OLD", "r", b"<b/>")), ()))
+    assert runtime.stranded() == [
+        "2 outbox row(s) to 'XX-OLD' wait for delivery, but 'XX-OLD' is no longer an agency in the configuration: "
+        "they are delivered once it is configured again (`hub outbox list --destination XX-OLD` shows them)"]
+    config = runtime.config.path
+    runtime.close()
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "warning: 2 outbox row(s) to 'XX-OLD'" in out.stdout, out.stdout + out.stderr
+    # a lease shorter than a delivery may take: a warning too (the test configurations keep leases short on purpose)
+    assert "dispatcher.lease_seconds: warning: 2 s is not longer than delivery_timeout (3 s)" in out.stdout
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(max_attempts=20, initial_delay=1, max_delay=30, multiplier=2, jitter=0.2)
     delays = [policy.delay(n) for n in range(1, 12)]

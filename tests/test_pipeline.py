@@ -16,6 +16,7 @@ from hub.envelope import NS, read_errors, read_header
 from hub.errors import Code
 from hub.runtime import Runtime
 from hub.store import State
+from hub.tracing import trace_text
 from hub.trust import Verifier, load_certificates
 
 from .support import EXAMPLES, HOSTILE, Sender, message_id_of, tampered, write_config
@@ -67,6 +68,25 @@ def test_duplicate_gets_the_original_receipt_and_no_new_rows(env: tuple[Runtime,
     retry = runtime.pipeline.submit(moit.message(message_id=first.message_id))
     assert retry.duplicate and retry.xml == first.xml
     assert len(runtime.store.rows()) == 2
+    # the trace shows each arrival: received once, sent again twice
+    trace = runtime.store.trace(first.message_id)
+    assert [e.event for e in trace.audit].count("duplicate") == 2
+    text = trace_text(trace, first.message_id)
+    assert text.count("sent again by VN-MOIT: answered with the original receipt") == 2
+
+
+def test_a_refused_message_corrected_and_sent_again_with_its_id_is_accepted(env: tuple[Runtime, Sender]) -> None:
+    """A NACK keeps nothing that would make the corrected message a duplicate."""
+    runtime, moit = env
+    broken = moit.message(document_type="NO-SUCH")
+    refused = runtime.pipeline.submit(broken)
+    assert not refused.accepted and refused.message_id
+    corrected = runtime.pipeline.submit(moit.message(message_id=refused.message_id))
+    assert corrected.accepted and not corrected.duplicate
+    again = runtime.pipeline.submit(moit.message(message_id=refused.message_id))
+    assert again.duplicate and again.xml == corrected.xml
+    events = [e.event for e in runtime.store.trace(refused.message_id).audit]
+    assert events[0] == "rejected" and "received" in events and events[-1] == "duplicate"
 
 
 def nack(runtime: Runtime, data: bytes, authenticated_as: str | None = None) -> tuple[str, str, str | None]:
