@@ -75,6 +75,7 @@ class TrustSettings:
     crl_refresh_seconds: float = 900.0  # how often every CRL is read again from its location
     crl_grace_seconds: float = 86400.0  # a CRL past nextUpdate is used this much longer, then fail closed
     expiry_warning_days: int = 30  # `hub keys`, `hub check`, a daily log line and GET /metrics warn this far ahead
+    crl_cache: str = "var/crl-cache"  # the last good CRL of each http(s) location, for a start while its server is down ("" = none)
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,9 @@ class _Table:
     def _key(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
 
-    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+    def str(self, key: str, default: Any = _REQUIRED, allow_empty: bool = False) -> Any:
         value = self._get(key, str, default)
-        if value is not default and isinstance(value, str) and not value.strip():
+        if value is not default and isinstance(value, str) and not value.strip() and not allow_empty:
             raise ConfigError(self.file, self._key(key), "must not be empty")
         return value
 
@@ -316,6 +317,7 @@ def load_config(path: str | Path) -> Config:
         crl_refresh_seconds=t.float("crl_refresh_seconds", TrustSettings.crl_refresh_seconds),
         crl_grace_seconds=t.float("crl_grace_seconds", TrustSettings.crl_grace_seconds),
         expiry_warning_days=t.int("expiry_warning_days", TrustSettings.expiry_warning_days),
+        crl_cache=t.str("crl_cache", TrustSettings.crl_cache, allow_empty=True).strip(),
     )
     t.done()
     if trust.crl_refresh_seconds < 1:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -98,15 +99,24 @@ class LoadedCrl:
 
 
 class CrlSource:
-    """One CRL location. ``refresh`` reads it again; the last good CRL stays until a better one."""
+    """One CRL location. ``refresh`` reads it again; the last good CRL stays until a better one.
 
-    def __init__(self, location: str, base: Path, fetch_timeout: float = 10.0) -> None:
+    The last good CRL read from an http(s) location is also kept in ``cache`` (a folder), so a hub
+    that starts while the CA's server is down uses it, with the same checks as when it was
+    fetched (its issuer's signature, its nextUpdate and the grace), instead of refusing every
+    message that needs it. A local file is its own copy and is not kept again.
+    """
+
+    def __init__(self, location: str, base: Path, fetch_timeout: float = 10.0, cache: Path | None = None) -> None:
         self.location = location
         self.base = base
         self.fetch_timeout = fetch_timeout
         self.issuers: list[x509.Certificate] = []  # CA certificates allowed to sign this CRL
         self.loaded: LoadedCrl | None = None
         self.error: str | None = "not read yet"
+        remote = urlparse(location).scheme in ("http", "https")
+        name = hashlib.sha256(location.encode()).hexdigest()[:32] + ".crl"
+        self.kept: Path | None = cache / name if cache is not None and remote else None
 
     def _read(self) -> bytes:
         if "://" not in self.location:
@@ -129,7 +139,31 @@ class CrlSource:
         try:
             data = self._read()
         except Exception as exc:  # OSError, httpx errors: any failure to fetch keeps the last good CRL
-            return self._refuse(f"cannot read {self.location}: {exc}")
+            reason = f"cannot read {self.location}: {exc}"
+            if self.loaded is None and self.kept is not None and self.kept.is_file():
+                log.warning("CRL %s: %s; using the copy kept from an earlier read (%s)", self.location, reason, self.kept)
+                changed = self._load(self.kept.read_bytes(), f"the copy kept of {self.location} ({self.kept})")
+                if self.loaded is not None:
+                    self.error = reason  # what a fresh read would say; the kept copy is used meanwhile
+                return changed
+            return self._refuse(reason)
+        changed = self._load(data, self.location)
+        if changed and self.kept is not None:
+            self._keep(data)
+        return changed
+
+    def _keep(self, data: bytes) -> None:
+        """Writes the CRL just loaded to ``kept`` (a new file renamed over the old one)."""
+        assert self.kept is not None
+        try:
+            self.kept.parent.mkdir(parents=True, exist_ok=True)
+            part = self.kept.with_suffix(".part")
+            part.write_bytes(data)
+            os.replace(part, self.kept)
+        except OSError as exc:  # the hub still has it in memory; only a restart during an outage would miss it
+            log.warning("CRL %s: cannot keep a copy in %s: %s", self.location, self.kept, exc)
+
+    def _load(self, data: bytes, what: str) -> bool:
         digest = hashlib.sha256(data).digest()
         if self.loaded is not None and digest == self.loaded.digest:
             self.error = None
@@ -137,17 +171,17 @@ class CrlSource:
         try:
             crl = (x509.load_pem_x509_crl if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl)(data)
         except ValueError as exc:
-            return self._refuse(f"{self.location} is not a readable CRL: {exc}")
+            return self._refuse(f"{what} is not a readable CRL: {exc}")
         issuer = next((ca for ca in self.issuers if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())), None)
         if issuer is None:
-            return self._refuse(f"{self.location} is not signed by a CA configured for the agencies that name it ({crl.issuer.rfc4514_string()})")
+            return self._refuse(f"{what} is not signed by a CA configured for the agencies that name it ({crl.issuer.rfc4514_string()})")
         if crl.next_update_utc is None:
-            return self._refuse(f"{self.location} has no nextUpdate, so its freshness cannot be judged")
+            return self._refuse(f"{what} has no nextUpdate, so its freshness cannot be judged")
         if self.loaded is not None and crl.last_update_utc < self.loaded.this_update:
-            return self._refuse(f"{self.location} is older than the CRL already loaded (thisUpdate {crl.last_update_utc:%Y-%m-%d %H:%M})")
+            return self._refuse(f"{what} is older than the CRL already loaded (thisUpdate {crl.last_update_utc:%Y-%m-%d %H:%M})")
         self.loaded = LoadedCrl(crl, issuer, crl.last_update_utc, crl.next_update_utc, digest)
         self.error = None
-        log.info("CRL %s loaded: issuer %s, %d revoked, next update %s", self.location, crl.issuer.rfc4514_string(), len(crl),
+        log.info("CRL %s loaded: issuer %s, %d revoked, next update %s", what, crl.issuer.rfc4514_string(), len(crl),
                  crl.next_update_utc.strftime("%Y-%m-%d %H:%M"))
         return True
 
@@ -280,8 +314,9 @@ class TrustStore:
         file = str(config.path)
         sources: dict[str, CrlSource] = {}
         agencies: dict[str, AgencyTrust] = {}
+        cache = config.base / config.trust.crl_cache if config.trust.crl_cache else None
         for agency in config.agencies.values():
-            agencies[agency.id] = _agency_trust(file, agency, config.base, sources)
+            agencies[agency.id] = _agency_trust(file, agency, config.base, sources, cache)
         _refuse_ambiguous_anchors(file, agencies)
         store = cls(agencies, crl_grace=timedelta(seconds=config.trust.crl_grace_seconds), clock=clock)
         store.refresh_crls()
@@ -484,7 +519,7 @@ def _reason(revoked: x509.RevokedCertificate) -> str:
         return ""
 
 
-def _agency_trust(file: str, agency: Agency, base: Path, sources: dict[str, CrlSource]) -> AgencyTrust:
+def _agency_trust(file: str, agency: Agency, base: Path, sources: dict[str, CrlSource], crl_cache: Path | None = None) -> AgencyTrust:
     key = f"agencies[{agency.id}]"
 
     def certs(paths: Iterable[Path], name: str) -> list[x509.Certificate]:
@@ -505,7 +540,7 @@ def _agency_trust(file: str, agency: Agency, base: Path, sources: dict[str, CrlS
             raise ConfigError(file, f"{key}.subject", f"not an RFC 4514 name such as \"O=VN-MOIT,C=VN\": {exc}") from None
     crls = []
     for location in agency.crl:
-        source = sources.setdefault(location, CrlSource(location, base))
+        source = sources.setdefault(location, CrlSource(location, base, cache=crl_cache))
         source.issuers.extend(c for c in anchors + intermediates if all(c is not i for i in source.issuers))
         crls.append(source)
     if crls and not (anchors or intermediates):

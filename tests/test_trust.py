@@ -228,6 +228,38 @@ def test_crl_missing_at_start_up_fails_closed(tmp_path: Path) -> None:
     assert error.code is Code.CRL_UNAVAILABLE and "no CRL of CN=gov-root" in error.message
 
 
+def test_a_hub_started_while_the_crl_server_is_down_uses_the_copy_it_kept(tmp_path: Path) -> None:
+    """The last good CRL of an http location is kept on disk (``[trust] crl_cache``): a restart
+    during the CA's outage does not refuse the agency's traffic; a damaged copy still fails closed."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    pki_folder = tmp_path / "pki"
+    pki_folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(pki_folder)))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path, pki = pki_config(tmp_path, moit_crl=f'["{base}/gov-root.crl", "{base}/gov-issuing.crl"]')
+        first = TrustStore.from_config(load_config(path))
+        Verifier().verify(signed(path, pki.moit), first.policy("VN-MOIT"), "agency VN-MOIT")
+    finally:
+        server.shutdown()
+        server.server_close()
+    kept = sorted((tmp_path / "var" / "crl-cache").glob("*.crl"))
+    assert len(kept) == 2  # one a location; local files are not copied
+    restarted = TrustStore.from_config(load_config(path))  # the server is down now
+    Verifier().verify(signed(path, pki.moit), restarted.policy("VN-MOIT"), "agency VN-MOIT")
+    assert "cannot read" in (restarted.sources[f"{base}/gov-issuing.crl"].error or "")
+    kept[0].write_bytes(b"not a CRL")  # a damaged copy is judged like a download: refused, fail closed
+    error = refusal(TrustStore.from_config(load_config(path)), signed(path, pki.moit))
+    assert error.code is Code.CRL_UNAVAILABLE
+    path.write_text(path.read_text() + '\n[trust]\ncrl_cache = ""\n')  # no copies kept: fail closed as before
+    error = refusal(TrustStore.from_config(load_config(path)), signed(path, pki.moit))
+    assert error.code is Code.CRL_UNAVAILABLE and "cannot read" in error.message
+
+
 def test_stale_crl_fails_closed_after_the_grace(pki_env) -> None:  # type: ignore[no-untyped-def]
     store, pki, path = pki_env
     long_ago = datetime.now(timezone.utc) - timedelta(days=10)
