@@ -24,7 +24,7 @@ STAGES = [
     ("envelope validation (envelope.xsd)", "hub/pipeline.py", "_validate_envelope"),
     ("header read (twice: received, signed)", "hub/envelope.py", "read_header"),
     ("signature verification (signxml)", "hub/trust.py", "Verifier.verify"),
-    ("duplicate check (read connection)", "hub/store/sqlite.py", "receipt_for"),
+    ("duplicate check (read connection)", "hub/store/sqlite.py", "original"),
     ("payload validation (co.xsd)", "hub/catalogue.py", "validate"),
     ("mapping: XSLT + output validation (formd.xsd)", "hub/catalogue.py", "apply"),
     ("envelope building (outbound, receipt)", "hub/envelope.py", "build"),

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from adapters import Adapter, Delivery, Outcome, Result
 
 from .config import DispatcherSettings
-from .errors import HubError
+from .errors import HubError, TryAgain
 from .events import StatusEvents
 from .retry import RetryPolicy
 from .store import Hold, OutboxRow, State, Store
@@ -39,6 +39,12 @@ def new_owner() -> str:
 
 
 class Dispatcher:
+    # a row leased this many times (or max_attempts, if more) without an outcome is dead-lettered
+    LEASES_WITHOUT_OUTCOME = 3
+    # recording an outcome the store refuses for now: again every so often, until this close to the lease's end
+    COMPLETE_RETRY_SECONDS = 0.2
+    COMPLETE_MARGIN = 2.0
+
     def __init__(
         self,
         store: Store,
@@ -208,12 +214,14 @@ class Dispatcher:
         started = self.clock()
         try:
             policy = self.policies.get(row.route, self.default_policy)
-            if policy.exhausted(row.attempts - 1):
-                # the attempts allowed have all been started and none of them settled it: each ended
-                # without an outcome (a node stopped, or lost its store, during the delivery). A
-                # message that stops the node it is delivered from must not do it for ever.
-                detail = (f"gave up: {row.attempts - 1} attempts started (at most {policy.max_attempts}) and the last "
-                          "ended without an outcome (a node stopped or lost its store during the delivery); not attempted again")
+            allowed = max(policy.max_attempts, self.LEASES_WITHOUT_OUTCOME)
+            if row.attempts - 1 >= allowed:
+                # as many leases as allowed before this one, and none of them settled the row: each
+                # ended without an outcome (a node stopped, or lost its store, during the delivery or
+                # before it began). A message whose delivery stops the node must not do it for ever.
+                detail = (f"gave up before attempt {row.attempts}: {row.attempts - 1} attempts were started and at most "
+                          f"{allowed} are allowed (an attempt counts from its lease, also when a node stopped or lost "
+                          "its store before it ended)")
                 log.warning("row %s to %s: %s", row.id, row.destination, detail)
                 self._complete(row, State.DEAD, detail, started, self.clock())
                 return
@@ -235,11 +243,21 @@ class Dispatcher:
                 self._wake.set()
 
     def _complete(self, row: OutboxRow, state: State, detail: str, started: float, now: float, next_at: float | None = None) -> None:
+        """Records the outcome; while the store answers "try again" (e.g. another process holds
+        its write lock), tries again as long as the lease leaves time: an outcome not recorded
+        means the row is delivered once more when its lease expires."""
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
-        if extra:
-            self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
-        else:
-            self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+        while True:
+            try:
+                if extra:
+                    self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
+                else:
+                    self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+                return
+            except TryAgain:
+                if self._stop.is_set() or self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:
+                    raise
+                time.sleep(self.COMPLETE_RETRY_SECONDS)
 
     def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
         now = self.clock()

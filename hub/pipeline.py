@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from cryptography import x509
@@ -44,10 +45,10 @@ from .errors import Code, Rejected
 from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
-from .store import Acceptance, Hold, OutboxItem, OutboxRow, Store
+from .store import Acceptance, Hold, Original, OutboxItem, OutboxRow, Store
 from .trust import CertificatePolicy, Pinned, Signer, Verifier
 from .truststore import TrustStore
-from .xml import Schema, XmlParser
+from .xml import Schema, XmlParser, canonical_digest
 
 log = logging.getLogger("hub.pipeline")
 
@@ -191,12 +192,13 @@ class Pipeline:
         required = self.settings.require_signature if route.require_signature is None else route.require_signature
         root, header = self._authenticate(received, header, required)
         sender, message_id = header.sender.identity, header.message_id
-        original = self.store.receipt_for(sender, message_id)
-        if original is not None:
-            return self._duplicate(original, sender, message_id)
         payload = content_of(root)
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
+        digest = canonical_digest(payload)  # a retry must carry the same document
+        original = self.store.original(sender, message_id)
+        if original is not None:
+            return self._duplicate(original, digest, sender, message_id)
         try:
             self.schemas.validate(payload, route.schema)
         except Rejected as fault:
@@ -255,27 +257,38 @@ class Pipeline:
                     pre_reference=header.subject.pre_reference,
                     conversation=conversation,
                     held=hold,
+                    digest=digest,
                 )
             )
         finally:
             if hold is not None:
                 self.handoff.hand_over(hold, rows)  # type: ignore[union-attr]
         if not created:  # the same message id accepted meanwhile, through another thread or node
-            return self._duplicate(stored_receipt, sender, message_id)
+            found = self.store.original(sender, message_id) or Original(stored_receipt, None, received_at)
+            return self._duplicate(found, digest, sender, message_id)
         self.counters.add(ACCEPTED)
         if self.on_accept is not None and len(rows) < len(items):  # rows left pending: wake the dispatcher
             self.on_accept()
         return Ack(stored_receipt, True, message_id)
 
-    def _duplicate(self, original: bytes, sender: str, message_id: str) -> Ack:
-        """A message id this sender has used before: the original receipt again, nothing else
-        written but a line in the audit log (the message's trace shows the sender sent it again)."""
+    def _duplicate(self, original: Original, digest: bytes, sender: str, message_id: str) -> Ack:
+        """A message id this sender has used before. The same document again (a retry): the
+        original receipt again, nothing else written but a line in the audit log (the message's
+        trace shows the sender sent it again). Another document under that id: refused, so the
+        sender never holds a receipt for a document the hub did not take."""
+        if original.digest is not None and original.digest != digest:
+            when = datetime.fromtimestamp(original.received_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+            raise Rejected(
+                Code.MESSAGE_ID_REUSED,
+                f"the message id {message_id} was accepted from {sender} at {when} with another document; that one stays "
+                "as it was: send this document with a message id of its own",
+            )
         self.counters.add(DUPLICATE)
         try:
             self.store.record(AuditEvent(message_id, sender, "duplicate", "sent again; answered with the original receipt"))
         except Exception as exc:  # the original receipt is still the right answer; the gap is logged
             log.warning("could not record a duplicate in the audit log: %s", exc)
-        return Ack(original, True, message_id, duplicate=True)
+        return Ack(original.receipt, True, message_id, duplicate=True)
 
     def _conversation(self, header: Header) -> str:
         """The exchange a message belongs to: that of the message its preReference names (by

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -141,8 +142,12 @@ class CrlSource:
         except Exception as exc:  # OSError, httpx errors: any failure to fetch keeps the last good CRL
             reason = f"cannot read {self.location}: {exc}"
             if self.loaded is None and self.kept is not None and self.kept.is_file():
+                try:
+                    kept = self.kept.read_bytes()
+                except OSError as err:
+                    return self._refuse(f"{reason}; the copy kept in {self.kept} cannot be read either: {err}")
                 log.warning("CRL %s: %s; using the copy kept from an earlier read (%s)", self.location, reason, self.kept)
-                changed = self._load(self.kept.read_bytes(), f"the copy kept of {self.location} ({self.kept})")
+                changed = self._load(kept, f"the copy kept of {self.location} ({self.kept})")
                 if self.loaded is not None:
                     self.error = reason  # what a fresh read would say; the kept copy is used meanwhile
                 return changed
@@ -153,15 +158,22 @@ class CrlSource:
         return changed
 
     def _keep(self, data: bytes) -> None:
-        """Writes the CRL just loaded to ``kept`` (a new file renamed over the old one)."""
+        """Writes the CRL just loaded to ``kept``: a file of its own (workers write side by side),
+        on disk before it is renamed over the old copy. The copy is judged again when it is read."""
         assert self.kept is not None
+        part = None
         try:
-            self.kept.parent.mkdir(parents=True, exist_ok=True)
-            part = self.kept.with_suffix(".part")
-            part.write_bytes(data)
+            self.kept.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, part = tempfile.mkstemp(dir=self.kept.parent, prefix=".", suffix=".part")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(part, self.kept)
         except OSError as exc:  # the hub still has it in memory; only a restart during an outage would miss it
             log.warning("CRL %s: cannot keep a copy in %s: %s", self.location, self.kept, exc)
+            if part is not None and os.path.exists(part):
+                os.unlink(part)
 
     def _load(self, data: bytes, what: str) -> bool:
         digest = hashlib.sha256(data).digest()
@@ -486,12 +498,17 @@ class TrustStore:
         emptied with a new generation, so no message is judged by half of the old trust and half
         of the new; a judgement under way when the swap happens is used for its own message only
         (its cache entry carries the old generation). A CRL location that the new store could not
-        read keeps the last good CRL read from it, as a failed refresh does.
+        read keeps the last good CRL read from it, as a failed refresh does, unless the new store
+        holds a newer one.
         """
         with self._refresh_lock:
             for location, source in other.sources.items():
                 old = self.sources.get(location)
-                if source.loaded is None and old is not None and old.loaded is not None and old.loaded.issuer in source.issuers:
+                # the newer of the two: a reload while the location is down may have read an older
+                # kept copy (a copy that failed to be written, or one put back by someone)
+                if old is not None and old.loaded is not None and old.loaded.issuer in source.issuers and (
+                    source.loaded is None or source.loaded.this_update < old.loaded.this_update
+                ):
                     source.loaded = old.loaded
             with self._lock:
                 self.crl_grace = other.crl_grace

@@ -8,6 +8,7 @@ the configuration is loaded, never per message.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,3 +250,10 @@ class Stylesheet:
 def qname(element: etree._Element) -> str:
     """The element's Clark name, ``{namespace}local``."""
     return element.tag if isinstance(element.tag, str) else ""
+
+
+def canonical_digest(element: etree._Element) -> bytes:
+    """SHA-256 of ``element``'s exclusive canonical form (C14N 1.0, without comments): the same
+    for the same document however it was serialised (attribute order, quotes, namespace
+    declarations its names do not use)."""
+    return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()

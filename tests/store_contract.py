@@ -56,6 +56,16 @@ class StoreContract:
         assert [(r.destination, r.state) for r in rows] == [("TH-ASW", State.PENDING), ("VN-CUSTOMS", State.PENDING)]
         assert rows[0].payload == b"payload-TH-ASW-m-1"
 
+    def test_the_original_keeps_the_documents_digest_and_time(self, store: Store) -> None:
+        at = time.time()
+        store.accept(replace(acceptance("m-1", at=at), digest=b"\x01" * 32))
+        store.accept(acceptance("m-2"))  # recorded without a digest (as before the digest was kept)
+        first = store.original("VN-MOIT", "m-1")
+        assert first is not None and first.receipt == b"receipt-VN-MOIT-m-1" and first.digest == b"\x01" * 32
+        assert abs(first.received_at - at) < 1e-6
+        assert store.original("VN-MOIT", "m-2").digest is None  # type: ignore[union-attr]
+        assert store.original("VN-MARD", "m-1") is None
+
     def test_duplicate_returns_original_receipt_and_writes_nothing(self, store: Store) -> None:
         store.accept(acceptance())
         again = acceptance()

@@ -240,10 +240,18 @@ class LockHolder:
         "time.sleep(float(sys.argv[2]))\n"
     )
 
-    def __init__(self, database: Path, seconds: float = 60.0) -> None:
+    def __init__(self, database: Path, seconds: float = 60.0, within: float = 20.0) -> None:
+        """Returns once the process holds the lock; fails if it has not got it ``within`` seconds."""
+        import select
+
         self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, f"{database}-writer.lock", str(seconds)],
                                      stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "locked"
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], within)
+        if not ready:
+            self.end()
+            raise AssertionError(f"another process did not get the lock file within {within} s")
+        assert self.proc.stdout.readline().strip() == "locked"
 
     def stall(self) -> LockHolder:
         self.proc.send_signal(signal.SIGSTOP)

@@ -120,15 +120,53 @@ def test_a_row_whose_deliveries_never_end_is_dead_lettered_not_retried_for_ever(
     dispatcher.stop()
     (row,) = runtime.store.rows(destination="TH-ASW")
     assert row.state is State.DEAD and receiver.unique == 0  # not attempted a fourth time
-    assert "3 attempts started (at most 3)" in (row.last_error or "") and "without an outcome" in (row.last_error or "")
+    assert "gave up before attempt 4: 3 attempts were started and at most 3 are allowed" in (row.last_error or "")
     trace = runtime.store.trace(row.message_id)
-    assert any(e.event == "dead-lettered" and "without an outcome" in e.detail for e in trace.audit)
+    assert any(e.event == "dead-lettered" and "gave up before attempt 4" in e.detail for e in trace.audit)
     # an operator's resend gives it a new budget
     runtime.store.resend(row.id, "operator:test", time.time())
+    assert_delivered_once(runtime, receiver)
+
+
+def assert_delivered_once(runtime: Runtime, receiver: Receiver) -> None:
+    """A dispatcher delivers what is due; the one row to TH-ASW ends delivered, received once."""
     dispatcher = runtime.dispatcher()
     dispatcher.drain(20)
     dispatcher.stop()
     assert receiver.unique == 1 and runtime.store.rows(destination="TH-ASW")[0].state is State.DELIVERED
+    runtime.close()
+
+
+def test_one_lost_lease_does_not_dead_letter_a_row_even_with_a_single_attempt_allowed(tmp_path: Path, receiver: Receiver) -> None:
+    runtime, moit = build(tmp_path, receiver.start(), max_attempts=1)
+    runtime.pipeline.submit(moit.message())
+    runtime.store.lease("crashed", "TH-ASW", 10, time.time(), 0.01)  # a node took it and stopped before delivering
+    time.sleep(0.02)
+    assert_delivered_once(runtime, receiver)
+
+
+def test_an_outcome_the_store_refuses_for_a_moment_is_recorded_not_delivered_again(tmp_path: Path, receiver: Receiver) -> None:
+    """While another process holds the store's write lock, ``complete`` answers TryAgain: the
+    dispatcher records the outcome once it can, within the lease, instead of leaving the row to
+    be delivered again when its lease expires."""
+    from hub.errors import TryAgain
+
+    runtime, moit = build(tmp_path, receiver.start())
+    runtime.pipeline.submit(moit.message())
+    real, refusals = runtime.store.complete, []
+
+    def complete(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(refusals) < 3:
+            refusals.append(args[0])
+            raise TryAgain("the store is busy")
+        return real(*args, **kwargs)
+
+    runtime.store.complete = complete  # type: ignore[method-assign]
+    dispatcher = runtime.dispatcher()
+    dispatcher.drain(20)
+    dispatcher.stop()
+    assert len(refusals) == 3 and receiver.unique == 1 and receiver.redeliveries == 0
+    assert all(r.state is State.DELIVERED and r.attempts == 1 for r in runtime.store.rows())
     runtime.close()
 
 

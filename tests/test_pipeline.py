@@ -75,6 +75,23 @@ def test_duplicate_gets_the_original_receipt_and_no_new_rows(env: tuple[Runtime,
     assert text.count("sent again by VN-MOIT: answered with the original receipt") == 2
 
 
+def test_a_message_id_used_again_for_another_document_is_refused_not_answered_with_the_old_receipt(env: tuple[Runtime, Sender]) -> None:
+    runtime, moit = env
+    first = runtime.pipeline.submit(moit.message())
+    certificate = etree.fromstring((EXAMPLES / "co-certificate.xml").read_bytes())
+    # the same document serialised otherwise (a namespace declaration it does not use): a retry
+    respelled = etree.fromstring(etree.tostring(certificate).replace(b">", b' xmlns:unused="urn:example:unused">', 1))
+    assert runtime.pipeline.submit(moit.message(respelled, message_id=first.message_id)).duplicate
+    # another document under the same id: refused with its own code; the first stays as it was
+    other = copy.deepcopy(certificate)
+    text = next(e for e in other.iter() if isinstance(e.tag, str) and e.text and e.text.strip())
+    text.text = text.text.strip() + " (amended)"
+    code, message, _ = nack(runtime, moit.message(other, message_id=first.message_id))
+    assert code == "ERR60" and first.message_id in message and "another document" in message
+    assert len(runtime.store.rows()) == 2
+    assert [e.event for e in runtime.store.trace(first.message_id).audit].count("rejected") == 1
+
+
 def test_a_refused_message_corrected_and_sent_again_with_its_id_is_accepted(env: tuple[Runtime, Sender]) -> None:
     """A NACK keeps nothing that would make the corrected message a duplicate."""
     runtime, moit = env

@@ -252,12 +252,30 @@ def test_a_hub_started_while_the_crl_server_is_down_uses_the_copy_it_kept(tmp_pa
     restarted = TrustStore.from_config(load_config(path))  # the server is down now
     Verifier().verify(signed(path, pki.moit), restarted.policy("VN-MOIT"), "agency VN-MOIT")
     assert "cannot read" in (restarted.sources[f"{base}/gov-issuing.crl"].error or "")
-    kept[0].write_bytes(b"not a CRL")  # a damaged copy is judged like a download: refused, fail closed
-    error = refusal(TrustStore.from_config(load_config(path)), signed(path, pki.moit))
-    assert error.code is Code.CRL_UNAVAILABLE
+    issuing = restarted.sources[f"{base}/gov-issuing.crl"]
+    assert issuing.kept is not None and issuing.kept in kept
+    good = issuing.kept.read_bytes()
+    # a copy is judged like a download: damaged, or signed by another CA, it is refused (fail closed)
+    for bad in (b"not a CRL", _crl_bytes(tmp_path / "rogue.crl", pki.rogue)):
+        issuing.kept.write_bytes(bad)
+        error = refusal(TrustStore.from_config(load_config(path)), signed(path, pki.moit))
+        assert error.code is Code.CRL_UNAVAILABLE
+    # a reload (SIGHUP) while the server is down keeps the newer CRL the hub holds, not an older copy
+    issuing.kept.write_bytes(_crl_bytes(tmp_path / "older.crl", pki.inter, this_update=datetime.now(timezone.utc) - timedelta(days=2)))
+    reloaded = TrustStore.from_config(load_config(path))
+    newer = issuing.loaded
+    assert newer is not None and reloaded.sources[issuing.location].loaded.this_update < newer.this_update  # type: ignore[union-attr]
+    restarted.adopt(reloaded)
+    assert restarted.sources[issuing.location].loaded is newer
+    issuing.kept.write_bytes(good)
     path.write_text(path.read_text() + '\n[trust]\ncrl_cache = ""\n')  # no copies kept: fail closed as before
     error = refusal(TrustStore.from_config(load_config(path)), signed(path, pki.moit))
     assert error.code is Code.CRL_UNAVAILABLE and "cannot read" in error.message
+
+
+def _crl_bytes(path: Path, issuer: Issuer, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
+    write_crl(path, issuer, **kwargs)
+    return path.read_bytes()
 
 
 def test_stale_crl_fails_closed_after_the_grace(pki_env) -> None:  # type: ignore[no-untyped-def]

@@ -59,6 +59,7 @@ class Acceptance:
     pre_reference: str | None = None
     conversation: str | None = None  # the exchange it belongs to (Pipeline._conversation); None: its own id
     held: Hold | None = None  # rows to write already leased to this node's dispatcher (``Hold``)
+    digest: bytes | None = None  # SHA-256 of the document's canonical form: the same id sent again must carry it
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,16 @@ class Hold:
         a = acceptance
         return OutboxRow(row_id, a.message_id, a.sender, item.destination, item.route, State.LEASED, 1, a.received_at,
                          self.owner, until, None, a.received_at, a.received_at, item.payload)
+
+
+class Original(NamedTuple):
+    """What was recorded when (sender, message id) was first accepted: the receipt given, the
+    document's digest (``Acceptance.digest``; None for messages recorded before it was kept) and
+    when it was received."""
+
+    receipt: bytes
+    digest: bytes | None
+    received_at: float
 
 
 class Accepted(NamedTuple):
@@ -169,8 +180,13 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def original(self, sender: str, message_id: str) -> Original | None:
+        """What was recorded when (sender, message id) was accepted, or None (the duplicate check)."""
+
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
         """The receipt given when (sender, message id) was accepted, or None."""
+        found = self.original(sender, message_id)
+        return found.receipt if found is not None else None
 
     @abstractmethod
     def record(self, event: AuditEvent) -> None:

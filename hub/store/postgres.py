@@ -51,6 +51,7 @@ from .base import (
     Acceptance,
     Attempt,
     MessageRecord,
+    Original,
     OutboxItem,
     OutboxRow,
     State,
@@ -148,6 +149,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         UPDATE messages SET conversation = message_id WHERE conversation IS NULL;
         CREATE INDEX messages_reference ON messages (reference);
         CREATE INDEX messages_conversation ON messages (conversation, received_at);
+        """,
+    ),
+    (
+        3,
+        """
+        ALTER TABLE messages ADD COLUMN content_digest BYTEA;
         """,
     ),
 )
@@ -431,10 +438,10 @@ class PostgresStore(Store):
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}, content_digest) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
                 (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
-                 a.reference, a.pre_reference, a.conversation or a.message_id),
+                 a.reference, a.pre_reference, a.conversation or a.message_id, a.digest),
             )
             if cur.rowcount == 0:
                 original = cur.execute(
@@ -464,12 +471,12 @@ class PostgresStore(Store):
             self._append_audit(cur, a.audit, a.received_at)
         return Accepted(True, a.receipt, tuple(held))
 
-    def receipt_for(self, sender: str, message_id: str) -> bytes | None:
+    def original(self, sender: str, message_id: str) -> Original | None:
         with self._tx(transaction=False) as cur:
             row = cur.execute(
-                "SELECT receipt FROM messages WHERE sender = %s AND message_id = %s", (sender, message_id)
+                "SELECT receipt, content_digest, received_at FROM messages WHERE sender = %s AND message_id = %s", (sender, message_id)
             ).fetchone()
-        return bytes(row[0]) if row else None
+        return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
     def record(self, event: AuditEvent) -> None:
         with self._tx() as cur:

@@ -30,6 +30,7 @@ from .base import (
     Acceptance,
     Attempt,
     MessageRecord,
+    Original,
     OutboxItem,
     OutboxRow,
     State,
@@ -108,6 +109,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX messages_conversation ON messages (conversation, received_at);
         """,
     ),
+    (
+        3,
+        """
+        ALTER TABLE messages ADD COLUMN content_digest BLOB;
+        """,
+    ),
 )
 
 _MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
@@ -153,9 +160,9 @@ class WriterLock:
     not a hang, and the writers behind the first time-out get theirs at once (``_LockWait``).
     A wait given up still ends in the background: if it gets the lock and no caller wants it any
     more, it lets it go at once; a caller that comes meanwhile takes that wait over (one
-    ``flock`` request per open file at a time: a second one on the same descriptor would be
-    granted at once, as a conversion of the lock this process is about to hold). One caller at
-    a time: the store calls it holding its write connection.
+    ``flock`` request per open file at a time: a second blocking request on the same descriptor
+    would be granted together with the first, and one unlock would then release both). One
+    caller at a time: the store calls it holding its write connection.
     """
 
     GRACE = 0.05
@@ -178,22 +185,27 @@ class WriterLock:
                     return
                 except BlockingIOError:
                     pass
-                wait = self._pending = _LockWait(time.monotonic() + self.timeout)
+                # the grace is the first caller's: the holder may let go just as the time runs out
+                wait = self._pending = _LockWait(time.monotonic() + self.timeout + self.GRACE)
                 if self._waiter is None:
                     self._waiter = threading.Thread(target=self._waits, name="sqlite-writer-lock", daemon=True)
                     self._waiter.start()
                 self._wake.notify()
             wait.wanted = True
-        # past the deadline a caller still gives the wait a moment: the holder may just have let go
-        if wait.granted.wait(max(self.GRACE, wait.deadline - time.monotonic())):
-            return
+        if wait.granted.wait(max(0.0, wait.deadline - time.monotonic())):
+            return self._granted(wait)
         with self._mutex:
             if wait.granted.is_set():  # got it just as the time ran out
-                return
+                return self._granted(wait)
             wait.wanted = False
         raise TryAgain(
             f"the store is busy: another process has held its write lock ({self.path}) for more than {self.timeout:g} s"
         )
+
+    @staticmethod
+    def _granted(wait: _LockWait) -> None:
+        if wait.failed is not None:
+            raise TryAgain(f"the store's write lock cannot be taken: {wait.failed}")
 
     def _waits(self) -> None:
         """The waiting thread: one blocking ``flock`` for each wait asked of it."""
@@ -204,13 +216,20 @@ class WriterLock:
                 if self._pending is None:
                     return
                 wait = self._pending
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            failed = None
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError as exc:  # ENOLCK and the like: this wait fails, the next one tries again
+                failed = exc
             with self._mutex:
                 self._pending = None
                 if self._closed:  # the store closed meanwhile and left the descriptor to this wait
                     os.close(self._fd)
                     return
-                if wait.wanted:
+                if failed is not None:
+                    wait.failed = failed
+                    wait.granted.set()
+                elif wait.wanted:
                     wait.granted.set()
                 else:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -231,12 +250,13 @@ class _LockWait:
     stalled process keeps the lock, the writers behind the first time-out get their answer at
     once instead of each waiting the whole time again."""
 
-    __slots__ = ("deadline", "wanted", "granted")
+    __slots__ = ("deadline", "wanted", "granted", "failed")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.wanted = False
-        self.granted = threading.Event()
+        self.granted = threading.Event()  # set when the lock is the caller's (or ``failed`` says why not)
+        self.failed: OSError | None = None
 
 
 class _Batch:
@@ -494,10 +514,10 @@ class SQLiteStore(Store):
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}, content_digest) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
                 (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
-                 a.reference, a.pre_reference, a.conversation or a.message_id),
+                 a.reference, a.pre_reference, a.conversation or a.message_id, a.digest),
             )
             if cur.rowcount == 0:
                 original = cur.execute(
@@ -521,9 +541,11 @@ class SQLiteStore(Store):
             self._append_audit(cur, a.audit, a.received_at)
         return Accepted(True, a.receipt, tuple(held))
 
-    def receipt_for(self, sender: str, message_id: str) -> bytes | None:
-        row = self._read_one("SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id))
-        return bytes(row[0]) if row else None
+    def original(self, sender: str, message_id: str) -> Original | None:
+        row = self._read_one(
+            "SELECT receipt, content_digest, received_at FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)
+        )
+        return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
     def record(self, event: AuditEvent) -> None:
         import time
