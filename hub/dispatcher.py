@@ -244,8 +244,8 @@ class Dispatcher:
 
     def _complete(self, row: OutboxRow, state: State, detail: str, started: float, now: float, next_at: float | None = None) -> None:
         """Records the outcome; while the store answers "try again" (e.g. another process holds
-        its write lock), tries again as long as the lease leaves time: an outcome not recorded
-        means the row is delivered once more when its lease expires."""
+        its write lock), tries again as long as the lease lasts, stopping or not: an outcome not
+        recorded means the row is delivered once more when its lease expires or is given back."""
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
         while True:
             try:
@@ -255,7 +255,7 @@ class Dispatcher:
                     self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
                 return
             except TryAgain:
-                if self._stop.is_set() or self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:
+                if self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:
                     raise
                 time.sleep(self.COMPLETE_RETRY_SECONDS)
 

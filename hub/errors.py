@@ -47,7 +47,7 @@ class Code(str, Enum):
     UNTRUSTED_CHAIN = "ERR41"  # the certificate does not chain to the sender's configured CAs
     CRL_UNAVAILABLE = "ERR42"  # a CRL the sender's trust needs is missing or stale: fail closed
     TRY_AGAIN = "ERR50"  # the hub cannot record the message now; nothing was accepted
-    MESSAGE_ID_REUSED = "ERR60"  # the sender's message id was accepted before with another document
+    MESSAGE_ID_REUSED = "ERR60"  # the sender's message id was accepted before with another document or purpose
 
 
 class HubError(Exception):

@@ -41,7 +41,7 @@ from .envelope import (
     receipt_content,
     reply_header,
 )
-from .errors import Code, Rejected
+from .errors import Code, Rejected, TryAgain
 from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
@@ -195,7 +195,8 @@ class Pipeline:
         payload = content_of(root)
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
-        digest = canonical_digest(payload)  # a retry must carry the same document
+        s = header.subject  # a retry carries the same document for the same recipient and purpose (not sendDate)
+        digest = canonical_digest(payload, header.recipient.identity, s.document_type, s.type, s.function, s.reference, s.pre_reference)
         original = self.store.original(sender, message_id)
         if original is not None:
             return self._duplicate(original, digest, sender, message_id)
@@ -264,7 +265,9 @@ class Pipeline:
             if hold is not None:
                 self.handoff.hand_over(hold, rows)  # type: ignore[union-attr]
         if not created:  # the same message id accepted meanwhile, through another thread or node
-            found = self.store.original(sender, message_id) or Original(stored_receipt, None, received_at)
+            found = self.store.original(sender, message_id)
+            if found is None:  # never a receipt on a guess
+                raise TryAgain(f"message {message_id} from {sender} is being recorded concurrently")
             return self._duplicate(found, digest, sender, message_id)
         self.counters.add(ACCEPTED)
         if self.on_accept is not None and len(rows) < len(items):  # rows left pending: wake the dispatcher
@@ -280,8 +283,8 @@ class Pipeline:
             when = datetime.fromtimestamp(original.received_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
             raise Rejected(
                 Code.MESSAGE_ID_REUSED,
-                f"the message id {message_id} was accepted from {sender} at {when} with another document; that one stays "
-                "as it was: send this document with a message id of its own",
+                f"the message id {message_id} was accepted from {sender} at {when} with another document (or for another "
+                "recipient, function or reference); that one stays as it was: send this message with a message id of its own",
             )
         self.counters.add(DUPLICATE)
         try:

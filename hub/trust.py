@@ -456,7 +456,7 @@ class Verifier:
             ) from None
         except InvalidCertificate as exc:
             raise Rejected(Code.CERTIFICATE_EXPIRED, f"the certificate of {who} is not valid now: {exc}") from None
-        except (InvalidInput, SignXMLException, ValueError) as exc:
+        except (InvalidInput, SignXMLException, ValueError, etree.C14NError) as exc:
             raise Rejected(Code.SIGNATURE_INVALID, f"the signature cannot be processed: {exc}") from None
         signed = result.signed_xml  # type: ignore[union-attr]
         if signed is None or signed.tag != root.tag:

@@ -252,8 +252,18 @@ def qname(element: etree._Element) -> str:
     return element.tag if isinstance(element.tag, str) else ""
 
 
-def canonical_digest(element: etree._Element) -> bytes:
-    """SHA-256 of ``element``'s exclusive canonical form (C14N 1.0, without comments): the same
-    for the same document however it was serialised (attribute order, quotes, namespace
-    declarations its names do not use)."""
-    return hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()
+def canonical_digest(element: etree._Element, *context: str | None) -> bytes:
+    """SHA-256 of the strings ``context`` (each length-prefixed, None told apart from "") and of
+    ``element``'s exclusive canonical form (C14N 1.0, without comments): the same for the same
+    document whatever its attribute order, quoting or namespace declarations its names do not
+    use (not across other prefixes or indentation). A document that has no canonical form (a
+    relative namespace URI) is refused."""
+    digest = hashlib.sha256()
+    for value in context:
+        data = b"\x00" if value is None else b"\x01" + value.encode()
+        digest.update(len(data).to_bytes(4, "big") + data)
+    try:
+        digest.update(etree.tostring(element, method="c14n", exclusive=True))
+    except etree.C14NError as exc:
+        raise Rejected(Code.WRONG_NAMESPACE, f"the document has no canonical form (a relative namespace URI?): {exc}") from None
+    return digest.digest()

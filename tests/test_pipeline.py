@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from hub.envelope import NS, read_errors, read_header
-from hub.errors import Code
+from hub.errors import Code, TryAgain
 from hub.runtime import Runtime
 from hub.store import State
 from hub.tracing import trace_text
@@ -90,6 +90,37 @@ def test_a_message_id_used_again_for_another_document_is_refused_not_answered_wi
     assert code == "ERR60" and first.message_id in message and "another document" in message
     assert len(runtime.store.rows()) == 2
     assert [e.event for e in runtime.store.trace(first.message_id).audit].count("rejected") == 1
+    # the same document under the same id for another purpose (here another reference): refused too
+    from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
+    from hub.pipeline import party_of
+
+    config = runtime.config
+    purpose = envelope_for(copy.deepcopy(certificate), party_of(config.agencies["VN-MOIT"]), recipient_for(config, "TH-ASW"),
+                           Outgoing("CO-FORMD", reference="REF-OTHER"), first.message_id)
+    code, _, _ = nack(runtime, signed_bytes(purpose, moit.signer))
+    assert code == "ERR60"
+
+
+def test_the_store_missing_the_row_it_refused_as_a_duplicate_gives_no_receipt_on_a_guess(env: tuple[Runtime, Sender]) -> None:
+    """The race: the duplicate check finds nothing, the insert finds the id taken (another thread
+    or node got there first). The answer comes from what the store recorded, never a guess."""
+    runtime, moit = env
+    data = moit.message()
+    first = runtime.pipeline.submit(data)
+    real = runtime.store.original
+    runtime.store.original = lambda sender, mid: None  # type: ignore[method-assign]
+    with pytest.raises(TryAgain):
+        runtime.pipeline.submit(data)  # not found before nor after the insert: try again, no receipt
+    seen: list[str] = []
+
+    def once_missed(sender: str, mid: str):  # type: ignore[no-untyped-def]
+        seen.append(mid)
+        return None if len(seen) == 1 else real(sender, mid)
+
+    runtime.store.original = once_missed  # type: ignore[method-assign]
+    again = runtime.pipeline.submit(data)
+    assert again.duplicate and again.xml == first.xml and len(seen) == 2
+    assert len(runtime.store.rows()) == 2
 
 
 def test_a_refused_message_corrected_and_sent_again_with_its_id_is_accepted(env: tuple[Runtime, Sender]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from hub.errors import Code, Rejected
 from hub.xml import Limits, XmlParser
@@ -79,3 +80,14 @@ def test_a_stylesheet_with_disable_output_escaping_is_refused(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match="line 3: disable-output-escaping is not allowed"):
         Stylesheet("raw", path, "mappings.raw")
+
+
+def test_a_document_without_a_canonical_form_is_refused_not_an_error() -> None:
+    from hub.xml import canonical_digest
+
+    assert canonical_digest(etree.fromstring(b'<a xmlns="urn:x" b="1" c="2"/>')) == canonical_digest(
+        etree.fromstring(b"<a c='2' b='1' xmlns='urn:x' xmlns:u='urn:unused'/>"))
+    assert canonical_digest(etree.fromstring(b"<a/>"), "x", None) != canonical_digest(etree.fromstring(b"<a/>"), "x", "")
+    with pytest.raises(Rejected) as info:
+        canonical_digest(etree.fromstring(b'<a xmlns="relative/ns"/>'))
+    assert info.value.code is Code.WRONG_NAMESPACE and "canonical form" in info.value.message

@@ -154,6 +154,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         3,
         """
+        SET LOCAL lock_timeout = '5s';
         ALTER TABLE messages ADD COLUMN content_digest BYTEA;
         """,
     ),
