@@ -170,6 +170,11 @@ class CrlSource:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, self.kept)
+            directory = os.open(self.kept.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself on disk
+            finally:
+                os.close(directory)
         except OSError as exc:  # the hub still has it in memory; only a restart during an outage would miss it
             log.warning("CRL %s: cannot keep a copy in %s: %s", self.location, self.kept, exc)
             if part is not None and os.path.exists(part):
