@@ -41,6 +41,18 @@ def entry_hash(prev_hash: str, seq: int, at: float, message_id: str | None, acto
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def chain(prev_hash: str, seq: int, at: float, events: Iterable[AuditEvent]) -> list[tuple]:
+    """The audit rows of ``events`` chained after the entry (``seq``, ``prev_hash``):
+    (seq, at, message_id, actor, event, detail, prev_hash, hash) each, in the audit table's order."""
+    rows = []
+    for e in events:
+        seq += 1
+        digest = entry_hash(prev_hash, seq, at, e.message_id, e.actor, e.event, e.detail)
+        rows.append((seq, at, e.message_id, e.actor, e.event, e.detail, prev_hash, digest))
+        prev_hash = digest
+    return rows
+
+
 @dataclass(frozen=True)
 class ChainReport:
     entries: int

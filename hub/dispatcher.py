@@ -249,10 +249,7 @@ class Dispatcher:
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
         while True:
             try:
-                if extra:
-                    self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
-                else:
-                    self.store.complete(row.id, self.owner, state, detail, started, now, next_at)
+                self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
                 return
             except TryAgain:
                 if self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:

@@ -44,7 +44,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
+from ..audit import GENESIS, AuditEntry, AuditEvent, chain
 from ..errors import ConfigError, StoreError, TransitionError, TryAgain
 from .base import (
     Accepted,
@@ -396,17 +396,12 @@ class PostgresStore(Store):
         if not events:
             return
         seq, prev = cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetchone()  # type: ignore[misc]
-        values = []
-        for event in events:
-            seq += 1
-            digest = entry_hash(prev, seq, at, event.message_id, event.actor, event.event, event.detail)
-            values.append((seq, at, event.message_id, event.actor, event.event, event.detail, prev, digest))
-            prev = digest
+        values = chain(prev, seq, at, events)
         rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
         cur.execute(  # one round trip while the head is locked: the entries and the new head together
             f"WITH added AS (INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES {rows}) "
             "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
-            [v for entry in values for v in entry] + [seq, prev],
+            [v for entry in values for v in entry] + [values[-1][0], values[-1][7]],
         )
 
     # -- interface ------------------------------------------------------------------------------

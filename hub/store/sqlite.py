@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..audit import GENESIS, AuditEntry, AuditEvent, entry_hash
+from ..audit import GENESIS, AuditEntry, AuditEvent, chain
 from ..errors import StoreError, TransitionError, TryAgain
 from .base import (
     Accepted,
@@ -482,13 +482,8 @@ class SQLiteStore(Store):
         one statement."""
         last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0], last[1]) if last else (0, GENESIS)
-        entries = []
-        for e in events:
-            seq += 1
-            digest = entry_hash(prev, seq, at, e.message_id, e.actor, e.event, e.detail)
-            entries.append((seq, at, e.message_id, e.actor, e.event, e.detail, prev, digest))
-            prev = digest
-        cur.executemany("INSERT INTO audit (seq, at, message_id, actor, event, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)", entries)
+        cur.executemany("INSERT INTO audit (seq, at, message_id, actor, event, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+                        chain(prev, seq, at, events))
 
     # -- interface ------------------------------------------------------------------------------
 
