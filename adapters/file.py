@@ -1,7 +1,8 @@
 """``file``: delivers into a folder with an atomic rename; reads an inbox folder.
 
 Delivery writes ``<sender>_<message id>.xml`` into the agency's ``endpoint`` folder: first to a
-hidden temporary file, fsync, then ``os.replace`` and an fsync of the folder. A repeated delivery
+hidden temporary file of its own, fsync, then ``os.replace`` and an fsync of the folder
+(``hub.files.write_durably``). A repeated delivery
 of the same message replaces the same file, so a retry never leaves two copies.
 
 Inbound (``options.inbox``): each ``*.xml`` file dropped there is submitted as coming from this
@@ -17,30 +18,11 @@ import os
 import threading
 from pathlib import Path
 
+from hub.files import write_durably
+
 from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
 
 log = logging.getLogger("hub.adapters.file")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(folder: Path, name: str, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    tmp = folder / f".{name}.{threading.get_ident()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(folder)
-    return final
 
 
 class FileAdapter(Adapter):
@@ -53,7 +35,7 @@ class FileAdapter(Adapter):
     def deliver(self, delivery: Delivery) -> Result:
         name = f"{delivery.sender}_{delivery.message_id}.xml"
         try:
-            path = write_atomically(self.folder, name, delivery.payload)
+            path = write_durably(self.folder / name, delivery.payload)
         except OSError as exc:
             return Result(Outcome.RETRY, f"cannot write into {self.folder}: {exc.strerror or exc}")
         return Result(Outcome.DELIVERED, f"written to {path}")
@@ -100,7 +82,7 @@ class FolderInbox(InboundSource):
             except Exception as exc:  # the store is down: leave the file for the next poll
                 log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
                 break
-            write_atomically(self.inbox / "ack", path.stem + ".ack.xml", ack.xml)
+            write_durably(self.inbox / "ack" / (path.stem + ".ack.xml"), ack.xml)
             os.replace(path, self.inbox / ("done" if ack.accepted else "rejected") / path.name)
             done += 1
         return done

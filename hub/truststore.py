@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import verification
 
 from .errors import Code, ConfigError, Rejected
+from .files import write_durably
 from .trust import check_signing_certificate, load_certificates, subject_of, weak_key
 
 if TYPE_CHECKING:
@@ -161,24 +160,10 @@ class CrlSource:
         """Writes the CRL just loaded to ``kept``: a file of its own (workers write side by side),
         on disk before it is renamed over the old copy. The copy is judged again when it is read."""
         assert self.kept is not None
-        part = None
         try:
-            self.kept.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, part = tempfile.mkstemp(dir=self.kept.parent, prefix=".", suffix=".part")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(part, self.kept)
-            directory = os.open(self.kept.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)  # the rename itself on disk
-            finally:
-                os.close(directory)
+            write_durably(self.kept, data, folder_mode=0o700)
         except OSError as exc:  # the hub still has it in memory; only a restart during an outage would miss it
             log.warning("CRL %s: cannot keep a copy in %s: %s", self.location, self.kept, exc)
-            if part is not None and os.path.exists(part):
-                os.unlink(part)
 
     def _load(self, data: bytes, what: str) -> bool:
         digest = hashlib.sha256(data).digest()

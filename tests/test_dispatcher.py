@@ -41,7 +41,7 @@ def test_delivers_to_http_and_file(tmp_path: Path, receiver: Receiver) -> None:
     assert receiver.unique == 5 and receiver.redeliveries == 0
     assert {mid for _, mid in receiver.deliveries} == set(ids)
     files = sorted((tmp_path / "customs-inbox").glob("*.xml"))
-    assert len(files) == 5 and not list((tmp_path / "customs-inbox").glob(".*.tmp"))
+    assert len(files) == 5 and not list((tmp_path / "customs-inbox").glob(".*.part"))
     assert all(r.state is State.DELIVERED for r in runtime.store.rows())
     runtime.close()
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from lxml import etree
 
 from adapters.base import Outcome, Result
-from adapters.file import write_atomically
 from hub.errors import Rejected
+from hub.files import write_durably
 from hub.trust import CertificatePolicy
 from hub.xml import XmlParser
 
@@ -98,5 +98,5 @@ def _receipt(root: etree._Element, body: bytes, what: Sent, peer: Peer, policy: 
     kept = ""
     if peer.receipts is not None:
         name = f"{what.message_id}.receipt.xml".replace("/", "_")
-        kept = f", kept in {write_atomically(peer.receipts, name, body)}"
+        kept = f", kept in {write_durably(peer.receipts / name, body)}"
     return Result(Outcome.DELIVERED, f"AS4 receipt {signal.message_id} for {what.message_id}, signed by {verified.subject}{kept}")
