@@ -32,8 +32,8 @@ def adapter_class(alias: str, file: str = "hub.toml", key: str = "adapter") -> t
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
-def create_adapter(agency: Agency, settings: AdapterSettings, file: str = "hub.toml") -> Adapter:
-    cls = adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
+def create_adapter(agency: Agency, settings: AdapterSettings) -> Adapter:
+    cls = adapter_class(agency.adapter, settings.config_file, f"agencies[{agency.id}].adapter")
     return cls(agency, settings)
 
 

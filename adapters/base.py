@@ -70,6 +70,7 @@ class AdapterSettings:
     signer: "Signer | CurrentSigner | None" = None  # the hub's key, for protocols that sign at their own level (asw); swapped on reload
     limits: Limits = Limits()  # bounds on what an adapter's own inbound endpoint parses
     trust: "TrustStore | None" = None  # partners' certificates, CAs and CRLs, for protocol-level signatures
+    config_file: str = "hub.toml"  # the configuration file, named in the adapters' configuration errors
 
     def path(self, value: str) -> Path:
         path = Path(value)

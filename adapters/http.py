@@ -48,7 +48,7 @@ class HttpAdapter(Adapter):
         try:
             self._host, self._port = url.hostname or "", url.port
         except ValueError as exc:  # a port that is not a number, or out of range
-            raise ConfigError("hub.toml", f"agencies[{agency.id}].endpoint", f"{agency.endpoint!r}: {exc}") from None
+            raise ConfigError(settings.config_file, f"agencies[{agency.id}].endpoint", f"{agency.endpoint!r}: {exc}") from None
         self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         # user:password@ in the endpoint: HTTP Basic authentication (send it over https only)
         self._auth = None
@@ -71,7 +71,7 @@ class HttpAdapter(Adapter):
                 cert = settings.path(str(o["client_cert"]))
                 context.load_cert_chain(str(cert), str(settings.path(str(o["client_key"]))) if o.get("client_key") else None)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ConfigError("hub.toml", f"agencies[{agency.id}].options", f"cannot load the TLS files: {exc}") from None
+            raise ConfigError(settings.config_file, f"agencies[{agency.id}].options", f"cannot load the TLS files: {exc}") from None
         return context
 
     def request_headers(self, delivery: Delivery) -> dict[str, str]:

@@ -73,10 +73,10 @@ class MqttOptions:
         o, key = agency.options, f"agencies[{agency.id}]"
         url = urlparse(agency.endpoint)
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            raise ConfigError("hub.toml", f"{key}.endpoint", f"must be mqtt://HOST:PORT or mqtts://HOST:PORT, not {agency.endpoint!r}")
+            raise ConfigError(settings.config_file, f"{key}.endpoint", f"must be mqtt://HOST:PORT or mqtts://HOST:PORT, not {agency.endpoint!r}")
         version = str(o.get("protocol", "5"))
         if version not in ("5", "3.1.1"):
-            raise ConfigError("hub.toml", f"{key}.options.protocol", f"must be \"5\" or \"3.1.1\", not {version!r}")
+            raise ConfigError(settings.config_file, f"{key}.options.protocol", f"must be \"5\" or \"3.1.1\", not {version!r}")
         party = settings.party.identity if settings.party else "hub"
         password = None
         if o.get("password_env"):

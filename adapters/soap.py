@@ -121,7 +121,7 @@ class SoapAdapter(Adapter):
         key = f"agencies[{agency.id}].options"
         for required in ("wsdl", "operation"):
             if not o.get(required):
-                raise ConfigError("hub.toml", f"{key}.{required}", "is required for the soap adapter")
+                raise ConfigError(settings.config_file, f"{key}.{required}", "is required for the soap adapter")
         raw = str(o["wsdl"])
         self.wsdl = raw if _is_url(raw) else str(settings.path(raw).resolve())
         self.service, self.port = o.get("service"), o.get("port")

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hub.errors import Code, Rejected, TryAgain
+from hub.errors import INTERNAL_ERROR_TEXT, Code, Rejected, TryAgain
 from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
@@ -132,7 +132,7 @@ class SoapEndpoint:
             return fault_response(ns, Fault(False, Code.TRY_AGAIN.value, "the hub cannot record the message now; send it again later"))
         except Exception:
             log.exception("SOAP submit failed")
-            return fault_response(ns, Fault(False, "ERR99", "internal error; send the message again later"))
+            return fault_response(ns, Fault(False, Code.INTERNAL_ERROR.value, INTERNAL_ERROR_TEXT))
         return _success(ns, ack.xml)
 
     async def get(self, request: Request) -> Response:

@@ -63,9 +63,9 @@ def load_secret(agency: Agency, settings: AdapterSettings) -> bytes:
     elif "secret_env" in agency.options:
         secret = os.environ.get(str(agency.options["secret_env"]), "").encode()
     else:
-        raise ConfigError("hub.toml", key, "a webhook needs secret_file or secret_env: callbacks are always signed")
+        raise ConfigError(settings.config_file, key, "a webhook needs secret_file or secret_env: callbacks are always signed")
     if len(secret) < 16:
-        raise ConfigError("hub.toml", key, "the webhook secret must have at least 16 bytes")
+        raise ConfigError(settings.config_file, key, "the webhook secret must have at least 16 bytes")
     return secret
 
 

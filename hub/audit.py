@@ -1,6 +1,6 @@
 """The audit log's hash chain: each entry's hash covers its fields and the previous entry's hash.
 
-Stores append entries in the same transaction as the change they record and call ``entry_hash``;
+Stores append entries in the same transaction as the change they record, through ``chain``;
 ``verify_chain`` walks the entries in order and names the first one that does not fit.
 """
 

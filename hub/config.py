@@ -405,6 +405,11 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError(file, f"{r.prefix}.schema", f"names no schema in [schemas]: {route.schema!r}")
         if route.sender != WILDCARD and route.sender not in agencies:
             raise ConfigError(file, f"{r.prefix}.from", f"unknown agency {route.sender!r}")
+        # outbox rows carry the route's name, and a retry takes its policy from it
+        if any(other.name == route.name for other in routes):
+            raise ConfigError(file, f"{r.prefix}.name", f"route name {route.name!r} is used twice; each route needs its own")
+        if route.name.startswith("@"):
+            raise ConfigError(file, f"{r.prefix}.name", f"{route.name!r}: names starting with @ are the hub's own (status events)")
         routes.append(route)
     top.done()
 

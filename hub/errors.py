@@ -48,6 +48,12 @@ class Code(str, Enum):
     CRL_UNAVAILABLE = "ERR42"  # a CRL the sender's trust needs is missing or stale: fail closed
     TRY_AGAIN = "ERR50"  # the hub cannot record the message now; nothing was accepted
     MESSAGE_ID_REUSED = "ERR60"  # the sender's message id was accepted before with another document or purpose
+    INTERNAL_ERROR = "ERR99"  # a fault inside the hub (logged); send the message again
+
+INTERNAL_ERROR_TEXT = (
+    "the hub failed to process the message (an internal error, logged); send it again: a message "
+    "it had already recorded is answered with its original receipt"
+)
 
 
 class HubError(Exception):

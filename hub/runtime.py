@@ -206,8 +206,9 @@ class Runtime:
                 signer=self.signer,
                 limits=self.config.hub.limits,
                 trust=self.trust,
+                config_file=str(self.config.path),
             )
-            self.adapters = {a.id: create_adapter(a, settings, str(self.config.path)) for a in self.config.agencies.values()}
+            self.adapters = {a.id: create_adapter(a, settings) for a in self.config.agencies.values()}
         return self.adapters
 
     def listener_routes(self) -> list[Any]:
@@ -300,6 +301,8 @@ def check(path: str | Path) -> tuple[list[str], list[str]]:
         return [str(exc)], []
     try:
         found = runtime.problems()
+    except ConfigError as exc:  # an adapter's own settings (they are read when the adapters are made)
+        return [str(exc)], []
     finally:
         runtime.close()
     return [p for p in found if ": warning: " not in p], [p for p in found if ": warning: " in p]

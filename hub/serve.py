@@ -25,7 +25,7 @@ in memory the workers share.
 
 A store that can never be used (``Store.when_failed``: e.g. a PostgreSQL schema newer than this
 code, or no permission to create it, found once the database came up) stops ``hub serve`` with
-exit status 1 and the reason in the log.
+exit status 78 (``EXIT_UNUSABLE``, EX_CONFIG) and the reason in the log.
 """
 
 from __future__ import annotations

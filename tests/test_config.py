@@ -140,3 +140,29 @@ def test_pipeline_threads_defaults_to_two_and_must_be_at_least_one(tmp_path: Pat
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == "hub.pipeline_threads", info.value
+
+
+def test_route_names_are_unique_and_not_the_hubs_own(tmp_path: Path) -> None:
+    """Outbox rows name their route and a retry takes that route's policy: two routes of one name
+    would silently share the second one's retries."""
+    second = '[[routes]]\nname = "mard-to-customs"\nfrom = "VN-MARD"\ndeliver = [{ agency = "VN-CUSTOMS" }]\n'
+    path = edit(write_config(tmp_path, extra=second), 'name = "mard-to-customs"', 'name = "formd-to-thailand"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "routes[1].name" and "used twice" in info.value.reason
+    edit(path, 'name = "formd-to-thailand"\nfrom = "VN-MARD"', 'name = "@events"\nfrom = "VN-MARD"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "status events" in info.value.reason
+
+
+def test_adapter_settings_errors_name_the_file_checked(tmp_path: Path) -> None:
+    """An adapter's own settings are read when the adapters are made; ``hub check`` reports their
+    faults as errors of the file it was given, whatever its name."""
+    path = write_config(tmp_path)
+    prod = tmp_path / "prod.toml"
+    prod.write_text(path.read_text().replace('endpoint = "http://127.0.0.1:', 'endpoint = "http://127.0.0.1:x', 1))
+    errors, _ = check(prod)
+    assert len(errors) == 1 and errors[0].startswith(str(prod)) and "agencies[" in errors[0], errors
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(prod)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0 and str(prod) in out.stdout + out.stderr and "Traceback" not in out.stderr

@@ -255,3 +255,39 @@ def test_openapi_document_covers_the_listener(tmp_path: Path) -> None:
         for part in ref.removeprefix("#/").split("/"):
             target = target[part]
         assert isinstance(target, dict)
+
+
+def test_a_fault_inside_the_hub_gets_a_nack_and_the_next_message_goes_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug on one message's path (here: the mapping step raising) is answered with HTTP 500 and
+    a signed NACK carrying ERR99, not a bare error page; the next message is accepted as usual."""
+    import asyncio
+
+    from hub.envelope import read_errors
+
+    runtime = Runtime.load(write_config(tmp_path))
+    moit = Sender(runtime.config, "VN-MOIT")
+    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())
+    calls = {"n": 0}
+    original = type(runtime.pipeline)._accept
+
+    def failing_once(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the hub")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(runtime.pipeline), "_accept", failing_once)
+
+    async def post(data: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://hub") as http:
+            return await http.post("/messages", content=data)
+
+    try:
+        first = asyncio.run(post(moit.message()))
+        assert first.status_code == 500 and first.headers["content-type"].startswith("application/xml")
+        errors = read_errors(etree.fromstring(first.content))
+        assert [code for code, _, _ in errors] == ["ERR99"] and "send it again" in errors[0][1]
+        second = asyncio.run(post(moit.message()))
+        assert second.status_code == 200, second.text
+    finally:
+        runtime.close()

@@ -170,6 +170,22 @@ def test_store_unavailable_is_a_server_fault_with_retry_after() -> None:
     assert r.status_code == 500 and fault_of(r)[0] == "Receiver"
 
 
+def test_a_fault_inside_the_hub_is_a_server_fault_with_its_code() -> None:
+    def submit(data: bytes, who: str | None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug")
+
+    app = Starlette(routes=soap_routes(submit, Limits()))
+    body = _soap(SOAP11, f'<h:Submit xmlns:h="{HUB}"><Envelope xmlns="urn:sw-hub:envelope:1"/></h:Submit>')
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            return await client.post("/soap", content=body, headers={"Content-Type": "text/xml"})
+
+    r = asyncio.run(post())
+    kind, text, code = fault_of(r)
+    assert r.status_code == 500 and kind == "Server" and code == "ERR99" and "send it again" in text
+
+
 def test_submit_runs_through_the_given_runner() -> None:
     """``hub serve`` passes its pipeline gate: a SOAP message waits for a pipeline slot on the
     event loop, like POST /messages, instead of holding a thread of the shared pool."""

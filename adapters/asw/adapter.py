@@ -26,8 +26,8 @@ class AswAdapter(Adapter):
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)
         if settings.signer is None or settings.party is None:
-            raise ConfigError("hub.toml", f"agencies[{agency.id}].adapter", "the asw adapter needs the hub's key and party id")
-        self.peer = load_peer(agency, settings.base, settings.timeout)
+            raise ConfigError(settings.config_file, f"agencies[{agency.id}].adapter", "the asw adapter needs the hub's key and party id")
+        self.peer = load_peer(agency, settings.base, settings.timeout, settings.config_file)
         # who may sign for this gateway: the trust store's entry (pins, CA chains, CRLs), else the pins
         self.policy: CertificatePolicy = settings.trust.policy(agency.id) if settings.trust else Pinned(self.peer.certificates)
         self._outbound = Outbound(self.peer, self.policy, settings.party, settings.signer, XmlParser(settings.limits))

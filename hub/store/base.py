@@ -7,7 +7,11 @@ Outbox states and the only transitions allowed::
 
     pending --lease--> leased --complete--> delivered | pending (retry later) | dead
     leased  --lease expired, taken by another owner--> leased
+    leased  --release (the owner stops cleanly; no attempt counted)--> pending
     dead | delivered --resend (operator)--> pending
+
+A row may also be written already leased, at acceptance, to the accepting node's dispatcher
+(``Acceptance.held``, ``Hold``); it then goes on as any leased row.
 """
 
 from __future__ import annotations

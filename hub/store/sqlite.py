@@ -518,6 +518,8 @@ class SQLiteStore(Store):
                 original = cur.execute(
                     "SELECT receipt FROM messages WHERE sender = ? AND message_id = ?", (a.sender, a.message_id)
                 ).fetchone()
+                if original is None:  # cannot happen under the write lock; said as PostgreSQL says it
+                    raise TryAgain(f"message {a.message_id} from {a.sender} is being recorded concurrently")
                 return Accepted(False, bytes(original[0]))
             cur.executemany(
                 "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
@@ -543,8 +545,6 @@ class SQLiteStore(Store):
         return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
     def record(self, event: AuditEvent) -> None:
-        import time
-
         with self._tx() as cur:
             self._append_audit(cur, (event,), time.time())
 
@@ -598,7 +598,7 @@ class SQLiteStore(Store):
                 "next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (outcome.value, error, next_attempt_at if next_attempt_at is not None else row.next_attempt_at, now, row_id),
             )
-            number = cur.execute("SELECT COUNT(*) FROM attempts WHERE row_id = ?", (row_id,)).fetchone()[0] + 1
+            number = cur.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = ?", (row_id,)).fetchone()[0]
             cur.execute(
                 "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) VALUES (?,?,?,?,?,?,?)",
                 (row_id, number, owner, started_at, now, outcome.value, detail),
