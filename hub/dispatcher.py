@@ -62,6 +62,10 @@ class Dispatcher:
         self.owner = owner or new_owner()
         self.clock = clock
         self._inflight = {d: 0 for d in adapters}  # rows leased and handed to the pool, per destination
+        # row id -> the attempt its delivery under way holds the lease of (``Store.complete``'s
+        # ``attempt``): a delivery slower than its lease whose row this dispatcher leases again
+        # goes on under the new lease instead of being started twice
+        self._running: dict[int, int] = {}
         # Rows queued behind the busy deliveries, so a delivery thread that finishes takes the next
         # row at once and rows are leased several per transaction. Only when a queued row cannot
         # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).
@@ -117,6 +121,8 @@ class Dispatcher:
                 if time.monotonic() - unavailable > 60:
                     log.warning("dispatcher: store unavailable, retrying: %s", exc)
                     unavailable = time.monotonic()
+            except Exception:  # a bug must not stop this node's deliveries for good
+                log.exception("dispatcher: a round failed; the next one follows")
             self.store.wait_for_work(self.settings.poll_interval, self._wake)  # PostgreSQL: LISTEN/NOTIFY
 
     # -- work -----------------------------------------------------------------------------------
@@ -146,9 +152,24 @@ class Dispatcher:
             else:
                 self._maybe_more.add(destination)
             for row in rows:
-                pool.submit(self._deliver, row)
-            taken += len(rows)
+                if self._start(row):
+                    pool.submit(self._deliver, row)
+                    taken += 1
         return taken
+
+    def _start(self, row: OutboxRow) -> bool:
+        """Notes a leased row's delivery as under way; False (and its slot given back) when it
+        already is: its lease expired while the partner was slow, and the delivery under way now
+        holds the new one."""
+        with self._lock:
+            again = row.id in self._running
+            self._running[row.id] = row.attempts
+            if again:
+                self._inflight[row.destination] -= 1
+        if again:
+            log.warning("row %s to %s: delivery still under way after its lease of %.0f s; it goes on under a new lease",
+                        row.id, row.destination, self.settings.lease_seconds)
+        return not again
 
     # -- rows handed over by the pipeline (Store.accept with a Hold) ---------------------------
 
@@ -179,15 +200,16 @@ class Dispatcher:
 
         A row is not started if the dispatcher is stopping (``stop`` waits for every reservation to
         end, then gives back what this node holds) or if the acceptance took so long that the row
-        no longer has most of its lease (it expires and is leased again, by any node)."""
+        no longer has half of its lease (it expires and is leased again, by any node)."""
         unused = [d for d in hold.destinations if not any(r.destination == d for r in rows)]
         now = self.clock()
         try:
             for row in rows:
-                if self._stop.is_set() or (row.lease_until or 0) - now < self.settings.lease_seconds - 5:
+                if self._stop.is_set() or (row.lease_until or 0) - now < self.settings.lease_seconds / 2:
                     unused.append(row.destination)
                     continue
-                self._pools[row.destination].submit(self._deliver, row)
+                if self._start(row):
+                    self._pools[row.destination].submit(self._deliver, row)
         finally:
             with self._lock:
                 for destination in unused:
@@ -236,9 +258,12 @@ class Dispatcher:
             self._settle(row, result, started)
         except HubError as exc:
             log.warning("row %s: outcome not recorded (%s); the lease will expire and it will be retried", row.id, exc)
+        except Exception:  # a bug: the row stays leased until its lease expires, then goes again
+            log.exception("row %s: outcome not recorded; the lease will expire and it will be retried", row.id)
         finally:
             with self._lock:
                 self._inflight[row.destination] -= 1
+                self._running.pop(row.id, None)
             if row.destination in self._maybe_more:
                 self._wake.set()
 
@@ -249,7 +274,8 @@ class Dispatcher:
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
         while True:
             try:
-                self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra)
+                attempt = self._running.get(row.id, row.attempts)
+                self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra, attempt=attempt)
                 return
             except TryAgain:
                 if self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:

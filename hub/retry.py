@@ -18,7 +18,10 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempts - 1))
+        try:
+            base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempts - 1))
+        except OverflowError:  # a policy of many attempts: the power outgrows a float long after max_delay
+            base = self.max_delay
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
 

@@ -153,6 +153,20 @@ class StoreContract:
         done = store.complete(row.id, "b", State.DELIVERED, "ok", now + 10, now + 11)
         assert done.state is State.DELIVERED
 
+    def test_a_stale_attempts_outcome_is_refused_even_for_the_same_owner(self, store: Store) -> None:
+        """A delivery slower than its lease: the row is leased again (here by the same owner) and
+        the slow attempt's outcome must not overwrite the newer attempt's; nothing is written."""
+        now = time.time()
+        store.accept(acceptance(at=now))
+        (first,) = store.lease("a", "TH-ASW", 1, now, 5)
+        (second,) = store.lease("a", "TH-ASW", 1, now + 10, 5)
+        assert second.attempts == first.attempts + 1
+        with pytest.raises(TransitionError, match="leased again"):
+            store.complete(first.id, "a", State.DEAD, "HTTP 400", now, now + 11, attempt=first.attempts)
+        done = store.complete(second.id, "a", State.DELIVERED, "ok", now + 10, now + 12, attempt=second.attempts)
+        assert done.state is State.DELIVERED and done.last_error is None
+        assert [a.outcome for a in store.trace(first.message_id).attempts if a.row_id == first.id] == [State.DELIVERED]
+
     def test_delivered_and_dead_rows_are_never_leased_again(self, store: Store) -> None:
         now = time.time()
         store.accept(acceptance(at=now))

@@ -193,6 +193,29 @@ def test_check_warns_of_rows_no_dispatcher_takes_and_of_a_lease_shorter_than_a_d
     assert "dispatcher.lease_seconds: warning: 2 s is not longer than delivery_timeout (3 s)" in out.stdout
 
 
+def test_a_delivery_slower_than_its_lease_is_not_started_twice_and_its_outcome_counts(tmp_path: Path, receiver: Receiver) -> None:
+    """The partner answers after 2.5 s, the lease is 1 s: the dispatcher leases the expired row
+    again while its delivery is under way; it goes on under the new lease (one POST on the wire)
+    and its outcome is recorded against the newer attempt."""
+    receiver.on_receive = lambda sender, message_id, body: time.sleep(2.5)
+    runtime, moit = build(tmp_path, receiver.start(), lease_seconds=1.0)
+    runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    assert dispatcher.drain(20)
+    dispatcher.stop()
+    (row,) = runtime.store.rows(destination="TH-ASW")
+    assert receiver.unique == 1 and receiver.redeliveries == 0
+    assert row.state is State.DELIVERED and row.attempts >= 2  # leased again at least once during the delivery
+    attempts = [a for a in runtime.store.trace(row.message_id).attempts if a.row_id == row.id]
+    assert [a.outcome for a in attempts] == [State.DELIVERED]
+    runtime.close()
+
+
+def test_backoff_never_overflows_with_many_attempts() -> None:
+    policy = RetryPolicy(max_attempts=5000, initial_delay=2, max_delay=300, multiplier=2, jitter=0)
+    assert policy.delay(1025) == 300 and policy.delay(4999) == 300
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(max_attempts=20, initial_delay=1, max_delay=30, multiplier=2, jitter=0.2)
     delays = [policy.delay(n) for n in range(1, 12)]

@@ -182,6 +182,26 @@ def test_pool_options_ride_on_the_store_url(pg_url: str, tmp_path: Path) -> None
         s.close()
 
 
+def test_commits_are_synchronous_whatever_the_servers_default(pg_url: str, tmp_path: Path) -> None:
+    """An acknowledgement must wait for its commit's flush: a database set to asynchronous commit
+    (``synchronous_commit = off``, which can lose the last commits in a crash) is overridden on
+    the hub's connections; a stronger setting named in the URL's options is kept."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+        assert psycopg.connect(pg_url).execute("SHOW synchronous_commit").fetchone()[0] == "off"  # type: ignore[index]
+    for url, expected in ((pg_url, "on"), (pg_url + "?options=-c%20synchronous_commit%3Dremote_apply", "remote_apply")):
+        s = open_store(url, tmp_path)
+        try:
+            assert isinstance(s, PostgresStore) and s.accept(acceptance(f"sync-{expected}"))[0]
+            with s._pool.connection() as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone()[0] == expected  # type: ignore[index]
+        finally:
+            s.close()
+
+
 @pytest.mark.parametrize(
     "query, says",
     [

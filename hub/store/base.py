@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 from ..audit import AuditEntry, AuditEvent
-from ..errors import StoreError
+from ..errors import StoreError, TransitionError
 
 
 class State(str, Enum):
@@ -212,9 +212,13 @@ class Store(ABC):
         now: float,
         next_attempt_at: float | None = None,
         enqueue: Sequence[OutboxItem] = (),
+        attempt: int | None = None,
     ) -> OutboxRow:
         """Ends the current attempt of a row this owner holds. Raises ``TransitionError`` if the
         row is not leased by ``owner`` (lease lost) or ``outcome`` is not a legal next state.
+        ``attempt``: the row's attempt count when this owner leased it; if the row has been leased
+        again since (its lease expired during a slow delivery, and another node or this one took
+        it), this outcome is stale and refused, so the newer attempt's outcome is the one kept.
         ``enqueue``: new pending rows for the same message, written in the same transaction
         (status events, ``hub.events``)."""
 
@@ -273,20 +277,20 @@ def check_version(current: int, migrations: Sequence[tuple[int, str]]) -> None:
                          "run the sw-hub release that migrated it, or a newer one")
 
 
-def held_by(row: OutboxRow | None, row_id: int, owner: str) -> OutboxRow:
-    """The row, if ``owner`` still holds its lease; else ``TransitionError`` (lease lost or no row)."""
-    from ..errors import TransitionError
-
+def held_by(row: OutboxRow | None, row_id: int, owner: str, attempt: int | None = None) -> OutboxRow:
+    """The row, if ``owner`` still holds the lease of ``attempt`` (any attempt when None); else
+    ``TransitionError`` (lease lost, leased again, or no row)."""
     if row is None:
         raise TransitionError(f"outbox row {row_id} does not exist")
     if row.state is not State.LEASED or row.lease_owner != owner:
         raise TransitionError(f"outbox row {row_id} is {row.state.value} (owner {row.lease_owner}); {owner} no longer holds it")
+    if attempt is not None and row.attempts != attempt:
+        raise TransitionError(f"outbox row {row_id} was leased again (attempt {row.attempts}) since attempt {attempt} began; "
+                              "the outcome of the newer attempt counts")
     return row
 
 
 def check_outcome(outcome: State) -> None:
-    from ..errors import TransitionError
-
     if outcome not in OUTCOMES:
         raise TransitionError(f"a leased row cannot become {outcome.value}")
 

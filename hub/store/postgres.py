@@ -270,6 +270,10 @@ class PostgresStore(Store):
         self._connect_kwargs: dict[str, Any] = {"application_name": "sw-hub"}
         if "connect_timeout" not in given:
             self._connect_kwargs["connect_timeout"] = connect_timeout
+        # an acknowledgement waits for its commit to be flushed (and sent to synchronous standbys),
+        # whatever the server's default says; a stronger setting in the URL's options is kept
+        if "synchronous_commit" not in given.get("options", ""):
+            self._connect_kwargs["options"] = f"{given.get('options', '')} -c synchronous_commit=on".strip()
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -508,6 +512,7 @@ class PostgresStore(Store):
         now: float,
         next_attempt_at: float | None = None,
         enqueue: Sequence[OutboxItem] = (),
+        attempt: int | None = None,
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
@@ -517,15 +522,15 @@ class PostgresStore(Store):
             updated = cur.execute(
                 "WITH done AS (UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, "
                 "last_error = COALESCE(%s, last_error), next_attempt_at = COALESCE(%s, next_attempt_at), updated_at = %s "
-                f"WHERE id = %s AND state = 'leased' AND lease_owner = %s RETURNING {_ROW_COLUMNS}), "
+                f"WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = COALESCE(%s::integer, attempts) RETURNING {_ROW_COLUMNS}), "
                 "attempt AS (INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
                 "SELECT id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = %s), %s, %s, %s, %s, %s FROM done) "
                 "SELECT * FROM done",
-                (outcome.value, error, next_attempt_at, now, row_id, owner, row_id, owner, started_at, now, outcome.value, detail),
+                (outcome.value, error, next_attempt_at, now, row_id, owner, attempt, row_id, owner, started_at, now, outcome.value, detail),
             ).fetchone()
             if updated is None:  # not ours (lease lost, or no such row): say which; nothing was written
                 current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
-                held_by(_row(current) if current else None, row_id, owner)
+                held_by(_row(current) if current else None, row_id, owner, attempt)
                 raise TransitionError(f"outbox row {row_id} changed while {owner} completed it")
             row = _row(updated)
             if enqueue:

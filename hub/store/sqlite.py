@@ -587,11 +587,12 @@ class SQLiteStore(Store):
         now: float,
         next_attempt_at: float | None = None,
         enqueue: Sequence[OutboxItem] = (),
+        attempt: int | None = None,
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
             current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-            row = held_by(_row(current) if current else None, row_id, owner)
+            row = held_by(_row(current) if current else None, row_id, owner, attempt)
             error = None if outcome is State.DELIVERED else detail
             cur.execute(
                 "UPDATE outbox SET state = ?, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(?, last_error), "
