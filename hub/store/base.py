@@ -295,10 +295,6 @@ def check_outcome(outcome: State) -> None:
         raise TransitionError(f"a leased row cannot become {outcome.value}")
 
 
-def resendable(state: State, force: bool) -> bool:
-    return state is State.DEAD or (force and state is State.DELIVERED)
-
-
 __all__: Sequence[str] = (
     "Acceptance",
     "Attempt",

@@ -60,8 +60,8 @@ from .base import (
     check_outcome,
     check_version,
     held_by,
-    resendable,
 )
+from .sql import MESSAGE_COLUMNS, OUTCOME_EVENTS, ROW_COLUMNS, message_record, outbox_row, resend_event, resendable_row, row_filter
 
 log = logging.getLogger("hub.store.postgres")
 
@@ -160,36 +160,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 
-_MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
-
-
-def _message(m: tuple) -> MessageRecord:
-    return MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6]), m[7], m[8], m[9])
-
-_ROW_COLUMNS = (
-    "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
-    "lease_until, last_error, created_at, updated_at, payload"
-)
 _AUDIT_COLUMNS = "seq, at, message_id, actor, event, detail, prev_hash, hash"
-
-
-def _row(r: tuple) -> OutboxRow:
-    return OutboxRow(
-        id=r[0],
-        message_id=r[1],
-        sender=r[2],
-        destination=r[3],
-        route=r[4],
-        state=State(r[5]),
-        attempts=r[6],
-        next_attempt_at=r[7],
-        lease_owner=r[8],
-        lease_until=r[9],
-        last_error=r[10],
-        created_at=r[11],
-        updated_at=r[12],
-        payload=bytes(r[13]),
-    )
 
 
 # the hub's own options in the store URL's query -> PostgresStore keyword, kind, what it means
@@ -438,7 +409,7 @@ class PostgresStore(Store):
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}, content_digest) "
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}, content_digest) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sender, message_id) DO NOTHING",
                 (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
                  a.reference, a.pre_reference, a.conversation or a.message_id, a.digest),
@@ -497,10 +468,10 @@ class PostgresStore(Store):
                 "AND lease_until < %s ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED), "
                 "due AS (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) d ORDER BY next_attempt_at, id LIMIT %s) "
                 "UPDATE outbox o SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = o.attempts + 1, "
-                f"updated_at = %s FROM due WHERE o.id = due.id RETURNING {', '.join('o.' + c for c in _ROW_COLUMNS.split(', '))}",
+                f"updated_at = %s FROM due WHERE o.id = due.id RETURNING {', '.join('o.' + c for c in ROW_COLUMNS.split(', '))}",
                 (destination, now, limit, destination, now, limit, limit, owner, now + lease_for, now),
             ).fetchall()
-        return sorted((_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
+        return sorted((outbox_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
 
     def complete(
         self,
@@ -522,17 +493,17 @@ class PostgresStore(Store):
             updated = cur.execute(
                 "WITH done AS (UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, "
                 "last_error = COALESCE(%s, last_error), next_attempt_at = COALESCE(%s, next_attempt_at), updated_at = %s "
-                f"WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = COALESCE(%s::integer, attempts) RETURNING {_ROW_COLUMNS}), "
+                f"WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = COALESCE(%s::integer, attempts) RETURNING {ROW_COLUMNS}), "
                 "attempt AS (INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
                 "SELECT id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = %s), %s, %s, %s, %s, %s FROM done) "
                 "SELECT * FROM done",
                 (outcome.value, error, next_attempt_at, now, row_id, owner, attempt, row_id, owner, started_at, now, outcome.value, detail),
             ).fetchone()
             if updated is None:  # not ours (lease lost, or no such row): say which; nothing was written
-                current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
-                held_by(_row(current) if current else None, row_id, owner, attempt)
+                current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
+                held_by(outbox_row(current) if current else None, row_id, owner, attempt)
                 raise TransitionError(f"outbox row {row_id} changed while {owner} completed it")
-            row = _row(updated)
+            row = outbox_row(updated)
             if enqueue:
                 cur.executemany(
                     "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
@@ -540,7 +511,7 @@ class PostgresStore(Store):
                     [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
                 )
                 cur.execute(f"NOTIFY {CHANNEL}")
-            event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
+            event = OUTCOME_EVENTS[outcome]
             self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
         return row
 
@@ -558,41 +529,27 @@ class PostgresStore(Store):
 
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
-            if current is None:
-                raise TransitionError(f"outbox row {row_id} does not exist")
-            row = _row(current)
-            if not resendable(row.state, force):
-                hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
-                raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead row can be resent{hint}")
+            current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+            row = resendable_row(current, row_id, force)
             updated = cur.execute(
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s, updated_at = %s WHERE id = %s "
-                f"RETURNING {_ROW_COLUMNS}",
+                f"RETURNING {ROW_COLUMNS}",
                 (now, now, row_id),
             ).fetchone()
             cur.execute(f"NOTIFY {CHANNEL}")
-            self._append_audit(
-                cur, (AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"),), now
-            )
-        return _row(updated)  # type: ignore[arg-type]
+            self._append_audit(cur, (resend_event(row, actor),), now)
+        return outbox_row(updated)  # type: ignore[arg-type]
 
     def get(self, row_id: int) -> OutboxRow | None:
         with self._tx(transaction=False) as cur:
-            r = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
-        return _row(r) if r else None
+            r = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
+        return outbox_row(r) if r else None
 
     def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        clauses, params = [], []
-        if state is not None:
-            clauses.append("state = %s")
-            params.append(state.value)
-        if destination is not None:
-            clauses.append("destination = %s")
-            params.append(destination)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = row_filter(state, destination, "%s")
         with self._tx(transaction=False) as cur:
-            rs = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
-        return [_row(r) for r in rs]
+            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
+        return [outbox_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
         with self._tx(transaction=False) as cur:
@@ -602,10 +559,10 @@ class PostgresStore(Store):
     def trace(self, message_id: str) -> Trace:
         with self._tx(transaction=False) as cur:
             m = cur.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = %s ORDER BY received_at LIMIT 1",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = %s ORDER BY received_at LIMIT 1",
                 (message_id,),
             ).fetchone()
-            rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = %s ORDER BY id", (message_id,)).fetchall()]
+            rows = [outbox_row(r) for r in cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE message_id = %s ORDER BY id", (message_id,)).fetchall()]
             attempts = [
                 Attempt(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6])
                 for r in cur.execute(
@@ -618,7 +575,7 @@ class PostgresStore(Store):
                 AuditEntry(*r)
                 for r in cur.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE message_id = %s ORDER BY seq", (message_id,)).fetchall()
             ]
-        return Trace(_message(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
+        return Trace(message_record(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
 
     def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
         with self._tx(transaction=False) as cur:
@@ -628,10 +585,10 @@ class PostgresStore(Store):
             if found is None:
                 return []
             rows = cur.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation = %s ORDER BY received_at, message_id LIMIT %s",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = %s ORDER BY received_at, message_id LIMIT %s",
                 (found[0], limit),
             ).fetchall()
-        return [_message(r) for r in rows]
+        return [message_record(r) for r in rows]
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         after = 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..audit import GENESIS, AuditEntry, AuditEvent, chain
-from ..errors import StoreError, TransitionError, TryAgain
+from ..errors import StoreError, TryAgain
 from .base import (
     Accepted,
     Acceptance,
@@ -39,8 +39,8 @@ from .base import (
     check_outcome,
     check_version,
     held_by,
-    resendable,
 )
+from .sql import MESSAGE_COLUMNS, OUTCOME_EVENTS, ROW_COLUMNS, message_record, outbox_row, resend_event, resendable_row, row_filter
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -117,35 +117,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 
-_MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
-
-
-def _message(m: tuple) -> MessageRecord:
-    return MessageRecord(m[0], m[1], m[2], m[3], m[4], m[5], bytes(m[6]), m[7], m[8], m[9])
-
-_ROW_COLUMNS = (
-    "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
-    "lease_until, last_error, created_at, updated_at, payload"
-)
-
-
-def _row(r: tuple) -> OutboxRow:
-    return OutboxRow(
-        id=r[0],
-        message_id=r[1],
-        sender=r[2],
-        destination=r[3],
-        route=r[4],
-        state=State(r[5]),
-        attempts=r[6],
-        next_attempt_at=r[7],
-        lease_owner=r[8],
-        lease_until=r[9],
-        last_error=r[10],
-        created_at=r[11],
-        updated_at=r[12],
-        payload=bytes(r[13]),
-    )
 
 
 class WriterLock:
@@ -509,7 +480,7 @@ class SQLiteStore(Store):
         held: list[OutboxRow] = []
         with self._tx() as cur:
             cur.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}, content_digest) "
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}, content_digest) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (sender, message_id) DO NOTHING",
                 (a.sender, a.message_id, a.received_at, a.document_type, a.function, a.route, a.receipt,
                  a.reference, a.pre_reference, a.conversation or a.message_id, a.digest),
@@ -574,8 +545,8 @@ class SQLiteStore(Store):
                 f"updated_at = ? WHERE id IN ({marks})",
                 (owner, now + lease_for, now, *ids),
             )
-            rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids).fetchall()
-        return [_row(r) for r in rows]
+            rows = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id IN ({marks}) ORDER BY next_attempt_at, id", ids).fetchall()
+        return [outbox_row(r) for r in rows]
 
     def complete(
         self,
@@ -591,8 +562,8 @@ class SQLiteStore(Store):
     ) -> OutboxRow:
         check_outcome(outcome)
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-            row = held_by(_row(current) if current else None, row_id, owner, attempt)
+            current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            row = held_by(outbox_row(current) if current else None, row_id, owner, attempt)
             error = None if outcome is State.DELIVERED else detail
             cur.execute(
                 "UPDATE outbox SET state = ?, lease_owner = NULL, lease_until = NULL, last_error = COALESCE(?, last_error), "
@@ -610,7 +581,7 @@ class SQLiteStore(Store):
                     "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
                     [(row.message_id, row.sender, i.destination, i.route, now, now, now, i.payload) for i in enqueue],
                 )
-            event = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}[outcome]
+            event = OUTCOME_EVENTS[outcome]
             self._append_audit(cur, (AuditEvent(row.message_id, owner, event, f"{row.destination}: {detail}"),), now)
         return replace(  # what the UPDATE above wrote, without reading the row (and its payload) again
             row, state=outcome, lease_owner=None, lease_until=None, last_error=error if error is not None else row.last_error,
@@ -628,38 +599,26 @@ class SQLiteStore(Store):
 
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-            if current is None:
-                raise TransitionError(f"outbox row {row_id} does not exist")
-            row = _row(current)
-            if not resendable(row.state, force):
-                hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
-                raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead row can be resent{hint}")
+            current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            row = resendable_row(current, row_id, force)
             cur.execute(
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, row_id),
             )
-            self._append_audit(cur, (AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row_id} was {row.state.value}"),), now)
-            updated = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-        return _row(updated)
+            self._append_audit(cur, (resend_event(row, actor),), now)
+            updated = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return outbox_row(updated)
 
     def get(self, row_id: int) -> OutboxRow | None:
         with self._tx(write=False) as cur:
-            r = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
-        return _row(r) if r else None
+            r = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+        return outbox_row(r) if r else None
 
     def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        clauses, params = [], []
-        if state is not None:
-            clauses.append("state = ?")
-            params.append(state.value)
-        if destination is not None:
-            clauses.append("destination = ?")
-            params.append(destination)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = row_filter(state, destination, "?")
         with self._tx(write=False) as cur:
-            rs = cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [_row(r) for r in rs]
+            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [outbox_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
         with self._tx(write=False) as cur:
@@ -669,10 +628,10 @@ class SQLiteStore(Store):
     def trace(self, message_id: str) -> Trace:
         with self._tx(write=False) as cur:
             m = cur.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ? ORDER BY received_at LIMIT 1",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ? ORDER BY received_at LIMIT 1",
                 (message_id,),
             ).fetchone()
-            rows = [_row(r) for r in cur.execute(f"SELECT {_ROW_COLUMNS} FROM outbox WHERE message_id = ? ORDER BY id", (message_id,))]
+            rows = [outbox_row(r) for r in cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE message_id = ? ORDER BY id", (message_id,))]
             attempts = [
                 Attempt(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6])
                 for r in cur.execute(
@@ -685,7 +644,7 @@ class SQLiteStore(Store):
                 "SELECT seq, at, message_id, actor, event, detail, prev_hash, hash FROM audit WHERE message_id = ? ORDER BY seq",
                 (message_id,),
             )]
-        return Trace(_message(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
+        return Trace(message_record(m) if m else None, tuple(rows), tuple(attempts), tuple(audit))
 
     def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
         with self._tx(write=False) as cur:
@@ -695,10 +654,10 @@ class SQLiteStore(Store):
             if found is None:
                 return []
             rows = cur.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation = ? ORDER BY received_at, message_id LIMIT ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ? ORDER BY received_at, message_id LIMIT ?",
                 (found[0], limit),
             ).fetchall()
-        return [_message(r) for r in rows]
+        return [message_record(r) for r in rows]
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         after = 0
