@@ -169,7 +169,7 @@ def _open_store(config_path: str):  # type: ignore[no-untyped-def]
 
 def cmd_send(args: argparse.Namespace) -> int:
     from .client import Outgoing, envelope_for, guess_outgoing, recipient_for, signed_bytes
-    from .envelope import NS
+    from .envelope import DSIG, NS
     from .pipeline import party_of
     from .runtime import Runtime
     from .trust import Signer, load_certificates, load_private_key
@@ -187,7 +187,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if agency.signing_key is not None:
         signer = Signer(load_private_key(agency.signing_key, f"agencies[{agency.id}].signing_key"), load_certificates(agency.certificates[0])[0])
     if document.tag == f"{{{NS}}}Envelope":
-        has_signature = document.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+        has_signature = document.find(f"{{{DSIG}}}Signature") is not None
         raw = data if has_signature or signer is None else signed_bytes(document, signer)
     else:
         runtime_schemas = None

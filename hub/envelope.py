@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from lxml import etree
@@ -213,9 +213,6 @@ class Ack:
     @property
     def code(self) -> str | None:
         return self.errors[0].code.value if self.errors else None
-
-    def as_duplicate(self) -> Ack:
-        return replace(self, duplicate=True)
 
 
 def read_errors(envelope: etree._Element) -> list[tuple[str, str, str | None]]:

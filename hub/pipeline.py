@@ -16,17 +16,17 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
-from cryptography import x509
 from lxml import etree
 
 from .audit import AuditEvent
 from .catalogue import Mapping_, SchemaCatalogue
 from .config import Agency, HubSettings, Route
 from .envelope import (
+    DSIG,
     FUNCTION_ERROR,
     FUNCTION_RECEIVED,
     Ack,
@@ -46,7 +46,7 @@ from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
 from .store import Acceptance, Hold, Original, OutboxItem, OutboxRow, Store
-from .trust import CertificatePolicy, Pinned, Signer, Verifier
+from .trust import Signer, Verifier
 from .truststore import TrustStore
 from .xml import Schema, XmlParser, canonical_digest
 
@@ -55,20 +55,6 @@ log = logging.getLogger("hub.pipeline")
 
 def party_of(agency: Agency) -> Party:
     return Party(identity=agency.id, country=agency.country, name=agency.name or None, ministry=agency.ministry)
-
-
-@dataclass(frozen=True)
-class Trust:
-    """Who may send: each agency's trust store entry (pinned certificates, CA chains, CRLs; see
-    ``hub.truststore``), or, without a store, just the certificates accepted for each agency."""
-
-    certificates: Mapping[str, Sequence[x509.Certificate]] = field(default_factory=dict)
-    store: TrustStore | None = None
-
-    def policy(self, agency_id: str) -> CertificatePolicy:
-        if self.store is not None:
-            return self.store.policy(agency_id)
-        return Pinned(self.certificates.get(agency_id, ()))
 
 
 class Handoff(Protocol):
@@ -91,7 +77,7 @@ class Pipeline:
         mappings: Mapping[str, Mapping_],
         agencies: Mapping[str, Agency],
         routes: Sequence[Route],
-        trust: Trust,
+        trust: TrustStore,  # who may send: each agency's pins, CA chains and CRLs
         signer: Signer | CurrentSigner,
         verifier: Verifier,
         store: Store,
@@ -166,7 +152,7 @@ class Pipeline:
     def _authenticate(self, root: etree._Element, header: Header, required: bool) -> tuple[etree._Element, Header]:
         """The signed envelope and its header, when the route requires a signature or one is present."""
         sender = header.sender.identity
-        signed = root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+        signed = root.find(f"{{{DSIG}}}Signature") is not None
         if not (required or signed):
             return root, header
         verified = self.verifier.verify(root, self.trust.policy(sender), f"agency {sender}")
@@ -187,6 +173,8 @@ class Pipeline:
         )
 
     def _accept(self, received: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
+        """Authenticates, checks for a duplicate, validates, translates and signs, then records
+        the message with its outbox rows and receipt (``_record``)."""
         self._check_sender(header, authenticated_as)
         route = self._route(header)  # from the header as received; only the signed one is used after
         required = self.settings.require_signature if route.require_signature is None else route.require_signature
@@ -204,8 +192,14 @@ class Pipeline:
             self.schemas.validate(payload, route.schema)
         except Rejected as fault:
             raise self._as_received(fault, received, payload, route.schema) from None
-
         key = self._key()
+        items = self._translate_and_sign(payload, header, route, key)
+        return self._record(header, route, items, key, digest)
+
+    def _translate_and_sign(self, payload: etree._Element, header: Header, route: Route, key: Signer) -> list[OutboxItem]:
+        """One outbox item per destination: the payload through the destination's mappings (each
+        translation made once however many destinations take it), in an envelope to that agency,
+        signed if the route says so."""
         translated: dict[tuple[str, ...], etree._Element] = {}
         uses = Counter(d.mappings for d in route.destinations)
         items = []
@@ -222,12 +216,17 @@ class Pipeline:
             if route.sign:
                 outbound = key.sign(outbound)
             items.append(OutboxItem(dest.agency, route.name, etree.tostring(outbound, xml_declaration=True, encoding="UTF-8")))
+        return items
 
+    def _record(self, header: Header, route: Route, items: list[OutboxItem], key: Signer, digest: bytes) -> Ack:
+        """Builds the signed receipt and the audit entries, and records the message, its rows and
+        both in one transaction (rows leased to this node's dispatcher where it has a free slot);
+        the receipt is answered only once that is durable."""
+        sender, message_id, s = header.sender.identity, header.message_id, header.subject
         received_at = self.clock()
         destinations = [d.agency for d in route.destinations]
         conversation = self._conversation(header)
         if self.events is not None:
-            s = header.subject
             items.extend(self.events.received(message_id, sender, s.document_type, s.function, destinations, received_at, conversation))
         receipt = self._reply(
             self._parties.get(sender),
@@ -237,8 +236,8 @@ class Pipeline:
             key,
         )
         audit = (
-            AuditEvent(message_id, sender, "received", f"{header.subject.document_type}/{header.subject.function} via route {route.name}"),
-            *(AuditEvent(message_id, self.party.identity, "queued", f"{d}") for d in destinations),
+            AuditEvent(message_id, sender, "received", f"{s.document_type}/{s.function} via route {route.name}"),
+            *(AuditEvent(message_id, self.party.identity, "queued", d) for d in destinations),
         )
         hold = self.handoff.reserve(i.destination for i in items) if self.handoff is not None else None
         rows: tuple[OutboxRow, ...] = ()
@@ -248,14 +247,14 @@ class Pipeline:
                     sender=sender,
                     message_id=message_id,
                     received_at=received_at,
-                    document_type=header.subject.document_type,
-                    function=header.subject.function,
+                    document_type=s.document_type,
+                    function=s.function,
                     route=route.name,
                     receipt=receipt,
                     items=tuple(items),
                     audit=audit,
-                    reference=header.subject.reference,
-                    pre_reference=header.subject.pre_reference,
+                    reference=s.reference,
+                    pre_reference=s.pre_reference,
                     conversation=conversation,
                     held=hold,
                     digest=digest,

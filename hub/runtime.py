@@ -26,7 +26,7 @@ from .config import Config, HubSettings, load_config
 from .dispatcher import Dispatcher
 from .errors import ConfigError, HubError
 from .events import StatusEvents
-from .pipeline import Pipeline, Trust
+from .pipeline import Pipeline
 from .store import State, Store, open_store
 from .keys import CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
 from .metrics import Counters, metrics_route
@@ -126,7 +126,7 @@ class Runtime:
             mappings=mappings,
             agencies=config.agencies,
             routes=config.routes,
-            trust=Trust(store=trust),
+            trust=trust,
             signer=signer,
             verifier=Verifier(),
             store=store,
