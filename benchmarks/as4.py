@@ -34,12 +34,12 @@ def _certificates(config_path: Path, n: int) -> list[bytes]:
     from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
     from hub.config import load_config
     from hub.pipeline import party_of
-    from hub.trust import Signer
+    from hub.client import agency_signer
     from hub.twohubs import MOIT, REPO, TH_HUB
 
     config = load_config(config_path)
     moit = config.agencies[MOIT]
-    signer = Signer.from_files(moit.signing_key, moit.certificates[0])  # type: ignore[arg-type]
+    signer = agency_signer(moit)
     document = etree.parse(str(REPO / "examples" / "co-certificate.xml")).getroot()
     return [signed_bytes(envelope_for(document, party_of(moit), recipient_for(config, TH_HUB), Outgoing("CO-FORMD")), signer)
             for _ in range(n)]

@@ -111,14 +111,13 @@ class Messages:
     config_path: Path
 
     def _sender(self):  # type: ignore[no-untyped-def]
-        from hub.client import Outgoing, envelope_for, recipient_for
+        from hub.client import Outgoing, agency_signer, envelope_for, recipient_for
         from hub.config import load_config
         from hub.pipeline import party_of
-        from hub.trust import Signer, load_certificates, load_private_key
 
         config = load_config(self.config_path)
         agency = config.agencies["VN-MOIT"]
-        signer = Signer(load_private_key(agency.signing_key), load_certificates(agency.certificates[0])[0])  # type: ignore[arg-type]
+        signer = agency_signer(agency)
         return signer, lambda doc: envelope_for(doc, party_of(agency), recipient_for(config, "TH-ASW"), Outgoing("CO-FORMD"))
 
     def make(self, document: bytes, count: int, processes: int | None = None) -> list[bytes]:

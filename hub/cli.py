@@ -168,11 +168,10 @@ def _open_store(config_path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import Outgoing, envelope_for, guess_outgoing, recipient_for, signed_bytes
+    from .client import Outgoing, agency_signer, envelope_for, guess_outgoing, recipient_for, signed_bytes
     from .envelope import DSIG, NS
     from .pipeline import party_of
     from .runtime import Runtime
-    from .trust import Signer, load_certificates, load_private_key
     from .xml import Limits, XmlParser
 
     from .config import load_config
@@ -185,7 +184,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     document = XmlParser(Limits(config.hub.limits.max_bytes, config.hub.limits.max_depth)).parse(data)
     signer = None
     if agency.signing_key is not None:
-        signer = Signer(load_private_key(agency.signing_key, f"agencies[{agency.id}].signing_key"), load_certificates(agency.certificates[0])[0])
+        signer = agency_signer(agency)
     if document.tag == f"{{{NS}}}Envelope":
         has_signature = document.find(f"{{{DSIG}}}Signature") is not None
         raw = data if has_signature or signer is None else signed_bytes(document, signer)

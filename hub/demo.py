@@ -20,7 +20,7 @@ import uvicorn
 from lxml import etree
 
 from .audit import verify_chain
-from .client import Outgoing, envelope_for, recipient_for, signed_bytes
+from .client import Outgoing, agency_signer, envelope_for, recipient_for, signed_bytes
 from .config import load_config
 from .envelope import read_errors
 from .keys import init_keys
@@ -30,7 +30,7 @@ from .runtime import Runtime
 from .server import create_app
 from .store import State
 from .tracing import trace_text
-from .trust import Signer, Verifier, load_certificates, load_private_key
+from .trust import Verifier, load_certificates
 from .xml import Limits, XmlParser
 
 SENDER = "VN-MOIT"
@@ -86,7 +86,7 @@ def run_demo(config_path: str) -> int:
     ok = True
     try:
         agency = config.agencies[SENDER]
-        signer = Signer(load_private_key(agency.signing_key), load_certificates(agency.certificates[0])[0])  # type: ignore[arg-type]
+        signer = agency_signer(agency)
         document = XmlParser(h.limits).parse((config.base / "examples" / "co-certificate.xml").read_bytes())
         envelope = envelope_for(document, party_of(agency), recipient_for(config, GATEWAY), Outgoing("CO-FORMD", "01"))
         data = signed_bytes(envelope, signer)

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from lxml import etree
 
-from .client import Outgoing, envelope_for, recipient_for, signed_bytes
+from .client import Outgoing, agency_signer, envelope_for, recipient_for, signed_bytes
 from .config import Config
 from .envelope import content_of, read_header
 from .pipeline import party_of
@@ -85,7 +85,7 @@ class _Hub:
 
 def _signer(config: Config, agency: str) -> Signer:
     a = config.agencies[agency]
-    return Signer.from_files(a.signing_key, a.certificates[0])  # type: ignore[arg-type]
+    return agency_signer(a)
 
 
 def run_two_hubs(folder: str | None = None) -> int:

@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 from lxml import etree
 
-from hub.client import Outgoing, envelope_for, recipient_for, signed_bytes
+from hub.client import Outgoing, agency_signer, envelope_for, recipient_for, signed_bytes
 from hub.config import Config, load_config
 from hub.demo import tampered as tampered  # re-exported for the tests
 from hub.keys import init_keys
 from hub.pipeline import party_of
-from hub.trust import Signer, load_certificates, load_private_key
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -146,7 +145,7 @@ class Sender:
     def __init__(self, config: Config, agency_id: str) -> None:
         self.config = config
         self.agency = config.agencies[agency_id]
-        self.signer = Signer(load_private_key(self.agency.signing_key), load_certificates(self.agency.certificates[0])[0])  # type: ignore[arg-type]
+        self.signer = agency_signer(self.agency)
 
     def envelope(self, document: Path | bytes | etree._Element = EXAMPLES / "co-certificate.xml", *, to: str = "TH-ASW",
                  document_type: str = "CO-FORMD", message_id: str | None = None) -> etree._Element:
