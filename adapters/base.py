@@ -48,6 +48,21 @@ class Result:
     detail: str
 
 
+# 408 Request Timeout, 425 Too Early, 429 Too Many Requests: the partner may take the same request later
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a partner's HTTP answer with this status is a transient fault, to be retried.
+
+    The rule of every adapter that speaks HTTP: 2xx delivered; 408, 425, 429 and 5xx (like
+    time-outs and connection errors, which the adapter sees before any status) retried; any
+    other 4xx a permanent failure. What a 2xx proves is the protocol's own business (an AS4
+    partner's 2xx delivers only with a receipt that checks out), so it is left to the caller.
+    """
+    return status >= 500 or status in RETRYABLE_STATUS
+
+
 # The core's entry point handed to inbound sources: (raw bytes, authenticated identity or None).
 Submit = Callable[[bytes, "str | None"], Ack]
 

@@ -24,12 +24,11 @@ import ssl
 import threading
 from urllib.parse import unquote, urlsplit
 
-from .base import Adapter, AdapterSettings, Delivery, Outcome, Result
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status
 
 from hub.config import Agency
 from hub.errors import ConfigError
 
-RETRYABLE = frozenset({408, 425, 429})
 KEPT_ANSWER = 64 * 1024  # of a partner's answer, at most this much is read (and 500 chars kept)
 # what a kept connection that the partner closed in the meantime raises (over TLS: the peer went
 # away without close_notify, as idle time-outs of servers and load balancers do)
@@ -139,7 +138,7 @@ class HttpAdapter(Adapter):
         text = answer.decode("utf-8", "replace")[:500].strip()
         if 200 <= status < 300:
             return Result(Outcome.DELIVERED, f"HTTP {status}")
-        if status >= 500 or status in RETRYABLE:
+        if retryable_status(status):
             return Result(Outcome.RETRY, f"HTTP {status}: {text}")
         return Result(Outcome.FAILED, f"HTTP {status}: {text}")
 

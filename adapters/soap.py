@@ -39,10 +39,9 @@ from hub.config import Agency
 from hub.errors import ConfigError, Rejected
 from hub.xml import XmlParser
 
-from .base import Adapter, AdapterSettings, Delivery, Outcome, Result
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status
 
 CLIENT_FAULTS = frozenset({"Client", "Sender", "VersionMismatch", "MustUnderstand", "DataEncodingUnknown"})
-RETRYABLE_HTTP = frozenset({408, 425, 429})
 
 
 class Refused(Exception):
@@ -99,7 +98,11 @@ def fault_outcome(code: str | None) -> Outcome:
 
 
 def _http_result(status: int, text: str) -> Result:
-    retry = status >= 500 or status in RETRYABLE_HTTP or status == 200
+    """An answer zeep could not take as a reply or a fault, judged by its HTTP status as for any
+    HTTP partner, except 200: a 200 that lands here is an unreadable answer (XML that does not
+    parse, a fault without a code), and unreadable answers are retried. Another 2xx lands here
+    with a body that is no SOAP answer, or with none where zeep needs one (204), and fails."""
+    retry = retryable_status(status) or status == 200
     return Result(Outcome.RETRY if retry else Outcome.FAILED, f"HTTP {status}: {text}")
 
 
@@ -188,6 +191,9 @@ class SoapAdapter(Adapter):
             detail = _text(fault.detail)
             if fault.code is None:  # an answer that is no SOAP fault (an HTML error page): judge by HTTP
                 return _http_result(self._local.transport.last_status, detail)
+            # a real fault: its code decides, not the HTTP status (SOAP 1.1 sends every fault with
+            # 500): a Client/Sender fault is the ministry refusing this envelope, which sending it
+            # again cannot change (dead); a Server/Receiver fault is transient (retried)
             text = f"SOAP fault {fault.code}: {fault.message}" + (f" ({detail})" if detail else "")
             return Result(fault_outcome(fault.code), text)
         except TransportError as exc:

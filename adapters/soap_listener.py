@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hub.errors import INTERNAL_ERROR_TEXT, Code, Rejected, TryAgain
+from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
@@ -129,7 +129,7 @@ class SoapEndpoint:
             ack = await self.run(self.submit, envelope, None)
         except TryAgain as exc:
             log.warning("store unavailable, SOAP sender asked to retry: %s", exc)
-            return fault_response(ns, Fault(False, Code.TRY_AGAIN.value, "the hub cannot record the message now; send it again later"))
+            return fault_response(ns, Fault(False, Code.TRY_AGAIN.value, TRY_AGAIN_TEXT))
         except Exception:
             log.exception("SOAP submit failed")
             return fault_response(ns, Fault(False, Code.INTERNAL_ERROR.value, INTERNAL_ERROR_TEXT))

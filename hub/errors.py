@@ -54,6 +54,8 @@ INTERNAL_ERROR_TEXT = (
     "the hub failed to process the message (an internal error, logged); send it again: a message "
     "it had already recorded is answered with its original receipt"
 )
+# the sentence of every "try again" answer (ERR50): the NACK, the SOAP Server/Receiver fault, the AS4 eb:Error
+TRY_AGAIN_TEXT = "the hub cannot record the message now; send it again later"
 
 
 class HubError(Exception):

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapters.soap_listener import soap_routes
 
-from .errors import INTERNAL_ERROR_TEXT, Code, Rejected, TryAgain
+from .errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from .httpio import read_bounded
 from .portal import portal_routes
 from .pipeline import Pipeline
@@ -57,7 +57,7 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
         except TryAgain as exc:
             log.warning("store unavailable, asking the sender to retry: %s", exc)
             body = await run_in_threadpool(
-                lambda: pipeline.nack(Rejected(Code.TRY_AGAIN, "the hub cannot record the message now; send it again later"), None).xml
+                lambda: pipeline.nack(Rejected(Code.TRY_AGAIN, TRY_AGAIN_TEXT), None).xml
             )
             return Response(body, status_code=503, media_type=XML, headers={"Retry-After": "1"})
         except Exception:  # a bug, not the sender's fault: a NACK that says so, and the hub goes on

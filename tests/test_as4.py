@@ -7,6 +7,7 @@ import base64
 import copy
 import dataclasses
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +21,8 @@ from adapters.asw.header import EB, S12, WSSE, WSU
 from adapters.asw.outbound import Outbound
 from adapters.base import Delivery, Outcome
 from hub.errors import ConfigError
-from hub.runtime import Runtime
+from hub.keys import issue, new_key, write_certificate
+from hub.runtime import Runtime, check
 from hub.store import State
 from hub.trust import Pinned, Signer, in_date
 from hub.twohubs import TH_CUSTOMS, TH_HUB, VN_HUB, Pair, write_pair
@@ -396,3 +398,25 @@ def test_gateway_options_are_checked(tmp_path: Path) -> None:
             runtime.create_adapters()
     finally:
         runtime.close()
+
+
+@pytest.mark.parametrize("dates", ["expired", "expiring"])
+def test_hub_check_names_a_gateways_certificate_out_of_date_once(tmp_path: Path, dates: str) -> None:
+    """The dates of an asw gateway's certificates are `hub check`'s general certificate check
+    (an expired one a fault, one about to expire a warning), not reported again by the adapter."""
+    pair = write_pair(tmp_path, free_port(), free_port())
+    now = datetime.now(timezone.utc)
+    not_before, days = (now - timedelta(days=400), 30) if dates == "expired" else (now - timedelta(days=1), 5)
+    gateway = tmp_path / "TH-NSW-gateway.crt"
+    write_certificate(gateway, issue(new_key("ec"), "TH gateway", not_before=not_before, days=days))
+    text = pair.vn.read_text()
+    assert 'certificates = ["../th/keys/hub.crt"]' in text
+    pair.vn.write_text(text.replace('certificates = ["../th/keys/hub.crt"]', f'certificates = ["{gateway}"]'))
+    errors, warnings = check(pair.vn)
+    named = [line for line in errors + warnings if "CN=TH gateway" in line]
+    assert len(named) == 1, named
+    assert f"agencies[{TH_HUB}].certificates" in named[0]
+    if dates == "expired":
+        assert named == errors and "not valid now" in named[0]
+    else:
+        assert named == warnings and "expires on" in named[0]

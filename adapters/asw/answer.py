@@ -3,9 +3,13 @@
     a signed eb:Receipt, by the partner's certificate, referencing our MessageId and echoing the
       digests of what we signed                                 -> DELIVERED
     an eb:Error with severity "failure" (signed or not)         -> FAILED, with the partner's text
-    no receipt, a receipt that does not check out, HTTP 5xx/408/429,
+    no receipt, a receipt that does not check out, HTTP 408/425/429/5xx,
       a time-out or a refused connection (decided by the caller)-> RETRY (same MessageId)
     any other HTTP 4xx without an eb:Error                      -> FAILED
+
+The HTTP status is judged as for any HTTP partner (``adapters.base.retryable_status``) with two
+differences that AS4 makes: the partner's signals come first (an eb:Error fails the message
+whatever status it came with), and a 2xx is no delivery without the receipt.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from adapters.base import Outcome, Result
+from adapters.base import Outcome, Result, retryable_status
 from hub.errors import Rejected
 from hub.files import write_durably
 from hub.trust import CertificatePolicy
@@ -23,8 +27,6 @@ from hub.xml import XmlParser
 from . import header, wss
 from .errors import EbmsError
 from .peer import Peer
-
-RETRYABLE = frozenset({408, 425, 429})
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,9 @@ def judge(status: int, body: bytes, what: Sent, peer: Peer, policy: CertificateP
         if any(s.receipt is not None for s in signals) and 200 <= status < 300:
             return _receipt(root, body, what, peer, policy)
     text = body[:300].decode("utf-8", "replace").strip()
-    if status >= 500 or status in RETRYABLE:
+    if retryable_status(status):
         return Result(Outcome.RETRY, f"HTTP {status} from {peer.endpoint}: {text}")
-    if 200 <= status < 300:
+    if 200 <= status < 300:  # AS4: only a receipt that checks out delivers (above)
         return Result(Outcome.RETRY, f"HTTP {status} but no AS4 receipt for {what.message_id}")
     return Result(Outcome.FAILED, f"HTTP {status} from {peer.endpoint}: {text}")
 

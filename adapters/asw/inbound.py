@@ -26,7 +26,7 @@ from starlette.responses import Response
 from adapters.base import Submit
 from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
-from hub.errors import INTERNAL_ERROR_TEXT, Code, Rejected, TryAgain
+from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
@@ -78,7 +78,7 @@ class Inbound:
             return 400, self.error_signal(ref_to, exc)
         except TryAgain as exc:
             log.warning("AS4 message %s: store unavailable, the partner must resend: %s", ref_to, exc)
-            return 503, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, "the hub cannot record the message now; send it again later", "warning"))
+            return 503, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, TRY_AGAIN_TEXT, "warning"))
         except Exception:  # a bug, not the partner's fault: an error signal that says so
             log.exception("AS4 message %s failed inside the hub", ref_to)
             return 500, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, f"{Code.INTERNAL_ERROR.value}: {INTERNAL_ERROR_TEXT}", "warning"))
