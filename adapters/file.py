@@ -6,16 +6,25 @@ hidden temporary file of its own, fsync, then ``os.replace`` and an fsync of the
 of the same message replaces the same file, so a retry never leaves two copies.
 
 Inbound (``options.inbox``): each ``*.xml`` file dropped there is submitted as coming from this
-agency (the folder is the agency's own channel); the answer is written to ``<inbox>/ack/`` and the
-file moves to ``<inbox>/done/`` or ``<inbox>/rejected/``. A crash between the steps only means the
-file is submitted again, and the hub answers a duplicate with the original receipt.
+agency (the folder is the agency's own channel). Hidden files (``.name.xml``) are left alone, so
+an agency can write a file under a hidden name and rename it once whole. A file is first claimed:
+renamed into ``<inbox>/work/`` under a name of its own (``<token>.<name>``), so that the agency
+may write its next file under the same name at once, and so that of several workers (``hub serve
+--workers``, nodes) polling one inbox only the one whose rename succeeds takes it. Then it is
+submitted, the answer is written to ``<inbox>/ack/<stem>.ack.xml`` (after the original name) and
+the file moves to ``<inbox>/done/`` or ``<inbox>/rejected/``, under its own name or, if the agency
+reused a name already there, ``<stem>.<token>.xml``. A worker holds a lock (``flock``) on the file
+it answers; a claimed file that nobody holds was left by a crash and is submitted again first, at
+the next poll of any worker: the hub answers a duplicate with the original receipt.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
+import uuid
 from pathlib import Path
 
 from hub.files import write_durably
@@ -58,8 +67,7 @@ class FolderInbox(InboundSource):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        for sub in ("ack", "done", "rejected"):
-            (self.inbox / sub).mkdir(parents=True, exist_ok=True)
+        self._folders()
         self._thread = threading.Thread(target=self._run, name=f"inbox-{self.agency}", daemon=True)
         self._thread.start()
 
@@ -69,23 +77,63 @@ class FolderInbox(InboundSource):
             self._thread.join(timeout=10)
 
     def poll_once(self) -> int:
+        """Answers what a crash left in work/, then the new files; returns how many it answered."""
+        work = self._folders()
         done = 0
-        for path in sorted(self.inbox.glob("*.xml")):
+        for path in sorted(work.glob("*.xml")) + sorted(p for p in self.inbox.glob("*.xml") if not p.name.startswith(".")):
             if self._stop.is_set():
                 break
+            claimed = path
+            if path.parent != work:
+                claimed = work / f"{uuid.uuid4().hex[:16]}.{path.name}"
+                try:
+                    os.replace(path, claimed)
+                except FileNotFoundError:
+                    continue  # another worker claimed it
             try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            try:
-                ack = self.submit(data, self.agency)
-            except Exception as exc:  # the store is down: leave the file for the next poll
+                done += self._answer(claimed)
+            except OSError as exc:  # this file cannot be read, answered or moved: it waits in work/, the others go on
+                log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
+            except Exception as exc:  # the store is down: the claimed file waits in work/ for the next poll
                 log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
                 break
-            write_durably(self.inbox / "ack" / (path.stem + ".ack.xml"), ack.xml)
-            os.replace(path, self.inbox / ("done" if ack.accepted else "rejected") / path.name)
-            done += 1
         return done
+
+    def _folders(self) -> Path:
+        """Makes the subfolders (again at each poll: a claim into a missing work/ would look like
+        a file another worker took); returns work/."""
+        for sub in ("ack", "done", "rejected", "work"):
+            (self.inbox / sub).mkdir(parents=True, exist_ok=True)
+        return self.inbox / "work"
+
+    def _answer(self, claimed: Path) -> bool:
+        """Submits a claimed file, writes its ack and moves it out of work/, holding its lock
+        throughout: False when another worker holds it (it is answering it) or has just moved it."""
+        try:
+            file = open(claimed, "rb")
+        except FileNotFoundError:
+            return False
+        with file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if not os.path.samestat(os.fstat(file.fileno()), os.stat(claimed)):
+                    return False  # answered and moved out between our listing and our lock
+            except (BlockingIOError, FileNotFoundError):
+                return False
+            ack = self.submit(file.read(), self.agency)
+            token, name = claimed.name.split(".", 1)
+            stem = Path(name).stem
+            write_durably(self.inbox / "ack" / f"{stem}.ack.xml", ack.xml)
+            folder = self.inbox / ("done" if ack.accepted else "rejected")
+            for target in (folder / name, folder / f"{stem}.{token}.xml"):
+                try:
+                    os.link(claimed, target)  # unlike a rename, never replaces an earlier file of that name
+                    break
+                except FileExistsError:
+                    if os.path.samefile(claimed, target):
+                        break  # linked by an attempt that crashed before the unlink
+            os.unlink(claimed)
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,12 @@ message is submitted again with a capped backoff, and nothing behind it is ackno
 one worker handles messages in arrival order, as MQTT wants acknowledgements in order.
 
 The answer (receipt or NACK) is published to the message's MQTT 5 Response Topic with its
-Correlation Data, else to ``options.reply_topic`` if set.
+Correlation Data, else to ``options.reply_topic`` if set. The sender chooses the Response Topic:
+one that cannot be published to (a wildcard ``+`` or ``#``, or U+0000, which paho or the broker
+refuse) is ignored with a warning. A reply that cannot be sent is logged and the message still
+acknowledged: it is recorded, and a resend gets the original receipt. One message that fails in
+any other way is logged and left unacknowledged (the broker sends it again on reconnect); the
+inbox goes on with the next, so no message can stop an agency's inbound traffic.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ class MqttInbox(InboundSource):
                 message, generation = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._handle(message, generation)
+            try:
+                self._handle(message, generation)
+            except Exception:
+                log.exception("mqtt inbox %s: message on %s not handled, going on with the next", self.agency, message.topic)
 
     def _handle(self, message: mqtt.MQTTMessage, generation: int) -> None:
         delay = 0.1
@@ -74,14 +82,22 @@ class MqttInbox(InboundSource):
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         assert self._connection is not None
-        self._reply(message, ack.xml)
+        try:
+            self._reply(message, ack.xml)
+        except Exception as exc:  # the message is recorded: acknowledge it all the same
+            log.warning("mqtt inbox %s: no answer sent for the message on %s: %s", self.agency, message.topic, exc)
         self._connection.ack(message, generation)  # False: the connection changed, the broker sends it again
         self.taken += 1
 
     def _reply(self, message: mqtt.MQTTMessage, answer: bytes) -> None:
         assert self._connection is not None
         props = getattr(message, "properties", None)
-        topic = getattr(props, "ResponseTopic", None) or self.reply_topic
+        topic = getattr(props, "ResponseTopic", None)
+        if topic and any(c in topic for c in "+#\0"):
+            log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: a reply cannot be published there",
+                        self.agency, topic, message.topic)
+            topic = None
+        topic = topic or self.reply_topic
         if not topic:
             return
         out = Properties(PacketTypes.PUBLISH)

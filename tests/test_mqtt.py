@@ -200,6 +200,44 @@ def test_inbox_acks_only_what_the_hub_took(tmp_path: Path, broker: Broker) -> No
         runtime.close()
 
 
+def test_a_response_topic_with_a_wildcard_neither_stops_the_inbox_nor_stays_unacknowledged(tmp_path: Path, broker: Broker) -> None:
+    """The sender chooses the Response Topic; paho refuses to publish to "replies/#". The message
+    is recorded and acknowledged all the same, its receipt goes to the reply topic, and the next
+    message is taken and answered on its own Response Topic. A new inbox (a restarted hub) gets
+    neither again from the broker: both were acknowledged."""
+    runtime = Runtime.load(write_config(tmp_path, extra=mqtt_agency(broker, tmp_path)))
+    adapter = runtime.create_adapters()["VN-MOT"]
+    mot = Sender(runtime.config, "VN-MOT")
+    agency = Peer(broker, "agency-VN-MOT", (ACK, "test/replies"))
+    inbox = adapter.inbound(runtime.pipeline.submit)
+    assert inbox is not None
+    inbox.start()
+    wildcard, normal = mot.message(to="VN-CUSTOMS"), mot.message(to="VN-CUSTOMS")
+    try:
+        agency.publish(OUT, wildcard, response_topic="replies/#", correlation=b"c-1").wait_for_publish(5)
+        agency.publish(OUT, normal, response_topic="test/replies", correlation=b"c-2").wait_for_publish(5)
+        assert wait_until(lambda: agency.unique == 2, 20), agency.received
+        answers = {read_header(etree.fromstring(receipt)).subject.reference: (topic, receipt)
+                   for (topic, receipt), in agency.received.values()}
+        assert {mid: topic for mid, (topic, _) in answers.items()} == {message_id_of(wildcard): ACK, message_id_of(normal): "test/replies"}
+        assert all(read_header(etree.fromstring(receipt)).subject.function == "99" for _, receipt in answers.values())
+        assert stored_messages(tmp_path, "VN-MOT") == {message_id_of(wildcard), message_id_of(normal)}
+        assert wait_until(lambda: inbox.taken == 2, 5)
+    finally:
+        inbox.stop()
+    again: list[bytes] = []
+    second = adapter.inbound(lambda data, who: again.append(data) or runtime.pipeline.submit(data, who))
+    assert second is not None
+    second.start()
+    try:
+        time.sleep(1.0)
+        assert again == []
+    finally:
+        second.stop()
+        agency.close()
+        runtime.close()
+
+
 def test_hub_crash_and_broker_restart_in_an_inbound_stream_lose_nothing(tmp_path: Path, broker: Broker) -> None:
     """An agency publishes 300 messages over MQTT; the hub is SIGKILLed once and the broker
     restarted once in the middle. Every message ends up recorded, each once. The agency waits

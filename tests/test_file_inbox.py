@@ -1,0 +1,142 @@
+"""The file adapter's inbox (FolderInbox) against the real pipeline: a name the agency reuses at
+once, hidden files, a crash between claim and move, and two workers polling one folder."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from lxml import etree
+
+import adapters.file
+from adapters.file import FolderInbox
+from hub.envelope import Ack, read_header
+from hub.runtime import Runtime
+
+from .support import Sender, message_id_of, wait_until, write_config
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    r = Runtime.load(write_config(tmp_path))
+    yield r
+    r.close()
+
+
+class Recorder:
+    """The pipeline's submit, recording every answer. Several inboxes in this process stand for
+    `hub serve` workers, each a process of its own: they submit one at a time here (each
+    worker's pipeline has its own lxml state), while claiming, locking and moving files at once."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime, self.lock = runtime, threading.Lock()
+        self.acks: list[Ack] = []
+
+    def __call__(self, data: bytes, agency: str | None) -> Ack:
+        with self.lock:
+            ack = self.runtime.pipeline.submit(data, agency)
+            self.acks.append(ack)
+        return ack
+
+
+def test_a_name_reused_as_soon_as_its_ack_appears_is_submitted_too(tmp_path: Path, runtime: Runtime,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agency writes its next message under the same fixed name the moment the ack of the first
+    appears: that file is a new message, submitted at the next poll, not moved to done/ unread."""
+    moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
+    first, second = moit.message(), moit.message()
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    inbox.mkdir()
+    (inbox / "outgoing.xml").write_bytes(first)
+    write = adapters.file.write_durably
+
+    def agency_writes_at_once(target: Path, data: bytes) -> Path:
+        path = write(target, data)
+        if target.name == "outgoing.ack.xml" and not (inbox / "outgoing.xml").exists() and len(submit.acks) == 1:
+            (inbox / "outgoing.xml").write_bytes(second)
+        return path
+
+    monkeypatch.setattr(adapters.file, "write_durably", agency_writes_at_once)
+    assert box.poll_once() == 1 and (inbox / "outgoing.xml").read_bytes() == second
+    assert box.poll_once() == 1
+    assert [(a.message_id, a.accepted, a.duplicate) for a in submit.acks] == [
+        (message_id_of(first), True, False), (message_id_of(second), True, False)]
+    done = {p.name: p.read_bytes() for p in (inbox / "done").iterdir()}
+    assert sorted(done.values()) == sorted([first, second]) and done["outgoing.xml"] == first
+    assert list(inbox.glob("*.xml")) == [] and list((inbox / "work").iterdir()) == []
+    ack = read_header(etree.fromstring((inbox / "ack" / "outgoing.ack.xml").read_bytes()))
+    assert ack.subject.reference == message_id_of(second)  # the agency finds the answer to its latest file
+
+
+def test_a_hidden_file_is_left_alone(tmp_path: Path, runtime: Runtime) -> None:
+    """``.name.xml`` is an agency's file still being written: neither read nor moved."""
+    moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
+    inbox.mkdir()
+    (inbox / ".partial.xml").write_bytes(b"<Envelope")
+    (inbox / "whole.xml").write_bytes(moit.message())
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    assert box.poll_once() == 1 and box.poll_once() == 0
+    assert len(submit.acks) == 1 and (inbox / "done" / "whole.xml").exists()
+    assert (inbox / ".partial.xml").read_bytes() == b"<Envelope"
+    assert sorted(p.name for p in (inbox / "ack").iterdir()) == ["whole.ack.xml"]
+
+
+class Crash(BaseException):
+    """The process dies: nothing in the inbox catches it."""
+
+
+def test_a_file_claimed_before_a_crash_is_submitted_at_the_next_start(tmp_path: Path, runtime: Runtime) -> None:
+    """The hub recorded the message and died before the ack and the move: the file waits in work/,
+    and the next start submits it first; the hub answers with the original receipt."""
+    moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
+    message = moit.message()
+    inbox.mkdir()
+    (inbox / "co.xml").write_bytes(message)
+
+    def recorded_then_crash(data: bytes, agency: str | None) -> Ack:
+        submit(data, agency)
+        raise Crash
+
+    with pytest.raises(Crash):
+        FolderInbox(inbox, "VN-MOIT", recorded_then_crash, 0.05).poll_once()
+    assert [p.name.split(".", 1)[1] for p in (inbox / "work").iterdir()] == ["co.xml"]
+    assert not (inbox / "ack").joinpath("co.ack.xml").exists() and list((inbox / "done").iterdir()) == []
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    box.start()
+    try:
+        assert wait_until(lambda: (inbox / "done" / "co.xml").exists(), 10)
+    finally:
+        box.stop()
+    original, again = submit.acks
+    assert original.accepted and again.duplicate and again.message_id == message_id_of(message)
+    assert (inbox / "ack" / "co.ack.xml").read_bytes() == original.xml
+    assert list((inbox / "work").iterdir()) == [] and (inbox / "done" / "co.xml").read_bytes() == message
+
+
+def test_two_workers_polling_one_folder_submit_each_file_exactly_once(tmp_path: Path, runtime: Runtime) -> None:
+    """Two inboxes (two `hub serve` workers) poll the same folder while the agency drops files,
+    some under a reused name: each file is claimed by one of them and submitted once."""
+    moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
+    messages = [moit.message() for _ in range(120)]
+    boxes = [FolderInbox(inbox, "VN-MOIT", submit, 0.001) for _ in range(2)]
+    for box in boxes:
+        box.start()
+    try:
+        for i, m in enumerate(messages):
+            name = f"m{i:03}.xml" if i % 4 else "fixed.xml"
+            (inbox / f".{name}").write_bytes(m)
+            if i % 4 == 0:  # the fixed name: the agency waits until the hub took the previous file
+                assert wait_until(lambda: not (inbox / name).exists(), 10)
+            (inbox / f".{name}").rename(inbox / name)
+        assert wait_until(lambda: len(list((inbox / "done").iterdir())) == len(messages), 30)
+    finally:
+        for box in boxes:
+            box.stop()
+    submitted = Counter(a.message_id for a in submit.acks)
+    assert submitted == Counter(message_id_of(m) for m in messages)  # every message, once each
+    assert all(a.accepted and not a.duplicate for a in submit.acks)
+    assert sorted(p.read_bytes() for p in (inbox / "done").iterdir()) == sorted(messages)
+    assert list((inbox / "work").iterdir()) == [] and list(inbox.glob("*.xml")) == []
