@@ -11,7 +11,8 @@ an agency can write a file under a hidden name and rename it once whole. A file 
 renamed into ``<inbox>/work/`` under a name of its own (``<token>.<name>``), so that the agency
 may write its next file under the same name at once, and so that of several workers (``hub serve
 --workers``, nodes) polling one inbox only the one whose rename succeeds takes it. Then it is
-submitted, the answer is written to ``<inbox>/ack/<stem>.ack.xml`` (after the original name) and
+submitted, the answer is written to ``<inbox>/ack/<stem>.ack.xml`` (after the original name; the
+answer to a reused name replaces the earlier answer) and
 the file moves to ``<inbox>/done/`` or ``<inbox>/rejected/``, under its own name or, if the agency
 reused a name already there, ``<stem>.<token>.xml``. A worker holds a lock (``flock``) on the file
 it answers; a claimed file that nobody holds was left by a crash and is submitted again first, at
@@ -27,6 +28,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from hub.errors import HubError
 from hub.files import write_durably
 
 from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
@@ -90,13 +92,16 @@ class FolderInbox(InboundSource):
                     os.replace(path, claimed)
                 except FileNotFoundError:
                     continue  # another worker claimed it
+                except OSError as exc:  # e.g. a name too long for work/: the others go on
+                    log.warning("inbox %s: cannot claim %s: %s", self.agency, path.name, exc)
+                    continue
             try:
                 done += self._answer(claimed)
-            except OSError as exc:  # this file cannot be read, answered or moved: it waits in work/, the others go on
-                log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
-            except Exception as exc:  # the store is down: the claimed file waits in work/ for the next poll
+            except HubError as exc:  # the store is down (TryAgain): the claimed file waits in work/ for the next poll
                 log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
                 break
+            except Exception:  # unreadable, unmovable, or a fault in the hub: it waits in work/, the others go on
+                log.exception("inbox %s: %s stays in work/ for the next poll", self.agency, path.name)
         return done
 
     def _folders(self) -> Path:
@@ -125,14 +130,7 @@ class FolderInbox(InboundSource):
             stem = Path(name).stem
             write_durably(self.inbox / "ack" / f"{stem}.ack.xml", ack.xml)
             folder = self.inbox / ("done" if ack.accepted else "rejected")
-            for target in (folder / name, folder / f"{stem}.{token}.xml"):
-                try:
-                    os.link(claimed, target)  # unlike a rename, never replaces an earlier file of that name
-                    break
-                except FileExistsError:
-                    if os.path.samefile(claimed, target):
-                        break  # linked by an attempt that crashed before the unlink
-            os.unlink(claimed)
+            _move_aside(claimed, (folder / name, folder / f"{stem}.{token}.xml"))
         return True
 
     def _run(self) -> None:
@@ -142,3 +140,25 @@ class FolderInbox(InboundSource):
             except Exception:
                 log.exception("inbox %s: poll failed", self.agency)
             self._stop.wait(self.interval)
+
+
+def _move_aside(claimed: Path, targets: tuple[Path, Path]) -> None:
+    """Moves an answered file out of work/ to the first of ``targets`` that holds no earlier file.
+    A hard link never replaces one (a rename would); where the file system has no hard links
+    (vfat, some network mounts) a rename to a name not taken does the same but for a race."""
+    for target in targets:
+        try:
+            os.link(claimed, target)
+        except FileExistsError:
+            if os.path.samefile(claimed, target):  # linked by an attempt that crashed before the unlink
+                break
+            continue
+        except OSError:  # no hard links here
+            if target.exists():
+                continue
+            os.replace(claimed, target)
+            return
+        break
+    else:
+        raise FileExistsError(f"{targets[0].parent}: both {targets[0].name} and {targets[1].name} are taken")
+    os.unlink(claimed)

@@ -27,6 +27,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hub.errors import TryAgain
+
 from .base import InboundSource, Submit
 from .mqtt_client import MqttConnection
 
@@ -77,7 +79,7 @@ class MqttInbox(InboundSource):
             try:
                 ack = self.submit(message.payload, self.agency)
                 break
-            except Exception as exc:  # TryAgain (store down) or a bug: keep the message, try again
+            except TryAgain as exc:  # the store is down: keep the message, try again (a bug goes up to _run)
                 log.warning("mqtt inbox %s: message on %s not taken yet: %s", self.agency, message.topic, exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)

@@ -9,6 +9,7 @@ from lxml import etree
 
 from .config import WILDCARD, Agency, Config
 from .envelope import Header, Party, Subject, build, new_message_id, now_iso
+from .errors import ConfigError
 from .pipeline import party_of
 from .trust import Signer
 
@@ -16,8 +17,8 @@ from .trust import Signer
 def agency_signer(agency: Agency) -> Signer:
     """Signs as ``agency`` with its ``signing_key`` (demo and test agencies, whose keys the hub's
     configuration names): the first of its certificates signs, the rest of that file is the chain."""
-    if agency.signing_key is None:
-        raise ValueError(f"agency {agency.id} has no signing_key in the configuration")
+    if agency.signing_key is None or not agency.certificates:
+        raise ConfigError("hub.toml", f"agencies[{agency.id}]", "signing as this agency needs its signing_key and, first in certificates, its certificate")
     return Signer.from_files(agency.signing_key, agency.certificates[0], f"agencies[{agency.id}].signing_key", f"agencies[{agency.id}].certificates")
 
 

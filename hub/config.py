@@ -369,8 +369,6 @@ def load_config(path: str | Path) -> Config:
             subject=a.str("subject", None),
         )
         a.done()
-        if agency.signing_key is not None and not agency.certificates:
-            raise ConfigError(file, f"{a.prefix}.certificates", "a signing_key needs its certificate, first in certificates")
         if agency.id in agencies or agency.id == hub.party_id:
             raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is used twice")
         agencies[agency.id] = agency

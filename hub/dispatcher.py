@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from adapters import Adapter, Delivery, Outcome, Result
 
 from .config import DispatcherSettings
-from .errors import HubError, TryAgain
+from .errors import HubError, TransitionError, TryAgain
 from .events import StatusEvents
 from .retry import RetryPolicy
 from .store import Hold, OutboxRow, State, Store
@@ -65,12 +65,15 @@ class Dispatcher:
         # row id -> the attempt its delivery under way holds the lease of (``Store.complete``'s
         # ``attempt``): a delivery slower than its lease whose row this dispatcher leases again
         # goes on under the new lease instead of being started twice
-        self._running: dict[int, int] = {}
+        self._running: dict[int, tuple[int, float]] = {}  # row id -> (attempt, lease end)
         # Rows queued behind the busy deliveries, so a delivery thread that finishes takes the next
         # row at once and rows are leased several per transaction. Only when a queued row cannot
         # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).
         c = settings.concurrency
         self._prefetch = c if settings.lease_seconds > 2 * settings.delivery_timeout + 5 else 0
+        # a row handed over must have this much of its lease left: half of it, and with queued rows
+        # enough to wait behind one delivery and make its own
+        self._fresh = max(settings.lease_seconds / 2, 2 * settings.delivery_timeout + 5 if self._prefetch else 0)
         self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
         self._lock = threading.Lock()
         self._reserved = 0  # reservations (``reserve``) not yet ended by ``hand_over``
@@ -163,7 +166,7 @@ class Dispatcher:
         holds the new one."""
         with self._lock:
             again = row.id in self._running
-            self._running[row.id] = row.attempts
+            self._running[row.id] = (row.attempts, row.lease_until or 0.0)
             if again:
                 self._inflight[row.destination] -= 1
         if again:
@@ -205,7 +208,7 @@ class Dispatcher:
         now = self.clock()
         try:
             for row in rows:
-                if self._stop.is_set() or (row.lease_until or 0) - now < self.settings.lease_seconds / 2:
+                if self._stop.is_set() or (row.lease_until or 0) - now < self._fresh:
                     unused.append(row.destination)
                     continue
                 if self._start(row):
@@ -273,12 +276,17 @@ class Dispatcher:
         recorded means the row is delivered once more when its lease expires or is given back."""
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
         while True:
+            attempt, lease_until = self._running.get(row.id, (row.attempts, row.lease_until or 0.0))
             try:
-                attempt = self._running.get(row.id, row.attempts)
                 self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra, attempt=attempt)
                 return
+            except TransitionError:
+                # this node may have leased the row again meanwhile (``_start``): this delivery holds
+                # the new lease, so its outcome is recorded under it
+                if self._running.get(row.id, (attempt,))[0] == attempt:
+                    raise
             except TryAgain:
-                if self.clock() > (row.lease_until or 0) - self.COMPLETE_MARGIN:
+                if self.clock() > lease_until - self.COMPLETE_MARGIN:
                     raise
                 time.sleep(self.COMPLETE_RETRY_SECONDS)
 

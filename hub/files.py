@@ -11,6 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
+_UMASK = os.umask(0)  # read once, at import (os.umask only sets it: put it back at once)
+os.umask(_UMASK)
+
 
 def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
@@ -20,13 +23,16 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_durably(target: Path, data: bytes, folder_mode: int = 0o777) -> Path:
+def write_durably(target: Path, data: bytes, mode: int | None = None, folder_mode: int = 0o777) -> Path:
     """Writes ``data`` to ``target`` (its folder created with ``folder_mode`` if missing); returns
-    ``target``. Raises ``OSError`` when it cannot, with nothing left behind."""
+    ``target``. The file gets ``mode``, by default what ``open`` would give it (0o666 less the
+    umask: an agency's pickup process may run under another account). Raises ``OSError`` when it
+    cannot, with nothing left behind."""
     folder = target.parent
     folder.mkdir(mode=folder_mode, parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")  # 0600
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

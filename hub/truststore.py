@@ -161,7 +161,7 @@ class CrlSource:
         on disk before it is renamed over the old copy. The copy is judged again when it is read."""
         assert self.kept is not None
         try:
-            write_durably(self.kept, data, folder_mode=0o700)
+            write_durably(self.kept, data, mode=0o600, folder_mode=0o700)
         except OSError as exc:  # the hub still has it in memory; only a restart during an outage would miss it
             log.warning("CRL %s: cannot keep a copy in %s: %s", self.location, self.kept, exc)
 

@@ -211,6 +211,31 @@ def test_a_delivery_slower_than_its_lease_is_not_started_twice_and_its_outcome_c
     runtime.close()
 
 
+def test_an_outcome_recorded_while_its_node_leases_the_row_again_goes_under_the_new_lease(tmp_path: Path, receiver: Receiver) -> None:
+    """The race behind the test above: the node leases the row again just as the slow delivery
+    records its outcome; the outcome, refused for the old attempt, is recorded for the new one
+    instead of being dropped (which left the row leased with nobody delivering it)."""
+    runtime, moit = build(tmp_path, receiver.start(), lease_seconds=1.0)
+    runtime.pipeline.submit(moit.message())
+    dispatcher = runtime.dispatcher()
+    real, calls = runtime.store.complete, []
+
+    def complete(row_id, owner, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not calls:  # the node's next round leases the (expired) row again right now
+            (again,) = runtime.store.lease(owner, "TH-ASW", 1, time.time() + 2, 1.0)
+            assert not dispatcher._start(again)  # the delivery under way keeps it
+        calls.append(kwargs["attempt"])
+        return real(row_id, owner, *args, **kwargs)
+
+    runtime.store.complete = complete  # type: ignore[method-assign]
+    (row,) = runtime.store.lease(dispatcher.owner, "TH-ASW", 1, time.time(), 1.0)
+    assert dispatcher._start(row)
+    dispatcher._deliver(row)
+    (done,) = runtime.store.rows(destination="TH-ASW")
+    assert calls == [row.attempts, row.attempts + 1] and done.state is State.DELIVERED and receiver.unique == 1
+    runtime.close()
+
+
 def test_backoff_never_overflows_with_many_attempts() -> None:
     policy = RetryPolicy(max_attempts=5000, initial_delay=2, max_delay=300, multiplier=2, jitter=0)
     assert policy.delay(1025) == 300 and policy.delay(4999) == 300

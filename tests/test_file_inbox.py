@@ -140,3 +140,23 @@ def test_two_workers_polling_one_folder_submit_each_file_exactly_once(tmp_path: 
     assert all(a.accepted and not a.duplicate for a in submit.acks)
     assert sorted(p.read_bytes() for p in (inbox / "done").iterdir()) == sorted(messages)
     assert list((inbox / "work").iterdir()) == [] and list(inbox.glob("*.xml")) == []
+
+
+def test_a_file_the_hub_fails_on_waits_in_work_and_the_others_go_on(tmp_path: Path, runtime: Runtime) -> None:
+    """A fault inside the hub on one file (not a store outage) must not hold up the files behind
+    it, at this poll or the next: that file waits in work/, the others are answered."""
+    moit, inbox = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("a", "b", "z"):
+        (inbox / f"{name}.xml").write_bytes(moit.message())
+    bad = (inbox / "a.xml").read_bytes()
+
+    def submit(data: bytes, agency: str | None) -> Ack:
+        if data == bad:
+            raise RuntimeError("a bug in the hub")
+        return runtime.pipeline.submit(data, agency)
+
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    assert box.poll_once() == 2 and box.poll_once() == 0
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["b.xml", "z.xml"]
+    assert [p.name.split(".", 1)[1] for p in (inbox / "work").iterdir()] == ["a.xml"]

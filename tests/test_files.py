@@ -35,3 +35,11 @@ def test_concurrent_writers_of_one_name_never_tear_the_file(tmp_path: Path) -> N
         t.join()
     assert target.read_bytes() in bodies
     assert [p.name for p in tmp_path.iterdir()] == ["same.xml"]
+
+
+def test_a_written_file_has_the_mode_open_would_give_it_unless_told(tmp_path: Path) -> None:
+    """Deliveries into an agency's folder are read by the agency's own account: not 0600."""
+    from hub import files
+
+    assert (write_durably(tmp_path / "a.xml", b"x").stat().st_mode & 0o777) == 0o666 & ~files._UMASK
+    assert (write_durably(tmp_path / "b.xml", b"x", mode=0o600).stat().st_mode & 0o777) == 0o600

@@ -192,10 +192,12 @@ def test_commits_are_synchronous_whatever_the_servers_default(pg_url: str, tmp_p
         database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
         assert psycopg.connect(pg_url).execute("SHOW synchronous_commit").fetchone()[0] == "off"  # type: ignore[index]
-    for url, expected in ((pg_url, "on"), (pg_url + "?options=-c%20synchronous_commit%3Dremote_apply", "remote_apply")):
+    cases = [(pg_url, "on"), (pg_url + "?options=-c%20synchronous_commit%3Dlocal", "on"),
+             (pg_url + "?options=-c%20synchronous_commit%3Dremote_apply", "remote_apply")]
+    for n, (url, expected) in enumerate(cases):
         s = open_store(url, tmp_path)
         try:
-            assert isinstance(s, PostgresStore) and s.accept(acceptance(f"sync-{expected}"))[0]
+            assert isinstance(s, PostgresStore) and s.accept(acceptance(f"sync-{n}"))[0]
             with s._pool.connection() as conn:
                 assert conn.execute("SHOW synchronous_commit").fetchone()[0] == expected  # type: ignore[index]
         finally:

@@ -163,6 +163,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 _AUDIT_COLUMNS = "seq, at, message_id, actor, event, detail, prev_hash, hash"
 
 
+def _synchronous_commits(conn: psycopg.Connection) -> None:
+    """An acknowledgement waits for its commit's flush: a connection whose server, database, role
+    or URL options say ``synchronous_commit`` = off or local (commits that a crash of the server
+    can lose) is set to on; on, remote_write and remote_apply are kept. Set per session, not as a
+    startup option, which connection poolers such as PgBouncer refuse."""
+    level = conn.execute("SHOW synchronous_commit").fetchone()
+    if level is not None and level[0] in ("off", "local"):
+        conn.execute("SET synchronous_commit = on")
+
+
 # the hub's own options in the store URL's query -> PostgresStore keyword, kind, what it means
 POOL_OPTIONS = {
     "pool_min": ("min_size", int, "connections the pool keeps open"),
@@ -241,16 +251,13 @@ class PostgresStore(Store):
         self._connect_kwargs: dict[str, Any] = {"application_name": "sw-hub"}
         if "connect_timeout" not in given:
             self._connect_kwargs["connect_timeout"] = connect_timeout
-        # an acknowledgement waits for its commit to be flushed (and sent to synchronous standbys),
-        # whatever the server's default says; a stronger setting in the URL's options is kept
-        if "synchronous_commit" not in given.get("options", ""):
-            self._connect_kwargs["options"] = f"{given.get('options', '')} -c synchronous_commit=on".strip()
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs={**self._connect_kwargs, "autocommit": True},  # transactions are explicit (_tx)
+            configure=_synchronous_commits,
             reconnect_timeout=_RECONNECT_ROUND,
             name="sw-hub",
             open=False,
