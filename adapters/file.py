@@ -28,7 +28,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from hub.errors import HubError
+from hub.errors import TryAgain
 from hub.files import write_durably
 
 from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
@@ -97,7 +97,7 @@ class FolderInbox(InboundSource):
                     continue
             try:
                 done += self._answer(claimed)
-            except HubError as exc:  # the store is down (TryAgain): the claimed file waits in work/ for the next poll
+            except TryAgain as exc:  # the store is down: the claimed file waits in work/ for the next poll
                 log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
                 break
             except Exception:  # unreadable, unmovable, or a fault in the hub: it waits in work/, the others go on
@@ -144,8 +144,9 @@ class FolderInbox(InboundSource):
 
 def _move_aside(claimed: Path, targets: tuple[Path, Path]) -> None:
     """Moves an answered file out of work/ to the first of ``targets`` that holds no earlier file.
-    A hard link never replaces one (a rename would); where the file system has no hard links
-    (vfat, some network mounts) a rename to a name not taken does the same but for a race."""
+    A hard link never replaces one (a rename would); where there are no hard links (vfat, some
+    network mounts, or another account's file under ``fs.protected_hardlinks``) the name is taken
+    with an exclusive create and the file renamed onto it."""
     for target in targets:
         try:
             os.link(claimed, target)
@@ -153,8 +154,10 @@ def _move_aside(claimed: Path, targets: tuple[Path, Path]) -> None:
             if os.path.samefile(claimed, target):  # linked by an attempt that crashed before the unlink
                 break
             continue
-        except OSError:  # no hard links here
-            if target.exists():
+        except OSError:  # no hard links here, or none allowed to this file (fs.protected_hardlinks)
+            try:  # the name reserved first, so a rename never replaces another worker's file
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
                 continue
             os.replace(claimed, target)
             return

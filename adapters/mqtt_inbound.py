@@ -11,9 +11,11 @@ The answer (receipt or NACK) is published to the message's MQTT 5 Response Topic
 Correlation Data, else to ``options.reply_topic`` if set. The sender chooses the Response Topic:
 one that cannot be published to (a wildcard ``+`` or ``#``, or U+0000, which paho or the broker
 refuse) is ignored with a warning. A reply that cannot be sent is logged and the message still
-acknowledged: it is recorded, and a resend gets the original receipt. One message that fails in
-any other way is logged and left unacknowledged (the broker sends it again on reconnect); the
-inbox goes on with the next, so no message can stop an agency's inbound traffic.
+acknowledged: it is recorded, and a resend gets the original receipt. A fault inside the hub is
+answered like any refusal (the pipeline's ERR99 NACK) and acknowledged. Only a store outage keeps
+a message unacknowledged, retried in place; should anything else still escape, it is logged, the
+message stays unacknowledged (the broker sends it again on the next connection) and the inbox
+goes on with the next message.
 """
 
 from __future__ import annotations

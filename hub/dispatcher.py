@@ -71,9 +71,9 @@ class Dispatcher:
         # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).
         c = settings.concurrency
         self._prefetch = c if settings.lease_seconds > 2 * settings.delivery_timeout + 5 else 0
-        # a row handed over must have this much of its lease left: half of it, and with queued rows
-        # enough to wait behind one delivery and make its own
-        self._fresh = max(settings.lease_seconds / 2, 2 * settings.delivery_timeout + 5 if self._prefetch else 0)
+        # a row handed over must have this much of its lease left: time for its delivery, and with
+        # queued rows (``_prefetch``) for one delivery ahead of it too
+        self._fresh = settings.delivery_timeout * (2 if self._prefetch else 1)
         self._pools = {d: ThreadPoolExecutor(settings.concurrency, thread_name_prefix=f"deliver-{d}") for d in adapters}
         self._lock = threading.Lock()
         self._reserved = 0  # reservations (``reserve``) not yet ended by ``hand_over``
@@ -202,8 +202,8 @@ class Dispatcher:
         was a duplicate or its transaction failed) and gives back the slots they did not use.
 
         A row is not started if the dispatcher is stopping (``stop`` waits for every reservation to
-        end, then gives back what this node holds) or if the acceptance took so long that the row
-        no longer has half of its lease (it expires and is leased again, by any node)."""
+        end, then gives back what this node holds) or if the acceptance took so long that the row's
+        lease could end during its delivery (it expires and is leased again, by any node)."""
         unused = [d for d in hold.destinations if not any(r.destination == d for r in rows)]
         now = self.clock()
         try:

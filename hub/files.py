@@ -8,11 +8,8 @@ fsynced so that the rename itself is on disk. A failed write leaves no temporary
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
-
-_UMASK = os.umask(0)  # read once, at import (os.umask only sets it: put it back at once)
-os.umask(_UMASK)
 
 
 def fsync_folder(folder: Path) -> None:
@@ -30,9 +27,12 @@ def write_durably(target: Path, data: bytes, mode: int | None = None, folder_mod
     cannot, with nothing left behind."""
     folder = target.parent
     folder.mkdir(mode=folder_mode, parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")  # 0600
+    part = folder / f".{target.name}.{uuid.uuid4().hex}.part"
+    # created as open() creates files (the umask and the folder's default ACL apply), unless told
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

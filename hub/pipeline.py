@@ -41,7 +41,7 @@ from .envelope import (
     receipt_content,
     reply_header,
 )
-from .errors import Code, Rejected, TryAgain
+from .errors import INTERNAL_ERROR_TEXT, Code, Rejected, TryAgain
 from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
@@ -115,7 +115,8 @@ class Pipeline:
     # -- entry point ----------------------------------------------------------------------------
 
     def submit(self, data: bytes, authenticated_as: str | None = None) -> Ack:
-        """Takes one inbound message. Raises only ``TryAgain``; every refusal becomes a NACK.
+        """Takes one inbound message. Raises only ``TryAgain``; every refusal becomes a NACK, and so
+        does a fault inside the hub (ERR99, logged): every channel answers it like any refusal.
         At most ``[hub] pipeline_threads`` calls run at once in one process; others wait their turn."""
         with self._gate:
             return self._submit(data, authenticated_as)
@@ -130,6 +131,11 @@ class Pipeline:
             return self._accept(root, header, authenticated_as)
         except Rejected as rejected:
             return self.nack(rejected, header)
+        except TryAgain:
+            raise
+        except Exception:  # a bug, not the sender's fault; a message already recorded gets its receipt when sent again
+            log.exception("message %s: a fault inside the hub", header.message_id if header else "(no header read)")
+            return self.nack(Rejected(Code.INTERNAL_ERROR, INTERNAL_ERROR_TEXT), header)
 
     # -- steps ----------------------------------------------------------------------------------
 

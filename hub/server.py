@@ -64,7 +64,8 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
             log.exception("POST /messages failed inside the hub")
             body = await run_in_threadpool(lambda: pipeline.nack(Rejected(Code.INTERNAL_ERROR, INTERNAL_ERROR_TEXT), None).xml)
             return Response(body, status_code=500, media_type=XML)
-        return Response(ack.xml, status_code=200 if ack.accepted else 400, media_type=XML)
+        status = 200 if ack.accepted else 500 if ack.code == Code.INTERNAL_ERROR.value else 400
+        return Response(ack.xml, status_code=status, media_type=XML)
 
     async def trace(request: Request) -> Response:
         message_id = request.path_params["message_id"].lower()

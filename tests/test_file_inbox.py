@@ -160,3 +160,15 @@ def test_a_file_the_hub_fails_on_waits_in_work_and_the_others_go_on(tmp_path: Pa
     assert box.poll_once() == 2 and box.poll_once() == 0
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["b.xml", "z.xml"]
     assert [p.name.split(".", 1)[1] for p in (inbox / "work").iterdir()] == ["a.xml"]
+
+
+def test_a_fault_inside_the_hub_is_answered_with_err99_and_the_file_goes_to_rejected(tmp_path: Path, runtime: Runtime,
+                                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline answers its own faults like any refusal: the agency finds an ERR99 answer."""
+    moit, inbox = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.xml").write_bytes(moit.message())
+    monkeypatch.setattr(type(runtime.pipeline), "_accept", lambda self, *a: 1 / 0)
+    assert FolderInbox(inbox, "VN-MOIT", runtime.pipeline.submit, 0.05).poll_once() == 1
+    assert [p.name for p in (inbox / "rejected").iterdir()] == ["a.xml"]
+    assert b"ERR99" in (inbox / "ack" / "a.ack.xml").read_bytes()
