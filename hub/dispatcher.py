@@ -62,10 +62,10 @@ class Dispatcher:
         self.owner = owner or new_owner()
         self.clock = clock
         self._inflight = {d: 0 for d in adapters}  # rows leased and handed to the pool, per destination
-        # row id -> the attempt its delivery under way holds the lease of (``Store.complete``'s
+        # row id -> (attempt, lease end) of the lease its delivery under way holds (``Store.complete``'s
         # ``attempt``): a delivery slower than its lease whose row this dispatcher leases again
         # goes on under the new lease instead of being started twice
-        self._running: dict[int, tuple[int, float]] = {}  # row id -> (attempt, lease end)
+        self._running: dict[int, tuple[int, float]] = {}
         # Rows queued behind the busy deliveries, so a delivery thread that finishes takes the next
         # row at once and rows are leased several per transaction. Only when a queued row cannot
         # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).

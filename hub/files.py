@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 
-def fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -44,5 +44,5 @@ def write_durably(target: Path, data: bytes, mode: int | None = None, folder_mod
         except OSError:
             pass
         raise
-    fsync_folder(folder)
+    _fsync_folder(folder)
     return target

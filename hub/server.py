@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapters.soap_listener import soap_routes
 
-from .errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
+from .errors import TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from .httpio import read_bounded
 from .portal import portal_routes
 from .pipeline import Pipeline
@@ -60,10 +60,7 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
                 lambda: pipeline.nack(Rejected(Code.TRY_AGAIN, TRY_AGAIN_TEXT), None).xml
             )
             return Response(body, status_code=503, media_type=XML, headers={"Retry-After": "1"})
-        except Exception:  # a bug, not the sender's fault: a NACK that says so, and the hub goes on
-            log.exception("POST /messages failed inside the hub")
-            body = await run_in_threadpool(lambda: pipeline.nack(Rejected(Code.INTERNAL_ERROR, INTERNAL_ERROR_TEXT), None).xml)
-            return Response(body, status_code=500, media_type=XML)
+        # the pipeline answers its own faults with an ERR99 NACK: a 500, not the sender's fault
         status = 200 if ack.accepted else 500 if ack.code == Code.INTERNAL_ERROR.value else 400
         return Response(ack.xml, status_code=status, media_type=XML)
 
