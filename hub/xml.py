@@ -235,7 +235,9 @@ class Stylesheet:
 
     def apply(self, element: etree._Element) -> etree._Element:
         if element.getparent() is not None:
-            # XSLT's "/" is the element's whole document: give the stylesheet a document of its own
+            # XSLT's "/" is the element's whole document: give the stylesheet a document of its own.
+            # A copy, not lxml's stand-in document around the element: xsl:strip-space makes libxslt
+            # remove whitespace from its input, which would cut nodes out of the caller's tree.
             element = copy.deepcopy(element)
         try:
             result = self._xslt(element)

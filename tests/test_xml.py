@@ -91,3 +91,26 @@ def test_a_document_without_a_canonical_form_is_refused_not_an_error() -> None:
     with pytest.raises(Rejected) as info:
         canonical_digest(etree.fromstring(b'<a xmlns="relative/ns"/>'))
     assert info.value.code is Code.WRONG_NAMESPACE and "canonical form" in info.value.message
+
+
+def test_a_mapping_leaves_the_tree_it_reads_as_it_was(tmp_path: Path) -> None:
+    """``xsl:strip-space`` makes libxslt remove whitespace text from its input document: the
+    payload inside an envelope (which the pipeline maps once per destination) must not lose
+    nodes to it."""
+    from hub.xml import Stylesheet
+
+    path = tmp_path / "strip.xsl"
+    path.write_text(
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">\n'
+        '  <xsl:strip-space elements="*"/>\n'
+        '  <xsl:template match="/"><out root="{local-name(/*)}" n="{count(/*/node())}"/></xsl:template>\n'
+        "</xsl:stylesheet>\n"
+    )
+    sheet = Stylesheet("strip", path, "mappings.strip")
+    envelope = etree.fromstring(b"<Envelope><Content>\n  <doc>\n    <a>1</a>\n    <b>2</b>\n  </doc>\n</Content></Envelope>")
+    before = etree.tostring(envelope)
+    payload = envelope[0][0]
+    for _ in range(2):
+        out = sheet.apply(payload)
+        assert (out.get("root"), out.get("n")) == ("doc", "2")  # "/" is the payload, whitespace stripped
+    assert etree.tostring(envelope) == before and len(payload) == 2
