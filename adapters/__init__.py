@@ -34,7 +34,18 @@ def adapter_class(alias: str, file: str = "hub.toml", key: str = "adapter") -> t
 
 def create_adapter(agency: Agency, settings: AdapterSettings) -> Adapter:
     cls = adapter_class(agency.adapter, settings.config_file, f"agencies[{agency.id}].adapter")
+    check_options(agency, cls, settings.config_file)
     return cls(agency, settings)
+
+
+def check_options(agency: Agency, cls: type[Adapter], file: str = "hub.toml") -> None:
+    """Refuses an option the agency's adapter does not read (with the closest one it does)."""
+    known = sorted(cls.option_names | ({"events"} if cls.carries_events else set()))
+    for key in agency.options:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            said = f"did you mean '{hint[0]}'?" if hint else (f"its options are {', '.join(known)}" if known else "it takes none")
+            raise ConfigError(file, f"agencies[{agency.id}].options.{key}", f"unknown option of the {cls.alias} adapter; {said}")
 
 
 def listener_routes(adapters: Mapping[str, Adapter], submit: Submit) -> list[Any]:
@@ -45,4 +56,4 @@ def listener_routes(adapters: Mapping[str, Adapter], submit: Submit) -> list[Any
     return [route for cls, group in kinds.items() for route in cls.listener_routes(group, submit)]
 
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "create_adapter", "listener_routes"]
+__all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "check_options", "create_adapter", "listener_routes"]

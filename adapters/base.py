@@ -97,6 +97,9 @@ class Adapter(ABC):
 
     alias: ClassVar[str]
     carries_events: ClassVar[bool] = False  # can deliver status events (options.events, hub.events)
+    # the keys of the agency's ``options`` this adapter reads (``events`` too where it carries
+    # events): any other key is a configuration error, so a misspelt option is never just ignored
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         self.agency, self.settings = agency, settings

@@ -38,6 +38,7 @@ log = logging.getLogger("hub.adapters.file")
 
 class FileAdapter(Adapter):
     alias = "file"
+    option_names = frozenset({"inbox", "poll_interval"})
 
     @property
     def folder(self) -> Path:

@@ -38,6 +38,7 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 
 class HttpAdapter(Adapter):
     alias = "http"
+    option_names = frozenset({"timeout", "ca", "client_cert", "client_key"})
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)

@@ -50,13 +50,14 @@ from hub.config import Agency
 from hub.events import EVENTS_ROUTE, event_of
 
 from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit
-from .mqtt_client import MqttConnection, MqttOptions
+from .mqtt_client import MQTT_CONNECTION_OPTIONS, MqttConnection, MqttOptions
 from .mqtt_inbound import MqttInbox
 
 
 class MqttAdapter(Adapter):
     alias = "mqtt"
     carries_events = True
+    option_names = frozenset({"topic", "status_topic", "timeout", "require_subscriber", "subscribe", "reply_topic"}) | MQTT_CONNECTION_OPTIONS
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)

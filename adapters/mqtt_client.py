@@ -49,6 +49,13 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 PERMANENT_REASONS = frozenset({0x87, 0x90, 0x99})  # not authorized, topic name invalid, payload format invalid
 
 
+# the agency options that make a broker connection (the rest are the adapter's: adapters.mqtt)
+MQTT_CONNECTION_OPTIONS = frozenset({
+    "protocol", "password_env", "password_file", "client_id", "session_expiry", "pub_session_expiry", "keepalive",
+    "receive_maximum", "reconnect_max", "settle", "username", "tls_ca", "tls_cert", "tls_key",
+})
+
+
 @dataclass(frozen=True)
 class MqttOptions:
     host: str
@@ -70,6 +77,7 @@ class MqttOptions:
 
     @classmethod
     def from_agency(cls, agency: Agency, settings: AdapterSettings) -> MqttOptions:
+        """From the agency's endpoint and its options named in ``MQTT_CONNECTION_OPTIONS``."""
         o, key = agency.options, f"agencies[{agency.id}]"
         url = urlparse(agency.endpoint)
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:

@@ -117,6 +117,7 @@ def _text(value: Any, limit: int = 300) -> str:
 
 class SoapAdapter(Adapter):
     alias = "soap"
+    option_names = frozenset({"wsdl", "service", "port", "operation", "argument", "timeout", "ca", "client_cert", "client_key"})
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)

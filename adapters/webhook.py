@@ -72,6 +72,7 @@ def load_secret(agency: Agency, settings: AdapterSettings) -> bytes:
 class WebhookAdapter(HttpAdapter):
     alias = "webhook"
     carries_events = True
+    option_names = HttpAdapter.option_names | {"secret_file", "secret_env"}
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--as", dest="agency", required=True, help="the sending agency's id")
     p.add_argument("file", help="a business document (wrapped for you) or a whole envelope")
-    p.add_argument("--to", help="recipient party id (default: the hub)")
+    p.add_argument("--to", help="recipient party id (default: the one recipient of the routes that take the document, else the hub)")
     p.add_argument("--document-type", help="procedure code (default: from the one route that fits)")
     p.add_argument("--function", help="business function code (default: from the route, else 01)")
     p.add_argument("--message-id", help="message id to use (default: a new UUID)")
@@ -133,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HubError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file named on the command line, a port in use: one line, not a traceback
+        if exc.filename is None and exc.errno != errno.EADDRINUSE:
+            raise
+        said = f"{exc.filename}: {exc.strerror}" if exc.filename else f"{exc.strerror}: a port the command listens on is taken"
+        print(f"error: {said}", file=sys.stderr)
+        return 1
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -168,13 +175,13 @@ def _open_store(config_path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import Outgoing, agency_signer, envelope_for, guess_outgoing, recipient_for, signed_bytes
+    from .client import Outgoing, agency_signer, envelope_for, fitting_routes, guess_outgoing, guess_recipient, recipient_for, signed_bytes
     from .envelope import DSIG, NS
     from .pipeline import party_of
     from .runtime import Runtime
     from .xml import Limits, XmlParser
 
-    from .config import load_config
+    from .config import WILDCARD, load_config
 
     config = load_config(args.config)
     agency = config.agencies.get(args.agency)
@@ -189,22 +196,24 @@ def cmd_send(args: argparse.Namespace) -> int:
         has_signature = document.find(f"{{{DSIG}}}Signature") is not None
         raw = data if has_signature or signer is None else signed_bytes(document, signer)
     else:
-        runtime_schemas = None
-        what = None
-        if args.document_type:
-            what = Outgoing(args.document_type, args.function or "01")
-        else:
-            from .catalogue import SchemaCatalogue
+        from .catalogue import SchemaCatalogue
 
-            runtime_schemas = SchemaCatalogue.from_config(config)
-            roots = {name: s.roots for name, s in runtime_schemas.by_name.items()}
-            what = guess_outgoing(config, roots, agency.id, document.tag, args.to)
-            if what is None:
-                print("cannot tell the document type from the routes; give --document-type", file=sys.stderr)
-                return 2
-            if args.function:
-                what = Outgoing(what.document_type, args.function)
-        envelope = envelope_for(document, party_of(agency), recipient_for(config, args.to), what, args.message_id)
+        roots = {name: s.roots for name, s in SchemaCatalogue.from_config(config).by_name.items()}
+        routes = [r for r in fitting_routes(config, roots, agency.id, document.tag, args.to)
+                  if not args.document_type or r.document_type == args.document_type]
+        what = Outgoing(args.document_type, args.function or "01") if args.document_type else guess_outgoing(routes)
+        if what is None:
+            print(f"cannot tell the document type from the routes: {_routes_said(routes, agency.id, document.tag)}; "
+                  "give --document-type (and --to)", file=sys.stderr)
+            return 2
+        if args.function:
+            what = Outgoing(what.document_type, args.function)
+        to = args.to or guess_recipient(routes)  # the one recipient the routes name, else the hub itself
+        recipients = sorted({r.recipient for r in routes})
+        if to is None and len(recipients) > 1 and WILDCARD not in recipients and config.hub.party_id not in recipients:
+            print(f"the routes that take it go to {' or '.join(recipients)}: give --to", file=sys.stderr)
+            return 2
+        envelope = envelope_for(document, party_of(agency), recipient_for(config, to), what, args.message_id)
         raw = signed_bytes(envelope, signer)
 
     if args.url:
@@ -213,6 +222,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         response = httpx.post(args.url.rstrip("/") + "/messages", content=raw, headers={"Content-Type": "application/xml"}, timeout=30)
         sys.stdout.write(response.text)
         print(f"\nHTTP {response.status_code}", file=sys.stderr)
+        if response.status_code != 200:
+            _say_refusal(response.content, config.hub.limits)
         return 0 if response.status_code == 200 else 1
 
     runtime = Runtime.build(config)
@@ -230,6 +241,26 @@ def cmd_send(args: argparse.Namespace) -> int:
     for err in ack.errors:
         print(f"rejected: {err}", file=sys.stderr)
     return 1
+
+
+def _say_refusal(body: bytes, limits) -> None:  # type: ignore[no-untyped-def]
+    """The codes and sentences of a NACK from a running hub, as ``hub send`` says its own."""
+    from .envelope import read_errors
+    from .errors import Rejected
+    from .xml import XmlParser
+
+    try:
+        errors = read_errors(XmlParser(limits).parse(body))
+    except Rejected:
+        errors = []
+    for code, message, location in errors:
+        print(f"rejected: {code}: {message}" + (f" ({location})" if location else ""), file=sys.stderr)
+
+
+def _routes_said(routes: list, sender: str, tag: str) -> str:  # type: ignore[type-arg]
+    if not routes:
+        return f"no route takes a {tag.rpartition('}')[2]} from {sender}"
+    return "the routes that take it disagree (" + ", ".join(f"{r.name}: {r.document_type}/{r.function} to {r.recipient}" for r in routes) + ")"
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -263,7 +294,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             rows = store.rows(State(args.state) if args.state else None, args.destination, args.limit)
             for r in rows:
                 print(_row_line(r))
-            print(f"{len(rows)} row(s)")
+            more = f" (the first {args.limit}: --limit shows more)" if len(rows) == args.limit else ""
+            print(f"{len(rows)} row(s){more}")
             return 0
         if args.action == "show":
             r = store.get(args.row)
@@ -281,6 +313,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         ids = list(args.rows)
         if args.state:
             ids += [r.id for r in store.rows(State(args.state), args.destination, limit=100000)]
+        if not ids and args.state:  # nothing in that state: not a mistake of the operator's
+            print(f"no {args.state} rows" + (f" to {args.destination}" if args.destination else "") + ": nothing to resend")
+            return 0
         if not ids:
             print("nothing to resend: give row ids or --state dead", file=sys.stderr)
             return 2

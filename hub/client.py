@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .config import WILDCARD, Agency, Config
+from .config import WILDCARD, Agency, Config, Route
 from .envelope import Header, Party, Subject, build, new_message_id, now_iso
 from .errors import ConfigError
 from .pipeline import party_of
@@ -55,17 +55,27 @@ def signed_bytes(envelope: etree._Element, signer: Signer | None) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
-def guess_outgoing(config: Config, schemas_roots: dict[str, frozenset[str]], sender: str, payload_tag: str, recipient: str | None) -> Outgoing | None:
-    """The document type and function of the one route that takes this document from ``sender``."""
-    found = []
-    for route in config.routes:
-        if route.sender not in (WILDCARD, sender) or route.document_type == WILDCARD:
-            continue
-        if recipient and route.recipient not in (WILDCARD, recipient):
-            continue
-        if route.schema is None or payload_tag in schemas_roots.get(route.schema, frozenset()):
-            found.append(Outgoing(route.document_type, route.function if route.function != WILDCARD else "01"))
-    return found[0] if len(set(found)) == 1 else None
+def fitting_routes(config: Config, schemas_roots: dict[str, frozenset[str]], sender: str, payload_tag: str, recipient: str | None) -> list[Route]:
+    """The routes with a document type of their own that take this document from ``sender`` (to
+    ``recipient`` when given)."""
+    return [
+        route for route in config.routes
+        if route.sender in (WILDCARD, sender) and route.document_type != WILDCARD
+        and (not recipient or route.recipient in (WILDCARD, recipient))
+        and (route.schema is None or payload_tag in schemas_roots.get(route.schema, frozenset()))
+    ]
+
+
+def guess_outgoing(routes: list[Route]) -> Outgoing | None:
+    """The document type and function of the routes that fit, when they agree on one."""
+    found = {Outgoing(r.document_type, r.function if r.function != WILDCARD else "01") for r in routes}
+    return found.pop() if len(found) == 1 else None
+
+
+def guess_recipient(routes: list[Route]) -> str | None:
+    """The recipient the routes that fit name, when they agree on one (not ``*``)."""
+    found = {r.recipient for r in routes}
+    return found.pop() if len(found) == 1 and WILDCARD not in found else None
 
 
 def recipient_for(config: Config, identity: str | None) -> Party:

@@ -299,10 +299,11 @@ class Dispatcher:
 
         if result.outcome is Outcome.DELIVERED:
             complete(State.DELIVERED, result.detail)
-        elif result.outcome is Outcome.FAILED:
-            complete(State.DEAD, f"permanent failure: {result.detail}")
-        elif policy.exhausted(row.attempts):
-            complete(State.DEAD, f"gave up after {row.attempts} attempts: {result.detail}")
+        elif result.outcome is Outcome.FAILED or policy.exhausted(row.attempts):
+            why = "permanent failure" if result.outcome is Outcome.FAILED else f"gave up after {row.attempts} attempts"
+            complete(State.DEAD, f"{why}: {result.detail}")
+            log.warning("row %s to %s (message %s): dead-lettered, %s: %s; `hub outbox resend %s` sends it again",
+                        row.id, row.destination, row.message_id, why, result.detail, row.id)
         else:
             delay = policy.delay(row.attempts)
             complete(State.PENDING, result.detail, now + delay)

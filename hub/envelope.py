@@ -113,11 +113,12 @@ def read_header(envelope: etree._Element) -> Header:
 
 
 def content_of(envelope: etree._Element) -> etree._Element | None:
-    """The element inside ``Body/Content``, or None."""
+    """The element inside ``Body/Content`` (a comment or processing instruction before it is not
+    the document), or None."""
     content = envelope.find(f"{{{NS}}}Body/{{{NS}}}Content")
-    if content is None or len(content) == 0:
+    if content is None:
         return None
-    return content[0]
+    return next(content.iterchildren(etree.Element), None)
 
 
 def check_is_envelope(root: etree._Element) -> None:

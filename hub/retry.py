@@ -14,7 +14,7 @@ class RetryPolicy:
     initial_delay: float = 1.0
     max_delay: float = 300.0
     multiplier: float = 2.0
-    jitter: float = 0.2  # fraction of the delay added or removed at random
+    jitter: float = 0.2  # fraction of the delay added or removed at random (never beyond max_delay)
 
     def delay(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
@@ -23,7 +23,7 @@ class RetryPolicy:
         except OverflowError:  # a policy of many attempts: the power outgrows a float long after max_delay
             base = self.max_delay
         spread = base * self.jitter
-        return max(0.0, base + (rng or random).uniform(-spread, spread))
+        return min(self.max_delay, max(0.0, base + (rng or random).uniform(-spread, spread)))
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

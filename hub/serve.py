@@ -107,8 +107,9 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
         dispatcher.start()
     for source in sources:
         source.start()
-    log.info("hub %s listening on http://%s:%s (dispatcher %s); pid %s, SIGHUP reloads keys and trust",
-             h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off", os.getpid())
+    reload_by = "SIGHUP reloads keys and trust" if sock is None else f"worker {worker} of parent {os.getppid()} (SIGHUP to the parent reloads every worker)"
+    log.info("hub %s listening on http://%s:%s (dispatcher %s); pid %s, %s",
+             h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off", os.getpid(), reload_by)
     try:
         server.run(sockets=[sock] if sock is not None else None)
     finally:

@@ -20,6 +20,14 @@ def hub(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
+def invalid_certificate(folder: Path) -> Path:
+    """The example certificate with an HS code that is not one (ERR05 at that element)."""
+    document = etree.parse(str(EXAMPLES / "co-certificate.xml"))
+    next(e for e in document.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "HSCode").text = "12AB"
+    document.write(str(folder / "bad.xml"))
+    return folder / "bad.xml"
+
+
 def test_send_prints_the_receipt_and_a_duplicate_gets_it_again(tmp_path: Path) -> None:
     config = str(write_config(tmp_path))
     mid = "6f1c1f43-3a0e-4c8e-9a52-7d1f4e1b2c3d"
@@ -36,14 +44,47 @@ def test_send_prints_the_receipt_and_a_duplicate_gets_it_again(tmp_path: Path) -
 
 def test_send_of_an_invalid_document_prints_the_nack(tmp_path: Path) -> None:
     config = str(write_config(tmp_path))
-    document = etree.parse(str(EXAMPLES / "co-certificate.xml"))
-    next(e for e in document.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "HSCode").text = "12AB"
-    bad = tmp_path / "bad.xml"
-    document.write(str(bad))
+    bad = invalid_certificate(tmp_path)
     out = hub("send", "--config", config, "--as", "VN-MOIT", "--to", "TH-ASW", "--document-type", "CO-FORMD", str(bad))
     assert out.returncode == 1 and "rejected: ERR" in out.stderr
     errors = read_errors(etree.fromstring(out.stdout.encode()))
     assert errors[0][0] == "ERR05" and "12AB" in errors[0][1] and errors[0][2]
+
+
+def test_send_finds_the_recipient_in_the_routes_or_asks_for_it(tmp_path: Path) -> None:
+    """Without --to the recipient is the one the routes that take the document name; routes to
+    two recipients make `hub send` ask instead of sending to the hub itself (an ERR01 NACK)."""
+    config = str(write_config(tmp_path))
+    one = hub("send", "--config", config, "--as", "VN-MOIT", str(EXAMPLES / "co-certificate.xml"))
+    assert one.returncode == 0, one.stderr
+    assert read_header(etree.fromstring(one.stdout.encode())).subject.function == "99"
+    assert "TH-ASW" in hub("outbox", "list", "--config", config).stdout
+
+    two = write_config(tmp_path / "two", extra="""
+[[routes]]
+name = "formd-to-customs"
+from = "VN-MOIT"
+to = "VN-CUSTOMS"
+document_type = "CO-FORMD"
+schema = "co"
+deliver = [{ agency = "VN-CUSTOMS", mapping = ["co-to-formd"] }]
+""")
+    asked = hub("send", "--config", str(two), "--as", "VN-MOIT", str(EXAMPLES / "co-certificate.xml"))
+    assert asked.returncode == 2 and "the routes that take it go to TH-ASW or VN-CUSTOMS: give --to" in asked.stderr
+
+    unknown = hub("send", "--config", config, "--as", "VN-MOIT", str(EXAMPLES / "formd.xml"))
+    assert unknown.returncode == 2 and "no route takes a FormD from VN-MOIT" in unknown.stderr
+    missing = hub("send", "--config", config, "--as", "VN-MOIT", str(tmp_path / "nowhere.xml"))
+    assert missing.returncode == 1 and f"error: {tmp_path / 'nowhere.xml'}: No such file or directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_resend_of_a_state_with_no_rows_is_not_an_error(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    out = hub("outbox", "resend", "--config", config, "--state", "dead")
+    assert out.returncode == 0 and "no dead rows: nothing to resend" in out.stdout
+    out = hub("outbox", "resend", "--config", config)
+    assert out.returncode == 2 and "give row ids or --state dead" in out.stderr
 
 
 def test_inbound_folder_through_serve(tmp_path: Path) -> None:
@@ -59,7 +100,10 @@ def test_inbound_folder_through_serve(tmp_path: Path) -> None:
         path.write_text(text)
         moit = Sender(load_config(path), "VN-MOIT")
         inbox.mkdir()
-        with HubProcess(path):
+        with HubProcess(path) as serving:
+            # `hub send --url` says why a running hub refused, as `hub send` says it without --url
+            sent = hub("send", "--config", str(path), "--as", "VN-MOIT", "--url", serving.url, str(invalid_certificate(tmp_path)))
+            assert sent.returncode == 1 and "HTTP 400" in sent.stderr and "rejected: ERR05: " in sent.stderr and "12AB" in sent.stderr
             (inbox / "good.xml").write_bytes(moit.message())
             (inbox / "unsigned.xml").write_bytes(moit.message(sign=False))
             assert wait_until(lambda: (inbox / "done" / "good.xml").exists() and (inbox / "rejected" / "unsigned.xml").exists(), 20)

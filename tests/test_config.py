@@ -67,6 +67,21 @@ def test_unknown_adapter_alias(tmp_path: Path) -> None:
     assert len(errors) == 1 and "agencies[TH-ASW].adapter" in errors[0] and "did you mean 'http'" in errors[0]
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ("options = { timout = 5 }", "agencies[TH-ASW].options.timout: unknown option of the http adapter; did you mean 'timeout'?"),
+        ('options = { inbx = "in" }', "unknown option of the http adapter; its options are ca, client_cert, client_key, timeout"),
+        ('options = { events = ["delivered"] }', "the 'http' adapter cannot carry status events"),
+    ],
+)
+def test_a_misspelt_agency_option_is_an_error_not_ignored(tmp_path: Path, options: str, said: str) -> None:
+    """A ministry's inbox or a gateway's timeout that is silently not applied is found in production."""
+    path = edit(write_config(tmp_path), 'adapter = "http"', 'adapter = "http"\n' + options)
+    errors, _ = check(path)
+    assert len(errors) == 1 and said in errors[0]
+
+
 def test_missing_schema_file_names_the_file(tmp_path: Path) -> None:
     path = edit(write_config(tmp_path), "xsd/formd/formd.xsd", "xsd/formd/missing.xsd")
     errors, _ = check(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Iterator
@@ -93,16 +94,21 @@ def test_permanent_failure_is_dead_lettered_then_resent(tmp_path: Path, receiver
     runtime.close()
 
 
-def test_gives_up_after_max_attempts(tmp_path: Path, receiver: Receiver) -> None:
+def test_gives_up_after_max_attempts(tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     receiver.status = 503
     runtime, moit = build(tmp_path, receiver.start(), max_attempts=3, initial_delay=0.01, max_delay=0.02)
     runtime.pipeline.submit(moit.message())
     dispatcher = runtime.dispatcher()
-    dispatcher.drain(20)
+    with caplog.at_level(logging.WARNING, logger="hub.dispatcher"):
+        dispatcher.drain(20)
     dispatcher.stop()
     (row,) = runtime.store.rows(destination="TH-ASW")
     assert row.state is State.DEAD and row.attempts == 3
     assert "gave up after 3 attempts" in (row.last_error or "") and "HTTP 503" in (row.last_error or "")
+    # the operator watching the log learns of it, with the command that sends it again
+    (line,) = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert f"row {row.id} to TH-ASW (message {row.message_id})" in line and "gave up after 3 attempts" in line
+    assert f"hub outbox resend {row.id}" in line
     runtime.close()
 
 
@@ -245,8 +251,9 @@ def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(max_attempts=20, initial_delay=1, max_delay=30, multiplier=2, jitter=0.2)
     delays = [policy.delay(n) for n in range(1, 12)]
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4
-    assert all(d <= 36 for d in delays) and max(delays) >= 24
+    assert all(d <= 30 for d in delays) and max(delays) >= 24  # jitter never goes beyond max_delay
     assert len({policy.delay(5) for _ in range(20)}) > 1
+    assert len({policy.delay(11) for _ in range(50)}) > 1  # at the cap, jitter still spreads retries below it
     assert policy.exhausted(20) and not policy.exhausted(19)
 
 

@@ -160,6 +160,13 @@ def test_an_envelope_file_is_validated_with_its_payload(tmp_path: Path, hub_env:
     first = ko["errors"][0]
     assert (first["line"], first["path"]) == (line, "/Envelope/Body/Content" + FIRST_FAULT_PATH)
 
+    # a comment before the document inside Content is not the document (it was a traceback)
+    commented = tmp_path / "commented-envelope.xml"
+    commented.write_bytes(good.read_bytes().replace(b"<Content>", b"<Content><!-- the certificate -->", 1))
+    assert b"<!-- the certificate -->" in commented.read_bytes()
+    code, (ok,) = validate_json("--config", config, commented)
+    assert code == 0 and ok["ok"] and ok["schema"] == "envelope+co"
+
 
 def test_the_nack_line_is_the_line_in_the_bytes_sent(tmp_path: Path, hub_env: tuple[Path, Runtime, Sender]) -> None:
     _, runtime, moit = hub_env

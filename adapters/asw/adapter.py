@@ -15,13 +15,14 @@ from hub.xml import XmlParser
 from .answer import Sent, judge
 from .inbound import Inbound
 from .outbound import Outbound
-from .peer import load_peer
+from .peer import OPTIONS, load_peer
 
 PATH = "/as4"
 
 
 class AswAdapter(Adapter):
     alias = "asw"
+    option_names = frozenset(OPTIONS)
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)

@@ -68,11 +68,7 @@ def _str(options: Mapping[str, Any], key: str, default: str | None, file: str, p
 
 def load_peer(agency: Agency, base: Path, default_timeout: float, file: str = "hub.toml") -> Peer:
     prefix = f"agencies[{agency.id}].options"
-    options = dict(agency.options)
-    for key in options:
-        if key not in OPTIONS:
-            hint = difflib.get_close_matches(key, OPTIONS, n=1)
-            raise ConfigError(file, f"{prefix}.{key}", "unknown option of the asw adapter" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    options = dict(agency.options)  # its keys checked against OPTIONS when the adapter is made (adapters.check_options)
     actions = options.get("actions", {})
     if not isinstance(actions, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in actions.items()):
         raise ConfigError(file, f"{prefix}.actions", "must be a table of payload root name = action")
