@@ -271,11 +271,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         trace = store.trace(args.message_id.lower())
     finally:
         store.close()
+    found = bool(trace.message or trace.audit)
     if args.json:
         print(json.dumps(trace_dict(trace), indent=2))
     else:
-        print(trace_text(trace, args.message_id))
-    return 0 if (trace.message or trace.audit) else 1
+        print(trace_text(trace, args.message_id), file=sys.stdout if found else sys.stderr)
+    return 0 if found else 1
 
 
 def _row_line(r) -> str:  # type: ignore[no-untyped-def]
@@ -359,8 +360,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.action == "init":
-        for line in init_keys(config, args.kind, args.days):
+        made = init_keys(config, args.kind, args.days)
+        for line in made:
             print(line)
+        if not made:
+            print("every key and certificate hub.toml names exists: nothing made (`hub keys` lists them)")
         return 0
     try:
         trust = TrustStore.from_config(config)

@@ -272,9 +272,9 @@ def load_config(path: str | Path) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(file, "-", "the configuration file does not exist") from None
+        raise ConfigError(file, "", "the configuration file does not exist (run from the folder of hub.toml, or give --config PATH)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
     top = _Table(file, "", data, path.parent)
 
     h = top.table("hub")

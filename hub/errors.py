@@ -67,7 +67,7 @@ class ConfigError(HubError):
 
     def __init__(self, file: str, key: str, reason: str) -> None:
         self.file, self.key, self.reason = file, key, reason
-        super().__init__(f"{file}: {key}: {reason}")
+        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
 
 
 class Rejected(HubError):
