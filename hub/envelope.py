@@ -97,10 +97,16 @@ def _read_party(element: etree._Element) -> Party:
     return Party(**{attr: values.get(tag) for tag, attr in _PARTY_FIELDS})  # type: ignore[arg-type]
 
 
+def _elements(parent: etree._Element) -> list[etree._Element]:
+    """The element children, without the comments and processing instructions the schema allows
+    between them (by position they would shift every field after them)."""
+    return list(parent.iterchildren(etree.Element))
+
+
 def read_header(envelope: etree._Element) -> Header:
     """Reads the header of an envelope that has been validated against the envelope schema."""
-    header = envelope[0]
-    reference, sender, recipient, subject = header[0], header[1], header[2], header[3]
+    header = _elements(envelope)[0]
+    reference, sender, recipient, subject = _elements(header)[:4]
     ref = _children_text(reference)
     subj = _children_text(subject)
     return Header(

@@ -35,6 +35,22 @@ def hub_cert(runtime: Runtime):  # type: ignore[no-untyped-def]
     return load_certificates(runtime.config.hub.certificate)
 
 
+def test_comments_and_processing_instructions_between_header_fields_are_not_fields(env: tuple[Runtime, Sender]) -> None:
+    """The envelope schema allows comments and processing instructions between elements; the
+    header is read by element, not by position (a comment first made it an ERR99, one between
+    From and To would have shifted the fields)."""
+    runtime, moit = env
+    data = moit.message()
+    for old, new in ((b'<Envelope xmlns="urn:sw-hub:envelope:1">', b'<Envelope xmlns="urn:sw-hub:envelope:1"><!-- a -->'),
+                     (b"<Header>", b"<Header><!-- h -->"), (b"<To>", b"<!-- b --><To>"), (b"<Content>", b"<Content><!-- c -->")):
+        assert old in data
+        data = data.replace(old, new, 1)
+    ack = runtime.pipeline.submit(data)  # comments are outside what the signature covers (c14n drops them)
+    assert ack.accepted, ack.errors
+    header = read_header(etree.fromstring(data.replace(b"<!-- h -->", b"<?note x?>")))  # a PI is inside it: read alone
+    assert (header.sender.identity, header.recipient.identity) == ("VN-MOIT", "TH-ASW")
+
+
 def test_accepts_translates_signs_and_records(env: tuple[Runtime, Sender]) -> None:
     runtime, moit = env
     data = moit.message()
