@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,12 @@ def element_path(top: etree._Element, raw: str | None) -> str | None:
 
 
 class Schema:
-    """A compiled XSD with the qualified names of the root elements it declares."""
+    """A compiled XSD with the qualified names of the root elements it declares.
+
+    lxml keeps one error log per compiled schema, cleared and filled by every validation: two
+    threads validating at once would read each other's faults (one sender's NACK naming another
+    sender's values) or none. A validation and the reading of its log hold the schema's lock.
+    """
 
     def __init__(self, name: str, path: Path, key: str) -> None:
         self.name, self.path = name, path
@@ -172,12 +178,14 @@ class Schema:
         except etree.XMLSchemaParseError as exc:
             raise ConfigError(str(path), key, f"the schema does not compile: {exc}") from None
         self.roots = frozenset(_declared_roots(tree))
+        self._lock = threading.Lock()
 
     def validate(self, element: etree._Element) -> None:
         """Raises ``Rejected`` with the line and path of the first fault."""
-        if self._schema.validate(element):
-            return
-        entry = self._schema.error_log[0]
+        with self._lock:
+            if self._schema.validate(element):
+                return
+            entry = self._schema.error_log[0]
         raise Rejected(
             Code.INVALID_DOCUMENT,
             f"the document is not valid against schema '{self.name}': {entry.message}",
@@ -185,8 +193,9 @@ class Schema:
         )
 
     def errors(self, element: etree._Element) -> list[etree._LogEntry]:
-        self._schema.validate(element)
-        return list(self._schema.error_log)
+        with self._lock:
+            self._schema.validate(element)
+            return list(self._schema.error_log)
 
 
 def _declared_roots(tree: etree._ElementTree) -> set[str]:
@@ -232,6 +241,7 @@ class Stylesheet:
             self._xslt = etree.XSLT(tree, access_control=self._access)
         except etree.XSLTParseError as exc:
             raise ConfigError(str(path), key, f"the stylesheet does not compile: {exc}") from None
+        self._lock = threading.Lock()  # its error log (xsl:message) is one per stylesheet, as a schema's (``Schema``)
 
     def apply(self, element: etree._Element) -> etree._Element:
         if element.getparent() is not None:
@@ -240,7 +250,8 @@ class Stylesheet:
             # remove whitespace from its input, which would cut nodes out of the caller's tree.
             element = copy.deepcopy(element)
         try:
-            result = self._xslt(element)
+            with self._lock:
+                result = self._xslt(element)
         except etree.XSLTApplyError as exc:
             raise Rejected(Code.MAPPING_FAILED, f"mapping '{self.name}' failed: {exc}") from None
         root = result.getroot()

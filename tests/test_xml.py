@@ -114,3 +114,33 @@ def test_a_mapping_leaves_the_tree_it_reads_as_it_was(tmp_path: Path) -> None:
         out = sheet.apply(payload)
         assert (out.get("root"), out.get("n")) == ("doc", "2")  # "/" is the payload, whitespace stripped
     assert etree.tostring(envelope) == before and len(payload) == 2
+
+
+def test_two_threads_validating_with_one_schema_each_get_their_own_faults(tmp_path: Path) -> None:
+    """lxml keeps one error log per compiled schema: without the schema's lock one sender's NACK
+    named the other sender's values (about a third of the time with two threads)."""
+    import threading
+
+    from hub.xml import Schema
+
+    xsd = tmp_path / "t.xsd"
+    xsd.write_text('<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="R"><xs:complexType><xs:sequence>'
+                   '<xs:element name="v" type="xs:int" maxOccurs="unbounded"/></xs:sequence></xs:complexType></xs:element></xs:schema>')
+    schema = Schema("t", xsd, "schemas.t")
+    parser = XmlParser(Limits())
+    wrong: list[str] = []
+
+    def validate(value: bytes) -> None:
+        document = parser.parse(b"<R>" + b"<v>1</v>" * 10000 + b"<v>" + value + b"</v></R>")
+        for _ in range(60):
+            with pytest.raises(Rejected) as info:
+                schema.validate(document)
+            if value.decode() not in info.value.message:
+                wrong.append(info.value.message)
+
+    threads = [threading.Thread(target=validate, args=(v,)) for v in (b"SECRET-A", b"other-B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and wrong == []
