@@ -438,6 +438,9 @@ class Verifier:
 
     def verify(self, root: etree._Element, trusted: Sequence[x509.Certificate] | CertificatePolicy, who: str) -> Verified:
         signature = self._signature(root, who)
+        unfit = unfit_signed_info(signature)
+        if unfit is not None:
+            raise Rejected(Code.SIGNATURE_INVALID, f"the signature is refused before any cryptography: {unfit}", f"line {signature.sourceline}")
         self._check_algorithms(signature)
         # a policy, or certificates (asked by duck typing: isinstance on a Protocol is slow)
         policy = trusted if hasattr(trusted, "signer") else Pinned(trusted)
@@ -501,6 +504,37 @@ class Verifier:
                     f"the transform {alg.get('Algorithm')} is refused; only enveloped-signature and canonicalisation are allowed",
                     f"line {alg.sourceline}",
                 )
+
+
+SIGNED_INFO_LIMIT = 64  # elements and attributes; a SignedInfo of one or two references has fewer than 25
+
+
+def unfit_signed_info(signature: etree._Element) -> str | None:
+    """Why the signature's SignedInfo must not be canonicalised, or None.
+
+    signxml canonicalises SignedInfo before it checks the signature value, that is for anyone who
+    sends a message. Exclusive c14n repeats a namespace declaration on every element and for every
+    attribute that uses it: a SignedInfo stuffed with prefixed elements or attributes bound to
+    long namespace URIs turned 600 KB into 244 MB. Only XML-DSig elements (and exclusive c14n's
+    InclusiveNamespaces), unqualified attributes and at most ``SIGNED_INFO_LIMIT`` of both are
+    let through, which bounds the canonical form by the size of what was sent.
+    """
+    signed_info = signature.find(f"{{{DSIG}}}SignedInfo")
+    if signed_info is None:
+        return None  # signxml says what is missing
+    allowed = (f"{{{DSIG}}}", f"{{{EXC_C14N.value}}}")
+    count = 0
+    for element in signed_info.iter():
+        count += 1 + len(element.attrib)
+        if count > SIGNED_INFO_LIMIT:
+            return f"SignedInfo holds more than {SIGNED_INFO_LIMIT} elements and attributes"
+        if isinstance(element.tag, str) and not element.tag.startswith(allowed):
+            namespace = etree.QName(element).namespace or ""
+            shown = namespace if len(namespace) <= 60 else namespace[:57] + "..."
+            return f"line {element.sourceline}: SignedInfo holds {{{shown}}}{etree.QName(element).localname}, which is not an XML-DSig element"
+        if any(name.startswith("{") for name in element.attrib):
+            return f"line {element.sourceline}: SignedInfo's elements carry no namespaced attributes"
+    return None
 
 
 def _embedded(signature: etree._Element) -> list[bytes]:

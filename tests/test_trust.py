@@ -211,6 +211,29 @@ def test_weak_algorithm(pki_env) -> None:  # type: ignore[no-untyped-def]
     assert error.code is Code.WEAK_ALGORITHM and "1024 bits" in error.message
 
 
+def test_a_signed_info_stuffed_to_blow_up_in_canonicalisation_is_refused_first(pki_env) -> None:  # type: ignore[no-untyped-def]
+    """signxml canonicalises SignedInfo before it checks the signature value: prefixed elements
+    or attributes bound to long namespace URIs, repeated by exclusive c14n on each element, made
+    600 KB of input cost 244 MB. Anyone can send that; it is refused before any cryptography."""
+    store, pki, path = pki_env
+    long_uri = "urn:" + "x" * 2000
+    for stuff in ("elements", "attributes", "count"):
+        root = signed(path, pki.moit)
+        transform = root.find(f".//{{{DSIG}}}Transform")
+        if stuff == "elements":
+            for i in range(200):
+                etree.SubElement(transform, f"{{{long_uri}{i % 8}}}x")
+        elif stuff == "attributes":
+            transform.set(f"{{{long_uri}}}a", "")
+        else:
+            for i in range(70):
+                transform.set(f"b{i}", "")
+        error = refusal(store, root)
+        assert error.code is Code.SIGNATURE_INVALID and "refused before any cryptography" in error.message, error
+        assert len(error.message) < 300  # the stuffing is not echoed back
+    assert Verifier().verify(signed(path, pki.moit), store.policy("VN-MOIT"), "agency VN-MOIT")  # the usual shape passes
+
+
 def test_missing_signature(pki_env) -> None:  # type: ignore[no-untyped-def]
     store, pki, path = pki_env
     error = refusal(store, envelope(path))

@@ -24,7 +24,7 @@ from signxml.signer import SignatureReference
 
 from hub.errors import Rejected
 from hub.keys import CurrentSigner
-from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of
+from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of, unfit_signed_info
 from hub.trust import RootCopyingSigner as XMLSigner, RootCopyingVerifier as XMLVerifier  # signxml, copying a root by deep copy
 
 from .build import new_id
@@ -193,6 +193,10 @@ def _check_shape(signature: etree._Element) -> None:
     the only transform, RSA/ECDSA and SHA-2 only."""
     def refuse(what: str) -> EbmsError:
         return EbmsError(EbmsCode.POLICY_NONCOMPLIANCE, f"the signature is refused: {what}")
+
+    unfit = unfit_signed_info(signature)
+    if unfit is not None:
+        raise refuse(unfit)
 
     for parent, allowed in _SHAPE.items():
         for element in ([signature] if parent == "Signature" else signature.iter(f"{{{DS}}}{parent}")):
