@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from hub.config import Agency
 from hub.errors import ConfigError
 
-from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Run, Submit
 
 # alias -> "module:class"; the one table that maps config names to code.
 ADAPTERS: dict[str, str] = {
@@ -48,12 +48,12 @@ def check_options(agency: Agency, cls: type[Adapter], file: str = "hub.toml") ->
             raise ConfigError(file, f"agencies[{agency.id}].options.{key}", f"unknown option of the {cls.alias} adapter; {said}")
 
 
-def listener_routes(adapters: Mapping[str, Adapter], submit: Submit) -> list[Any]:
+def listener_routes(adapters: Mapping[str, Adapter], submit: Submit, run: Run) -> list[Any]:
     """The routes every kind of configured adapter adds to the hub's listener, built once per kind."""
     kinds: dict[type[Adapter], list[Adapter]] = {}
     for adapter in adapters.values():
         kinds.setdefault(type(adapter), []).append(adapter)
-    return [route for cls, group in kinds.items() for route in cls.listener_routes(group, submit)]
+    return [route for cls, group in kinds.items() for route in cls.listener_routes(group, submit, run)]
 
 
 __all__ = ["ADAPTERS", "Adapter", "AdapterSettings", "Delivery", "InboundSource", "Outcome", "Result", "adapter_class", "check_options", "create_adapter", "listener_routes"]

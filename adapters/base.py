@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Sequence
 
 from hub.config import Agency
 from hub.envelope import Ack, Party
@@ -65,6 +65,7 @@ def retryable_status(status: int) -> bool:
 
 # The core's entry point handed to inbound sources: (raw bytes, authenticated identity or None).
 Submit = Callable[[bytes, "str | None"], Ack]
+Run = Callable[..., Awaitable[Any]]  # run(func, *args): func(*args) in a worker thread, awaited
 
 
 class InboundSource(ABC):
@@ -112,9 +113,11 @@ class Adapter(ABC):
         return None
 
     @classmethod
-    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit) -> list[Any]:
+    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit, run: Run) -> list[Any]:
         """Routes (starlette ``BaseRoute``) this kind of adapter serves on the hub's HTTP listener,
-        built once for every configured agency of the kind (e.g. ``POST /as4`` for ``asw``)."""
+        built once for every configured agency of the kind (e.g. ``POST /as4`` for ``asw``);
+        ``run(func, *args)`` runs what parses and submits a request off the event loop, at most
+        as many at once as the pipeline takes (``hub.httpio.Gate``)."""
         return []
 
     def check(self) -> list[str]:

@@ -35,7 +35,7 @@ from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryA
 from hub.httpio import read_bounded
 from hub.xml import Limits, XmlParser
 
-from .base import Submit
+from .base import Run, Submit
 from .soap_wsdl import ENVELOPE_NS, NS, wsdl
 
 log = logging.getLogger("hub.adapters.soap")
@@ -43,7 +43,6 @@ log = logging.getLogger("hub.adapters.soap")
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 MEDIA = {SOAP11: "text/xml; charset=utf-8", SOAP12: "application/soap+xml; charset=utf-8"}
-Run = Callable[..., Awaitable[Any]]  # run(func, *args): func(*args) in a worker thread, awaited
 
 WRAPPER_BYTES = 64 * 1024  # room for the SOAP envelope, headers and Submit around the hub envelope
 _PROLOG = re.compile(rb"^\s*<\?xml[^>]*\?>\s*")
@@ -85,7 +84,7 @@ def _success(ns: str, ack_xml: bytes) -> Response:
 class SoapEndpoint:
     def __init__(self, submit: Submit, limits: Limits, run: Run | None = None) -> None:
         self.submit = submit
-        self.run = run or run_in_threadpool  # how submit runs off the event loop (``hub serve``: its pipeline gate)
+        self.run = run or run_in_threadpool  # how the parse and submit run off the event loop (``hub serve``: its gate)
         self.limits = limits
         self.parser = XmlParser(Limits(limits.max_bytes + WRAPPER_BYTES, limits.max_depth + 3))
 
@@ -122,7 +121,7 @@ class SoapEndpoint:
         if data is None:
             return fault_response(ns, Fault(True, Code.TOO_LARGE.value, f"the request is larger than {self.parser.limits.max_bytes} bytes"))
         try:
-            ns, envelope = await run_in_threadpool(self.unwrap, data, ns)
+            ns, envelope = await self.run(self.unwrap, data, ns)
         except Fault as fault:
             return fault_response(ns, fault)
         try:

@@ -48,7 +48,7 @@ class _Hub:
         self.runtime = Runtime.load(path)
         h = self.runtime.config.hub
         self.url = f"http://{h.listen_host}:{h.listen_port}"
-        app = create_app(self.runtime.pipeline, self.runtime.store, self.runtime.listener_routes())
+        app = create_app(self.runtime.pipeline, self.runtime.store, self.runtime.listener_routes(), self.runtime.gate)
         self.server = uvicorn.Server(uvicorn.Config(app, host=h.listen_host, port=h.listen_port, log_level="warning",
                                                     access_log=False, lifespan="off"))
         self.dispatcher = self.runtime.dispatcher()

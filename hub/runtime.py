@@ -10,6 +10,7 @@ left out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from .config import Config, HubSettings, load_config
 from .dispatcher import Dispatcher
 from .errors import ConfigError, HubError
 from .events import StatusEvents
+from .httpio import Gate
 from .pipeline import Pipeline
 from .store import State, Store, open_store
 from .keys import CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
@@ -97,6 +99,12 @@ class Runtime:
     # a reload starts the jobs again)
     _reload_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _closed: bool = False
+
+    @functools.cached_property
+    def gate(self) -> Gate:
+        """What the HTTP listener and the adapters' endpoints parse and submit through: at most
+        ``[hub] pipeline_threads`` requests at once (``hub.httpio.Gate``)."""
+        return Gate(self.pipeline.settings.pipeline_threads)
 
     @classmethod
     def load(cls, path: str | Path, store: Store | None = None, *, wait_for_store: bool = True, counters: Counters | None = None) -> Runtime:
@@ -212,8 +220,9 @@ class Runtime:
         return self.adapters
 
     def listener_routes(self) -> list[Any]:
-        """Routes the configured adapters add to the HTTP listener (e.g. ``POST /as4``)."""
-        return [*listener_routes(self.create_adapters(), self.pipeline.submit), published_route(self.signer), metrics_route(self)]
+        """Routes the configured adapters add to the HTTP listener (e.g. ``POST /as4``), parsing
+        and submitting through ``gate`` as the listener's own (``create_app(..., gate=...)``)."""
+        return [*listener_routes(self.create_adapters(), self.pipeline.submit, self.gate.run), published_route(self.signer), metrics_route(self)]
 
     def dispatcher(self, owner: str | None = None) -> Dispatcher:
         dispatcher = Dispatcher(

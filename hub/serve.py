@@ -80,7 +80,7 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
     sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s] if worker == 0 else []
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(runtime.pipeline, runtime.store, runtime.listener_routes()),
+            create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate),
             host=h.listen_host,
             port=h.listen_port,
             log_level="warning",

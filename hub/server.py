@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import anyio
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -26,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.soap_listener import soap_routes
 
 from .errors import TRY_AGAIN_TEXT, Code, Rejected, TryAgain
-from .httpio import read_bounded
+from .httpio import Gate, read_bounded
 from .portal import portal_routes
 from .pipeline import Pipeline
 from .store import Store
@@ -36,21 +34,16 @@ log = logging.getLogger("hub.server")
 
 XML = "application/xml"
 
-def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The listener; ``extra_routes`` are the adapters' own endpoints (``Runtime.listener_routes``)."""
+def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRoute] = (), gate: Gate | None = None) -> Starlette:
+    """The listener; ``extra_routes`` are the adapters' own endpoints (``Runtime.listener_routes``),
+    sharing ``gate`` (``Runtime.gate``: as many threads as the pipeline lets in) with it."""
     limit = pipeline.settings.limits.max_bytes
-    gate: list[anyio.CapacityLimiter] = []  # made on first use, inside the server's event loop
-
-    async def in_pipeline(func: Callable[..., Any], *args: Any) -> Any:
-        if not gate:
-            # as many threads as the pipeline lets in (``Pipeline.submit``); other requests wait here
-            gate.append(anyio.CapacityLimiter(pipeline.settings.pipeline_threads))
-        return await anyio.to_thread.run_sync(func, *args, limiter=gate[0])
+    in_pipeline = (gate or Gate(pipeline.settings.pipeline_threads)).run
 
     async def submit(request: Request) -> Response:
         data = await read_bounded(request, limit)
-        if data is None:
-            nack = pipeline.nack(Rejected(Code.TOO_LARGE, f"the message is larger than the limit of {limit} bytes"), None)
+        if data is None:  # signed and recorded off the event loop, as every NACK
+            nack = await run_in_threadpool(pipeline.nack, Rejected(Code.TOO_LARGE, f"the message is larger than the limit of {limit} bytes"), None)
             return Response(nack.xml, status_code=413, media_type=XML)
         try:
             ack = await in_pipeline(pipeline.submit, data, None)

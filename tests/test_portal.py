@@ -227,7 +227,7 @@ def test_status_and_conversations(tmp_path: Path, receiver: Receiver) -> None:
 
 def test_openapi_document_covers_the_listener(tmp_path: Path) -> None:
     runtime = Runtime.load(write_config(tmp_path))
-    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())  # as `hub serve` builds it
+    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)  # as `hub serve` builds it
     served = {getattr(r, "path", None) for r in app.routes}
     with HubProcess(runtime.config.path) as process:
         document = httpx.get(f"{process.url}/openapi.json").json()
@@ -266,7 +266,7 @@ def test_a_fault_inside_the_hub_gets_a_nack_and_the_next_message_goes_through(tm
 
     runtime = Runtime.load(write_config(tmp_path))
     moit = Sender(runtime.config, "VN-MOIT")
-    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())
+    app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
     calls = {"n": 0}
     original = type(runtime.pipeline)._accept
 

@@ -333,7 +333,7 @@ def test_metrics_from_decides_by_the_client_address(tmp_path: Path, metrics_from
         config.write_text(config.read_text().replace("max_depth = 40\n", f"max_depth = 40\nmetrics_from = {metrics_from}\n"))
     runtime = Runtime.load(config)
     try:
-        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes())
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
 
         async def scrape() -> httpx.Response:  # the app in process, as seen from ``client``
             transport = httpx.ASGITransport(app=app, client=(client, 50000))

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from starlette.routing import Route
 
-from adapters.base import Adapter, AdapterSettings, Delivery, Result, Submit
+from adapters.base import Adapter, AdapterSettings, Delivery, Result, Run, Submit
 from hub.config import Agency
 from hub.errors import ConfigError
 from hub.trust import CertificatePolicy, Pinned
@@ -45,11 +45,11 @@ class AswAdapter(Adapter):
         return judge(status, body, sent, self.peer, self.policy, self._outbound.parser)
 
     @classmethod
-    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit) -> list[Any]:
+    def listener_routes(cls, adapters: Sequence[Adapter], submit: Submit, run: Run) -> list[Any]:
         gateways = [a for a in adapters if isinstance(a, AswAdapter)]
         if not gateways:
             return []
-        return [Route(PATH, Inbound(gateways, submit).endpoint, methods=["POST"])]
+        return [Route(PATH, Inbound(gateways, submit, run).endpoint, methods=["POST"])]
 
     def check(self) -> list[str]:
         problems = []

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.base import Submit
+from adapters.base import Run, Submit
 from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
 from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
@@ -44,11 +44,12 @@ CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 
 
 class Inbound:
-    def __init__(self, adapters: Sequence[AswAdapter], submit: Submit) -> None:
+    def __init__(self, adapters: Sequence[AswAdapter], submit: Submit, run: Run | None = None) -> None:
         first = adapters[0].settings
         assert first.party is not None and first.signer is not None
         self.hub: Party = first.party
         self.submit = submit
+        self.run = run or run_in_threadpool  # the parse, verification and submit off the event loop (``hub serve``: its gate)
         self.limits = first.limits
         self.parser = XmlParser(Limits(first.limits.max_bytes, first.limits.max_depth + 4))
         self._wss = WssSigner(first.signer)
@@ -58,7 +59,7 @@ class Inbound:
         data = await read_bounded(request, self.limits.max_bytes)
         if data is None:
             return Response(f"larger than {self.limits.max_bytes} bytes", status_code=413)
-        status, body = await run_in_threadpool(self.handle, data)
+        status, body = await self.run(self.handle, data)
         return Response(body, status_code=status, media_type=CONTENT_TYPE)
 
     def handle(self, data: bytes) -> tuple[int, bytes]:
