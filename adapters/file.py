@@ -21,15 +21,18 @@ the next poll of any worker: the hub answers a duplicate with the original recei
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 import uuid
 from pathlib import Path
 
 from hub.errors import TryAgain
 from hub.files import write_durably
+from hub.xml import Limits
 
 from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
 
@@ -60,12 +63,18 @@ class FileAdapter(Adapter):
         if not inbox:
             return None
         interval = float(self.agency.options.get("poll_interval", 0.5))
-        return FolderInbox(self.settings.path(str(inbox)), self.agency.id, submit, interval)
+        return FolderInbox(self.settings.path(str(inbox)), self.agency.id, submit, interval, self.settings.limits.max_bytes)
 
 
 class FolderInbox(InboundSource):
-    def __init__(self, inbox: Path, agency: str, submit: Submit, interval: float) -> None:
+    """Submits the regular files dropped in a folder. A symbolic link, a FIFO or a device is not
+    a message (the hub would read whatever it points to, or wait for ever): it is moved to
+    rejected/ unread, with a warning; a file is read up to one byte beyond ``max_bytes`` (the
+    pipeline refuses it as too large)."""
+
+    def __init__(self, inbox: Path, agency: str, submit: Submit, interval: float, max_bytes: int = Limits.max_bytes) -> None:
         self.inbox, self.agency, self.submit, self.interval = inbox, agency, submit, interval
+        self.max_bytes = max_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,22 +125,36 @@ class FolderInbox(InboundSource):
         """Submits a claimed file, writes its ack and moves it out of work/, holding its lock
         throughout: False when another worker holds it (it is answering it) or has just moved it."""
         try:
-            file = open(claimed, "rb")
+            fd = os.open(claimed, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return self._refuse(claimed, "a symbolic link")
+        file = os.fdopen(fd, "rb")
         with file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return self._refuse(claimed, "not a regular file")
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if not os.path.samestat(os.fstat(file.fileno()), os.stat(claimed)):
                     return False  # answered and moved out between our listing and our lock
             except (BlockingIOError, FileNotFoundError):
                 return False
-            ack = self.submit(file.read(), self.agency)
+            ack = self.submit(file.read(self.max_bytes + 1), self.agency)
             token, name = claimed.name.split(".", 1)
             stem = Path(name).stem
             write_durably(self.inbox / "ack" / f"{stem}.ack.xml", ack.xml)
             folder = self.inbox / ("done" if ack.accepted else "rejected")
             _move_aside(claimed, (folder / name, folder / f"{stem}.{token}.xml"))
+        return True
+
+    def _refuse(self, claimed: Path, what: str) -> bool:
+        token, name = claimed.name.split(".", 1)
+        folder = self.inbox / "rejected"
+        log.warning("inbox %s: %s is %s, not a message: moved to %s unread", self.agency, name, what, folder)
+        _move_aside(claimed, (folder / name, folder / f"{Path(name).stem}.{token}.xml"))
         return True
 
     def _run(self) -> None:

@@ -84,6 +84,29 @@ def test_a_hidden_file_is_left_alone(tmp_path: Path, runtime: Runtime) -> None:
     assert sorted(p.name for p in (inbox / "ack").iterdir()) == ["whole.ack.xml"]
 
 
+def test_a_link_a_fifo_or_an_oversized_file_is_not_read_as_a_message(tmp_path: Path, runtime: Runtime) -> None:
+    """A symbolic link (to a file outside the inbox, to /dev/zero) or a FIFO is moved to
+    rejected/ unread, with nothing submitted (a FIFO had blocked the inbox, a link to /dev/zero
+    had filled memory); a file larger than the limit is read up to one byte past it and refused."""
+    import os
+
+    inbox, submit = tmp_path / "inbox", Recorder(runtime)
+    inbox.mkdir()
+    secret = tmp_path / "outside.xml"
+    secret.write_bytes(Sender(runtime.config, "VN-MOIT").message())
+    (inbox / "link.xml").symlink_to(secret)
+    (inbox / "zero.xml").symlink_to("/dev/zero")
+    os.mkfifo(inbox / "pipe.xml")
+    limit = runtime.config.hub.limits.max_bytes
+    (inbox / "big.xml").write_bytes(b"<a>" + b" " * limit + b"</a>")
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, limit)
+    assert box.poll_once() == 4
+    assert sorted(p.name for p in (inbox / "rejected").iterdir()) == ["big.xml", "link.xml", "pipe.xml", "zero.xml"]
+    (big,) = submit.acks  # the only file submitted
+    assert not big.accepted and big.code == "ERR11", big.errors
+    assert sorted(p.name for p in (inbox / "ack").iterdir()) == ["big.ack.xml"] and secret.exists()
+
+
 class Crash(BaseException):
     """The process dies: nothing in the inbox catches it."""
 
