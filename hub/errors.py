@@ -73,6 +73,10 @@ class ConfigError(HubError):
 class Rejected(HubError):
     """A message refused with a NACK. ``location`` is a line and/or path where one is known."""
 
+    # set by the pipeline once the sender is known to be who the envelope says (its signature
+    # verified, or the channel authenticated it): only then is a refusal audited under its name
+    sender_authenticated: bool = False
+
     def __init__(self, code: Code, message: str, location: str | None = None) -> None:
         self.code, self.message, self.location = code, message, location
         super().__init__(f"{code.value} {code.name}: {message}" + (f" ({location})" if location else ""))

@@ -179,12 +179,21 @@ class Pipeline:
         )
 
     def _accept(self, received: etree._Element, header: Header, authenticated_as: str | None) -> Ack:
-        """Authenticates, checks for a duplicate, validates, translates and signs, then records
-        the message with its outbox rows and receipt (``_record``)."""
+        """Authenticates, then takes the message (``_take``); a refusal after the sender is known
+        (signature verified, or the channel's own authentication) is audited under its name."""
         self._check_sender(header, authenticated_as)
         route = self._route(header)  # from the header as received; only the signed one is used after
         required = self.settings.require_signature if route.require_signature is None else route.require_signature
         root, header = self._authenticate(received, header, required)
+        try:
+            return self._take(received, root, header, route)
+        except Rejected as fault:
+            fault.sender_authenticated = root is not received or authenticated_as == header.sender.identity
+            raise
+
+    def _take(self, received: etree._Element, root: etree._Element, header: Header, route: Route) -> Ack:
+        """Checks for a duplicate, validates, translates and signs, then records the message with
+        its outbox rows and receipt (``_record``)."""
         sender, message_id = header.sender.identity, header.message_id
         payload = content_of(root)
         if payload is None:
@@ -333,9 +342,12 @@ class Pipeline:
         to = self._parties.get(header.sender.identity) if header else None
         xml = self._reply(to or (header.sender if header else None), header, FUNCTION_ERROR, error_content([rejected]))
         detail = f"{rejected.code.value} {rejected.code.name}: {rejected.message}"
+        actor = header.sender.identity if header and rejected.sender_authenticated else "unauthenticated"
+        if header and actor != header.sender.identity:  # a claim, not an identity: said, not credited
+            detail += f" (the envelope names {header.sender.identity} as sender)"
         self.counters.add(rejected.code.value)
         try:
-            self.store.record(AuditEvent(header.message_id if header else None, header.sender.identity if header else "unknown", "rejected", detail))
+            self.store.record(AuditEvent(header.message_id if header else None, actor, "rejected", detail))
         except Exception as exc:  # the NACK is still the right answer; the audit gap is logged
             log.warning("could not record a rejection in the audit log: %s", exc)
         return Ack(xml, False, header.message_id if header else None, errors=(rejected,))

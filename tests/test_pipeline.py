@@ -284,6 +284,23 @@ def test_rejections_are_audited(env: tuple[Runtime, Sender]) -> None:
     assert entries[0].detail.startswith("ERR02") and entries[1].message_id == message_id_of(data)
 
 
+def test_a_refusal_is_credited_to_a_sender_only_once_its_signature_verified(env: tuple[Runtime, Sender]) -> None:
+    """Anyone can write an envelope naming VN-MOIT: an unsigned (or wrongly signed) one is audited
+    as unauthenticated, with the claimed sender in the detail; a signed one refused later (an
+    invalid document) is audited under the sender's name."""
+    runtime, moit = env
+    unsigned = moit.message(sign=False)
+    assert runtime.pipeline.submit(unsigned).code == Code.SIGNATURE_MISSING.value
+    document = etree.parse(str(EXAMPLES / "co-certificate.xml"))
+    next(e for e in document.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "HSCode").text = "12AB"
+    invalid = moit.message(etree.tostring(document))
+    assert runtime.pipeline.submit(invalid).code == Code.INVALID_DOCUMENT.value
+    (claim,) = runtime.store.trace(message_id_of(unsigned)).audit
+    assert claim.actor == "unauthenticated" and "(the envelope names VN-MOIT as sender)" in claim.detail
+    (signed,) = runtime.store.trace(message_id_of(invalid)).audit
+    assert signed.actor == "VN-MOIT" and "names" not in signed.detail
+
+
 def test_a_route_may_require_a_signature_or_not(tmp_path: Path) -> None:
     extra = """
 [[routes]]
