@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any, Awaitable, Callable
 from xml.sax.saxutils import escape
 
@@ -86,7 +87,7 @@ class SoapEndpoint:
         self.submit = submit
         self.run = run or run_in_threadpool  # how the parse and submit run off the event loop (``hub serve``: its gate)
         self.limits = limits
-        self.parser = XmlParser(Limits(limits.max_bytes + WRAPPER_BYTES, limits.max_depth + 3))
+        self.parser = XmlParser(replace(limits, max_bytes=limits.max_bytes + WRAPPER_BYTES, max_depth=limits.max_depth + 3))
 
     def unwrap(self, data: bytes, ns: str) -> tuple[str, bytes]:
         """(the request's SOAP namespace, the hub envelope's bytes), or raises ``Fault``."""
@@ -117,7 +118,7 @@ class SoapEndpoint:
 
     async def post(self, request: Request) -> Response:
         ns = SOAP12 if "application/soap+xml" in request.headers.get("content-type", "") else SOAP11
-        data = await read_bounded(request, self.parser.limits.max_bytes)
+        data = await read_bounded(request, self.parser.limits)
         if data is None:
             return fault_response(ns, Fault(True, Code.TOO_LARGE.value, f"the request is larger than {self.parser.limits.max_bytes} bytes"))
         try:

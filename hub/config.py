@@ -41,6 +41,7 @@ class HubSettings:
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
     workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
     pipeline_threads: int = 2  # messages in the pipeline at once in one process (more wait for a turn)
+    max_connections: int = 512  # HTTP connections and requests at once per process; beyond them a 503
     # client addresses allowed to GET /metrics (403 for others); empty: no /metrics at all (404)
     metrics_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in METRICS_FROM)
 
@@ -291,6 +292,7 @@ def load_config(path: str | Path) -> Config:
         limits=Limits(
             max_bytes=h.int("max_message_bytes", Limits.max_bytes, minimum=1),
             max_depth=h.int("max_depth", Limits.max_depth, minimum=2),
+            body_seconds=h.float("body_timeout", Limits.body_seconds),
         ),
         require_signature=h.bool("require_signature", True),
         envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
@@ -298,6 +300,7 @@ def load_config(path: str | Path) -> Config:
         next_certificate=h.path("next_certificate", None),
         workers=h.int("workers", 1, minimum=1),
         pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
+        max_connections=h.int("max_connections", HubSettings.max_connections, minimum=1),
         metrics_from=_networks(file, "hub.metrics_from", h.list("metrics_from", list(METRICS_FROM))),
     )
     h.done()

@@ -6,7 +6,10 @@ from typing import Any, Callable
 
 import anyio
 import anyio.to_thread
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+
+from .xml import Limits
 
 
 class Gate:
@@ -24,15 +27,22 @@ class Gate:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
-async def read_bounded(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be larger than ``limit`` bytes."""
+async def read_bounded(request: Request, limits: Limits) -> bytes | None:
+    """The body, or None as soon as it is known to be larger than ``limits.max_bytes``; a body
+    that takes longer than ``limits.body_seconds`` to arrive is answered 408 (a sender trickling
+    bytes would otherwise hold its connection and its part of the body for ever)."""
+    limit = limits.max_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(limits.body_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"the request body did not arrive within {limits.body_seconds:g} s") from None
     return b"".join(chunks)

@@ -87,6 +87,7 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=10,
+            limit_concurrency=h.max_connections,
         )
     )
     # uvicorn re-raises the signal it caught once it has stopped; with these handlers in place the

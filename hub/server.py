@@ -41,7 +41,7 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
     in_pipeline = (gate or Gate(pipeline.settings.pipeline_threads)).run
 
     async def submit(request: Request) -> Response:
-        data = await read_bounded(request, limit)
+        data = await read_bounded(request, pipeline.settings.limits)
         if data is None:  # signed and recorded off the event loop, as every NACK
             nack = await run_in_threadpool(pipeline.nack, Rejected(Code.TOO_LARGE, f"the message is larger than the limit of {limit} bytes"), None)
             return Response(nack.xml, status_code=413, media_type=XML)

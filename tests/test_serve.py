@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -198,3 +199,34 @@ def test_a_stalled_process_holding_the_store_gets_senders_a_503_not_a_hang(tmp_p
         assert receiver.wait_for(2, 30)
         trace = client.get(f"{hub.url}/messages/{message_id_of(first)}").json()
         assert {d["destination"] for d in trace["deliveries"]} == {"TH-ASW", "VN-CUSTOMS"}
+
+
+def test_a_trickling_body_gets_a_408_and_connections_beyond_the_limit_a_503(tmp_path: Path) -> None:
+    """A sender that sends its headers and then trickles (or stops) no longer holds its connection
+    and its part of a body for ever (``body_timeout``), and connections beyond ``max_connections``
+    are answered 503 at once instead of piling up (both real sockets against `hub serve`)."""
+    import socket
+
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace("[hub]\n", "[hub]\nbody_timeout = 0.5\nmax_connections = 3\n", 1))
+    with HubProcess(path) as serving:
+        host, port = serving.url.removeprefix("http://").rsplit(":", 1)
+
+        def started() -> socket.socket:
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"POST /messages HTTP/1.1\r\nHost: hub\r\nContent-Type: application/xml\r\nContent-Length: 1000\r\n\r\n<Env")
+            return sock
+
+        slow = [started(), started()]
+        try:
+            time.sleep(0.2)  # both taken by the server, neither finished
+            over = httpx.post(serving.url + "/messages", content=b"<x/>", timeout=10)
+            assert over.status_code == 503
+            for sock in slow:
+                answer = sock.recv(4096).decode("latin-1")
+                assert answer.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in answer, answer
+        finally:
+            for sock in slow:
+                sock.close()
+        assert httpx.get(serving.url + "/health", timeout=10).status_code == 200  # the next ones are served

@@ -16,6 +16,7 @@ store cannot record the message now — the partner resends, as for any missing 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 from lxml import etree
@@ -51,12 +52,12 @@ class Inbound:
         self.submit = submit
         self.run = run or run_in_threadpool  # the parse, verification and submit off the event loop (``hub serve``: its gate)
         self.limits = first.limits
-        self.parser = XmlParser(Limits(first.limits.max_bytes, first.limits.max_depth + 4))
+        self.parser = XmlParser(replace(first.limits, max_depth=first.limits.max_depth + 4))
         self._wss = WssSigner(first.signer)
         self.by_party = {a.peer.party_id: a for a in adapters}
 
     async def endpoint(self, request: Request) -> Response:
-        data = await read_bounded(request, self.limits.max_bytes)
+        data = await read_bounded(request, self.limits)
         if data is None:
             return Response(f"larger than {self.limits.max_bytes} bytes", status_code=413)
         status, body = await self.run(self.handle, data)
