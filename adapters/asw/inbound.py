@@ -29,7 +29,7 @@ from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
 from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from hub.httpio import read_bounded
-from hub.xml import Limits, XmlParser
+from hub.xml import XmlParser
 
 from . import build as as4
 from .errors import EbmsCode, EbmsError
