@@ -8,6 +8,7 @@ topics, publish status events.
     options = { topic = "nsw/VN-MOT/in",                # deliveries (default sw-hub/to/<agency id>)
                 subscribe = ["nsw/VN-MOT/out"],          # inbound: messages from this agency
                 reply_topic = "nsw/VN-MOT/ack",          # receipts/NACKs when no Response Topic
+                response_topics = ["nsw/VN-MOT/reply/"], # the prefixes a sender's Response Topic may have
                 events = ["received", "delivered", "retry", "dead"],   # status events (hub.events)
                 status_topic = "sw-hub/status",          # ... published to <status_topic>/<message id>/<event>
                 protocol = "5",                          # or "3.1.1"
@@ -57,7 +58,7 @@ from .mqtt_inbound import MqttInbox
 class MqttAdapter(Adapter):
     alias = "mqtt"
     carries_events = True
-    option_names = frozenset({"topic", "status_topic", "timeout", "require_subscriber", "subscribe", "reply_topic"}) | MQTT_CONNECTION_OPTIONS
+    option_names = frozenset({"topic", "status_topic", "timeout", "require_subscriber", "subscribe", "reply_topic", "response_topics"}) | MQTT_CONNECTION_OPTIONS
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)
@@ -102,15 +103,18 @@ class MqttAdapter(Adapter):
             return None
         topics = [topics] if isinstance(topics, str) else list(topics)
         reply = self.agency.options.get("reply_topic")
+        prefixes = self.agency.options.get("response_topics", [])
         return MqttInbox(self.agency.id, submit,
                          lambda handler: MqttConnection(self.options, "sub", self.options.session_expiry, handler, topics),
-                         str(reply) if reply else None)
+                         str(reply) if reply else None, tuple([prefixes] if isinstance(prefixes, str) else prefixes))
 
     def check(self) -> list[str]:
-        topics = self.agency.options.get("subscribe")
-        if topics is not None and not (isinstance(topics, str) or (isinstance(topics, list) and all(isinstance(t, str) for t in topics))):
-            return ["options.subscribe: must be a topic filter or a list of them"]
-        return []
+        problems = []
+        for key, what in (("subscribe", "a topic filter"), ("response_topics", "a topic prefix")):
+            value = self.agency.options.get(key)
+            if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(t, str) for t in value))):
+                problems.append(f"options.{key}: must be {what} or a list of them")
+        return problems
 
     def close(self) -> None:
         with self._lock:

@@ -71,6 +71,9 @@ class MqttOptions:
     settle: float  # seconds after each (re)connection before publishing (see MqttConnection)
     username: str | None = None
     password: str | None = None
+    # MQTT 5: the largest packet the broker may send the hub (twice the message size limit: a
+    # message somewhat too large is still answered with ERR11, a huge one is not held in memory)
+    max_packet: int | None = None
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -102,6 +105,7 @@ class MqttOptions:
             keepalive=int(o.get("keepalive", 30)),
             receive_maximum=int(o.get("receive_maximum", 32)),
             reconnect_max=float(o.get("reconnect_max", 5.0)),
+            max_packet=2 * settings.limits.max_bytes + 64 * 1024,
             settle=float(o.get("settle", 1.0)),
             username=o.get("username"),
             password=password,
@@ -167,6 +171,8 @@ class MqttConnection:
                     props = Properties(PacketTypes.CONNECT)
                     props.SessionExpiryInterval = self.session_expiry
                     props.ReceiveMaximum = self.options.receive_maximum
+                    if self.options.max_packet:
+                        props.MaximumPacketSize = self.options.max_packet
                     client.connect(self.options.host, self.options.port, self.options.keepalive, clean_start=False, properties=props)
                 else:
                     client.connect(self.options.host, self.options.port, self.options.keepalive)

@@ -8,9 +8,11 @@ message is submitted again with a capped backoff, and nothing behind it is ackno
 one worker handles messages in arrival order, as MQTT wants acknowledgements in order.
 
 The answer (receipt or NACK) is published to the message's MQTT 5 Response Topic with its
-Correlation Data, else to ``options.reply_topic`` if set. The sender chooses the Response Topic:
-one that cannot be published to (a wildcard ``+`` or ``#``, or U+0000, which paho or the broker
-refuse) is ignored with a warning. A reply that cannot be sent is logged and the message still
+Correlation Data, else to ``options.reply_topic`` if set. The sender chooses the Response Topic,
+and the hub publishes with its own broker account, which may write to other agencies' topics: a
+Response Topic is followed only under a prefix of ``options.response_topics`` (none by default),
+and never one that cannot be published to (a wildcard ``+`` or ``#``, or U+0000, which paho or
+the broker refuse); others are ignored with a warning. A reply that cannot be sent is logged and the message still
 acknowledged: it is recorded, and a resend gets the original receipt. A fault inside the hub is
 answered like any refusal (the pipeline's ERR99 NACK) and acknowledged. Only a store outage keeps
 a message unacknowledged, retried in place; should anything else still escape, it is logged, the
@@ -39,8 +41,9 @@ log = logging.getLogger("hub.adapters.mqtt")
 
 class MqttInbox(InboundSource):
     def __init__(self, agency: str, submit: Submit, connect: Callable[[Callable[[mqtt.MQTTMessage, int], None]], MqttConnection],
-                 reply_topic: str | None = None) -> None:
+                 reply_topic: str | None = None, response_prefixes: tuple[str, ...] = ()) -> None:
         self.agency, self.submit, self.connect, self.reply_topic = agency, submit, connect, reply_topic
+        self.response_prefixes = response_prefixes
         self._queue: queue.Queue[tuple[mqtt.MQTTMessage, int]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,9 +100,10 @@ class MqttInbox(InboundSource):
         assert self._connection is not None
         props = getattr(message, "properties", None)
         topic = getattr(props, "ResponseTopic", None)
-        if topic and any(c in topic for c in "+#\0"):
-            log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: a reply cannot be published there",
-                        self.agency, topic, message.topic)
+        if topic and (any(c in topic for c in "+#\0") or not topic.startswith(self.response_prefixes)):
+            why = "a reply cannot be published there" if any(c in topic for c in "+#\0") else \
+                f"not under options.response_topics {list(self.response_prefixes)}"
+            log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: %s", self.agency, topic, message.topic, why)
             topic = None
         topic = topic or self.reply_topic
         if not topic:

@@ -36,7 +36,7 @@ adapter = "mqtt"
 endpoint = "{broker.url}"
 certificates = ["{folder}/keys/{agency_id}.crt"]
 signing_key = "{folder}/keys/{agency_id}.key"
-options = {{ topic = "{IN}", subscribe = ["{OUT}"], reply_topic = "{ACK}", timeout = 2, reconnect_max = 0.5{options} }}
+options = {{ topic = "{IN}", subscribe = ["{OUT}"], reply_topic = "{ACK}", response_topics = ["test/"], timeout = 2, reconnect_max = 0.5{options} }}
 
 [[routes]]
 name = "co-to-{agency_id}"
@@ -203,26 +203,30 @@ def test_inbox_acks_only_what_the_hub_took(tmp_path: Path, broker: Broker) -> No
 def test_a_response_topic_with_a_wildcard_neither_stops_the_inbox_nor_stays_unacknowledged(tmp_path: Path, broker: Broker) -> None:
     """The sender chooses the Response Topic; paho refuses to publish to "replies/#". The message
     is recorded and acknowledged all the same, its receipt goes to the reply topic, and the next
-    message is taken and answered on its own Response Topic. A new inbox (a restarted hub) gets
-    neither again from the broker: both were acknowledged."""
+    message is taken and answered on its own Response Topic. A Response Topic outside
+    ``response_topics`` (another agency's inbound topic, where the hub's account may publish) is
+    not followed either. A new inbox (a restarted hub) gets none again from the broker: all were
+    acknowledged."""
     runtime = Runtime.load(write_config(tmp_path, extra=mqtt_agency(broker, tmp_path)))
     adapter = runtime.create_adapters()["VN-MOT"]
     mot = Sender(runtime.config, "VN-MOT")
-    agency = Peer(broker, "agency-VN-MOT", (ACK, "test/replies"))
+    agency = Peer(broker, "agency-VN-MOT", (ACK, "test/replies", "other/in"))
     inbox = adapter.inbound(runtime.pipeline.submit)
     assert inbox is not None
     inbox.start()
-    wildcard, normal = mot.message(to="VN-CUSTOMS"), mot.message(to="VN-CUSTOMS")
+    wildcard, normal, elsewhere = (mot.message(to="VN-CUSTOMS") for _ in range(3))
     try:
         agency.publish(OUT, wildcard, response_topic="replies/#", correlation=b"c-1").wait_for_publish(5)
         agency.publish(OUT, normal, response_topic="test/replies", correlation=b"c-2").wait_for_publish(5)
-        assert wait_until(lambda: agency.unique == 2, 20), agency.received
+        agency.publish(OUT, elsewhere, response_topic="other/in", correlation=b"c-3").wait_for_publish(5)
+        assert wait_until(lambda: agency.unique == 3, 20), agency.received
         answers = {read_header(etree.fromstring(receipt)).subject.reference: (topic, receipt)
                    for (topic, receipt), in agency.received.values()}
-        assert {mid: topic for mid, (topic, _) in answers.items()} == {message_id_of(wildcard): ACK, message_id_of(normal): "test/replies"}
+        assert {mid: topic for mid, (topic, _) in answers.items()} == {
+            message_id_of(wildcard): ACK, message_id_of(normal): "test/replies", message_id_of(elsewhere): ACK}
         assert all(read_header(etree.fromstring(receipt)).subject.function == "99" for _, receipt in answers.values())
-        assert stored_messages(tmp_path, "VN-MOT") == {message_id_of(wildcard), message_id_of(normal)}
-        assert wait_until(lambda: inbox.taken == 2, 5)
+        assert stored_messages(tmp_path, "VN-MOT") == {message_id_of(wildcard), message_id_of(normal), message_id_of(elsewhere)}
+        assert wait_until(lambda: inbox.taken == 3, 5)
     finally:
         inbox.stop()
     again: list[bytes] = []
