@@ -143,18 +143,14 @@ class FolderInbox(InboundSource):
             except (BlockingIOError, FileNotFoundError):
                 return False
             ack = self.submit(file.read(self.max_bytes + 1), self.agency)
-            token, name = claimed.name.split(".", 1)
-            stem = Path(name).stem
-            write_durably(self.inbox / "ack" / f"{stem}.ack.xml", ack.xml)
-            folder = self.inbox / ("done" if ack.accepted else "rejected")
-            _move_aside(claimed, (folder / name, folder / f"{stem}.{token}.xml"))
+            write_durably(self.inbox / "ack" / f"{Path(_given_name(claimed)).stem}.ack.xml", ack.xml)
+            _file_away(claimed, self.inbox / ("done" if ack.accepted else "rejected"))
         return True
 
     def _refuse(self, claimed: Path, what: str) -> bool:
-        token, name = claimed.name.split(".", 1)
         folder = self.inbox / "rejected"
-        log.warning("inbox %s: %s is %s, not a message: moved to %s unread", self.agency, name, what, folder)
-        _move_aside(claimed, (folder / name, folder / f"{Path(name).stem}.{token}.xml"))
+        log.warning("inbox %s: %s is %s, not a message: moved to %s unread", self.agency, _given_name(claimed), what, folder)
+        _file_away(claimed, folder)
         return True
 
     def _run(self) -> None:
@@ -164,6 +160,18 @@ class FolderInbox(InboundSource):
             except Exception:
                 log.exception("inbox %s: poll failed", self.agency)
             self._stop.wait(self.interval)
+
+
+def _given_name(claimed: Path) -> str:
+    """The agency's name of a file claimed into work/ as ``TOKEN.NAME``."""
+    return claimed.name.split(".", 1)[1]
+
+
+def _file_away(claimed: Path, folder: Path) -> None:
+    """Moves a claimed file to ``folder`` under the agency's name, or as ``STEM.TOKEN.xml`` when an
+    earlier file holds that name."""
+    token, name = claimed.name.split(".", 1)
+    _move_aside(claimed, (folder / name, folder / f"{Path(name).stem}.{token}.xml"))
 
 
 def _move_aside(claimed: Path, targets: tuple[Path, Path]) -> None:

@@ -100,9 +100,9 @@ class MqttInbox(InboundSource):
         assert self._connection is not None
         props = getattr(message, "properties", None)
         topic = getattr(props, "ResponseTopic", None)
-        if topic and (any(c in topic for c in "+#\0") or not topic.startswith(self.response_prefixes)):
-            why = "a reply cannot be published there" if any(c in topic for c in "+#\0") else \
-                f"not under options.response_topics {list(self.response_prefixes)}"
+        unusable = bool(topic) and any(c in topic for c in "+#\0")
+        if topic and (unusable or not topic.startswith(self.response_prefixes)):
+            why = "a reply cannot be published there" if unusable else f"not under options.response_topics {list(self.response_prefixes)}"
             log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: %s", self.agency, topic, message.topic, why)
             topic = None
         topic = topic or self.reply_topic

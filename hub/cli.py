@@ -175,7 +175,7 @@ def _open_store(config_path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import Outgoing, agency_signer, envelope_for, fitting_routes, guess_outgoing, guess_recipient, recipient_for, signed_bytes
+    from .client import Outgoing, agency_signer, envelope_for, fitting_routes, guess_outgoing, recipient_for, signed_bytes
     from .envelope import DSIG, NS
     from .pipeline import party_of
     from .runtime import Runtime
@@ -208,8 +208,9 @@ def cmd_send(args: argparse.Namespace) -> int:
             return 2
         if args.function:
             what = Outgoing(what.document_type, args.function)
-        to = args.to or guess_recipient(routes)  # the one recipient the routes name, else the hub itself
         recipients = sorted({r.recipient for r in routes})
+        # the one recipient the routes name, else the hub itself
+        to = args.to or (recipients[0] if len(recipients) == 1 and recipients[0] != WILDCARD else None)
         if to is None and len(recipients) > 1 and WILDCARD not in recipients and config.hub.party_id not in recipients:
             print(f"the routes that take it go to {' or '.join(recipients)}: give --to", file=sys.stderr)
             return 2

@@ -72,12 +72,6 @@ def guess_outgoing(routes: list[Route]) -> Outgoing | None:
     return found.pop() if len(found) == 1 else None
 
 
-def guess_recipient(routes: list[Route]) -> str | None:
-    """The recipient the routes that fit name, when they agree on one (not ``*``)."""
-    found = {r.recipient for r in routes}
-    return found.pop() if len(found) == 1 and WILDCARD not in found else None
-
-
 def recipient_for(config: Config, identity: str | None) -> Party:
     if identity and identity in config.agencies:
         return party_of(config.agencies[identity])
