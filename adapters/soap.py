@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,6 +38,7 @@ from zeep.transports import Transport
 
 from hub.config import Agency
 from hub.errors import ConfigError, Rejected
+from hub.httpio import TooLarge, read_capped
 from hub.xml import XmlParser
 
 from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status
@@ -61,9 +63,11 @@ def _is_url(value: str) -> bool:
 class GuardedTransport(Transport):
     """A zeep transport limited to the given origins and to local files under one folder."""
 
-    def __init__(self, origins: frozenset[str], folder: Path | None, timeout: float, session: requests.Session) -> None:
+    def __init__(
+        self, origins: frozenset[str], folder: Path | None, timeout: float, session: requests.Session, max_bytes: int
+    ) -> None:
         super().__init__(timeout=timeout, operation_timeout=timeout, session=session)
-        self.origins, self.folder = origins, folder
+        self.origins, self.folder, self.max_bytes = origins, folder, max_bytes
         self.last_status = 0  # HTTP status of the last call (one transport per thread)
 
     def _check(self, url: str) -> None:
@@ -82,8 +86,20 @@ class GuardedTransport(Transport):
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         self._check(address)
         self.last_status = 0
-        response: requests.Response = super().post(address, message, headers)
+        response = self._bounded(self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout, stream=True))
         self.last_status = response.status_code
+        return response
+
+    def _load_remote_data(self, url: str) -> bytes:  # a WSDL or XSD named by URL (checked by ``load``)
+        response = self._bounded(self.session.get(url, timeout=self.load_timeout, stream=True))
+        response.raise_for_status()
+        return response.content
+
+    def _bounded(self, response: requests.Response) -> requests.Response:
+        """``response`` with its body read, at most ``max_bytes`` of it (``TooLarge`` beyond)."""
+        with closing(response):
+            what = f"the answer of {response.url}"
+            response._content = read_capped(response.iter_content(64 * 1024), self.max_bytes, what)  # noqa: SLF001
         return response
 
     def get(self, address: str, params: Any, headers: Any) -> requests.Response:
@@ -155,7 +171,9 @@ class SoapAdapter(Adapter):
 
     def _build(self) -> Any:
         settings = zeep.Settings(strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-        transport = self._local.transport = GuardedTransport(self._origins, self._folder, self.timeout, self._session())
+        transport = self._local.transport = GuardedTransport(
+            self._origins, self._folder, self.timeout, self._session(), self._parser.limits.max_bytes
+        )
         client = zeep.Client(self.wsdl, transport=transport, settings=settings)
         service = self.service or next(iter(client.wsdl.services))
         port = self.port or next(iter(client.wsdl.services[service].ports))
@@ -201,6 +219,8 @@ class SoapAdapter(Adapter):
             return _http_result(exc.status_code or 0, _text(exc.content) or _text(exc.message))
         except requests.Timeout as exc:
             return Result(Outcome.RETRY, f"time-out calling {self.operation}: {type(exc).__name__}")
+        except TooLarge as exc:  # before the requests errors: it is no network failure
+            return Result(Outcome.RETRY, f"unreadable answer to {self.operation}: {exc}")
         except requests.RequestException as exc:
             return Result(Outcome.RETRY, f"cannot reach the {self.operation} endpoint: {_text(exc)}")
         except XMLSyntaxError as exc:

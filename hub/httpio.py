@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import anyio
 import anyio.to_thread
@@ -46,3 +46,20 @@ async def read_bounded(request: Request, limits: Limits) -> bytes | None:
     except TimeoutError:
         raise HTTPException(408, f"the request body did not arrive within {limits.body_seconds:g} s") from None
     return b"".join(chunks)
+
+
+class TooLarge(OSError):
+    """An answer from a partner or a CRL server larger than the hub reads."""
+
+
+def read_capped(chunks: Iterable[bytes], limit: int, what: str) -> bytes:
+    """``chunks`` (a response body as it arrives, decoded) joined, or ``TooLarge`` as soon as they
+    pass ``limit`` bytes: an answer is held in memory only up to a bound the hub chose, whatever
+    the other side sends."""
+    parts, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{what} is larger than {limit:,} bytes; the hub reads no more")
+        parts.append(chunk)
+    return b"".join(parts)

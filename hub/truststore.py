@@ -98,6 +98,9 @@ class LoadedCrl:
         return self.issuer.public_key().public_bytes(*_SPKI) == issuer.public_key().public_bytes(*_SPKI)
 
 
+CRL_LIMIT = 64 * 1024 * 1024  # bytes of a downloaded CRL, decompressed (the largest public CRLs are a few MiB)
+
+
 class CrlSource:
     """One CRL location. ``refresh`` reads it again; the last good CRL stays until a better one.
 
@@ -129,9 +132,11 @@ class CrlSource:
         if url.scheme in ("http", "https"):
             import httpx
 
-            response = httpx.get(self.location, timeout=self.fetch_timeout)
-            response.raise_for_status()
-            return response.content
+            from .httpio import read_capped
+
+            with httpx.stream("GET", self.location, timeout=self.fetch_timeout) as response:
+                response.raise_for_status()
+                return read_capped(response.iter_bytes(), CRL_LIMIT, f"the CRL at {self.location}")
         raise OSError(f"unsupported scheme {url.scheme!r}; use a path, file://, http:// or https://")
 
     def refresh(self) -> bool:

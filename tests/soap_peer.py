@@ -2,7 +2,7 @@
 
 It serves its WSDL (``GET /ministry?wsdl``: one operation, SOAP 1.1 and 1.2 ports) and answers the
 operation, or faults on demand: ``mode`` is ``ok``, ``client-fault``, ``server-fault``, ``slow``
-(answers after ``delay`` seconds) or ``http-503``; ``fail_first`` server faults come before the
+(answers after ``delay`` seconds), ``http-503`` or ``huge`` (a 200 answer of ``huge_bytes``); ``fail_first`` server faults come before the
 normal answers. Like a real receiver it deduplicates on the envelope's message id.
 """
 
@@ -68,6 +68,7 @@ class MinistryService:
     def __init__(self, namespace: str = "urn:vn:moh:nsw:1", operation: str = "ReceiveDocument") -> None:
         self.namespace, self.operation = namespace, operation
         self.mode = "ok"
+        self.huge_bytes = 6 * 1024 * 1024
         self.delay = 0.0
         self.fail_first = 0
         self.fault_text = "MOH-E17: the permit number is not known to the ministry"
@@ -103,6 +104,8 @@ class MinistryService:
             time.sleep(self.delay)
         if mode == "http-503":
             return 503, b"<html>maintenance</html>"
+        if mode == "huge":
+            return 200, b"<x>" + b" " * self.huge_bytes + b"</x>"
         if mode in ("client-fault", "server-fault"):
             return 500, fault(soap_ns, mode == "client-fault", self.fault_text if mode == "client-fault" else "database unavailable")
         root = etree.fromstring(body, _PARSER)

@@ -296,7 +296,7 @@ def _ids(partner: Partner) -> set[str]:
     return {header.read(etree.fromstring(b)).user_messages[0].message_id for b in partner.received}
 
 
-@pytest.mark.parametrize("failure", ["5xx", "missing receipt", "refused connection"])
+@pytest.mark.parametrize("failure", ["5xx", "missing receipt", "oversized answer", "refused connection"])
 def test_transient_failures_are_retried_with_the_same_message_id(tmp_path: Path, failure: str) -> None:
     port = free_port()
     vn, th, message_id = _outbox(tmp_path, port)
@@ -309,6 +309,9 @@ def test_transient_failures_are_retried_with_the_same_message_id(tmp_path: Path,
         if len(calls) <= 2 and failure == "missing receipt":
             inbound.handle(body)  # the partner accepts it, but the receipt is lost on the way back
             return 200, b""
+        if len(calls) <= 2 and failure == "oversized answer":  # more than the hub reads (max_bytes)
+            inbound.handle(body)
+            return 200, b" " * (vn.config.hub.limits.max_bytes + 1)
         return inbound.handle(body)
 
     partner.answer = answer
@@ -328,6 +331,8 @@ def test_transient_failures_are_retried_with_the_same_message_id(tmp_path: Path,
         assert attempts[-1].detail.startswith("AS4 receipt") and "signed by CN=Thailand" in attempts[-1].detail
         if failure != "refused connection":
             assert len(_ids(partner)) == 1 and len(partner.received) == 3  # resent with the same eb:MessageId
+        if failure == "oversized answer":
+            assert "bytes; the hub reads no more" in attempts[0].detail
         assert len(th.store.trace(message_id).rows) == 1  # the partner took it once
     finally:
         dispatcher.stop()

@@ -287,6 +287,28 @@ def test_timeouts_and_503_are_retried(tmp_path: Path, ministry: MinistryService)
     runtime.close()
 
 
+def test_an_answer_larger_than_the_limit_is_not_read_and_the_call_is_retried(tmp_path: Path, ministry: MinistryService) -> None:
+    """A ministry answering more than ``[hub] max_bytes`` is cut off there: the hub never holds
+    an unbounded answer in memory; the call is tried again (same message id) until it answers."""
+    ministry.mode = "huge"
+    runtime, moit = runtime_with(tmp_path, ministry_agency("VN-MOH", ministry), max_attempts=50, max_delay=0.2)
+    limit = runtime.config.hub.limits.max_bytes
+    ministry.huge_bytes = limit + 1
+    ack = runtime.pipeline.submit(moit.message(to="VN-MOH"))
+    dispatcher = runtime.dispatcher()
+    dispatcher.start()
+    try:
+        assert wait_until(lambda: runtime.store.rows(destination="VN-MOH")[0].attempts >= 2, 10)
+        ministry.mode = "ok"
+        assert wait_until(lambda: runtime.store.rows(destination="VN-MOH")[0].state is State.DELIVERED, 10)
+    finally:
+        dispatcher.stop()
+    details = [a.detail for a in runtime.store.trace(ack.message_id).attempts]  # type: ignore[arg-type]
+    assert any(f"larger than {limit:,} bytes" in d for d in details), details
+    assert set(ministry.received) == {ack.message_id}
+    runtime.close()
+
+
 def test_ministry_down_at_start_is_retried(tmp_path: Path) -> None:
     ministry = MinistryService().start()
     port = int(ministry.base.rsplit(":", 1)[1])

@@ -296,6 +296,49 @@ def test_a_hub_started_while_the_crl_server_is_down_uses_the_copy_it_kept(tmp_pa
     assert error.code is Code.CRL_UNAVAILABLE and "cannot read" in error.message
 
 
+def test_a_crl_server_sending_without_end_is_cut_off_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRL location answering a body with no end (no Content-Length, chunk after chunk) is
+    read up to ``CRL_LIMIT`` and no further; the refresh fails closed with the reason."""
+    import functools
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from hub import truststore
+
+    monkeypatch.setattr(truststore, "CRL_LIMIT", 1024 * 1024)
+    sent = []
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(256):  # 16 MiB at most, then the test server stops by itself
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent.append(len(chunk))
+            except OSError:
+                pass  # the hub hung up
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Endless))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        location = f"http://127.0.0.1:{server.server_address[1]}/gov-issuing.crl"
+        source = truststore.CrlSource(location, tmp_path)
+        assert source.refresh() is False and source.loaded is None
+        assert "larger than 1,048,576 bytes" in (source.error or "")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sum(sent) < 16 * 1024 * 1024  # the hub stopped reading long before the server's end
+
+
 def _crl_bytes(path: Path, issuer: Issuer, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
     write_crl(path, issuer, **kwargs)
     return path.read_bytes()

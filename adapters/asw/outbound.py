@@ -21,6 +21,7 @@ from lxml import etree
 from adapters.base import Delivery, Outcome, Result
 from hub.envelope import Header, Party, build, content_of, now_iso, read_header
 from hub.errors import Rejected
+from hub.httpio import TooLarge, read_capped
 from hub.trust import CertificatePolicy, Signer
 from hub.xml import XmlParser
 
@@ -86,12 +87,15 @@ class Outbound:
         except (Rejected, ValueError, KeyError, IndexError) as exc:
             return Result(Outcome.FAILED, f"cannot build the AS4 message: {exc}")
         try:
-            response = self._client.post(self.peer.endpoint, content=data)
+            with self._client.stream("POST", self.peer.endpoint, content=data) as response:
+                body = read_capped(response.iter_bytes(), self.parser.limits.max_bytes, f"the answer of {self.peer.endpoint}")
         except httpx.TimeoutException as exc:
             return Result(Outcome.RETRY, f"time-out talking to {self.peer.endpoint} ({type(exc).__name__}); no receipt for {sent.message_id}")
         except httpx.TransportError as exc:
             return Result(Outcome.RETRY, f"cannot reach {self.peer.endpoint}: {exc}")
-        return answer.judge(response.status_code, response.content, sent, self.peer, self.policy, self.parser)
+        except TooLarge as exc:  # no receipt the hub can read: sent again (same MessageId) until one comes
+            return Result(Outcome.RETRY, f"{exc}; no receipt for {sent.message_id}")
+        return answer.judge(response.status_code, body, sent, self.peer, self.policy, self.parser)
 
     def close(self) -> None:
         self._client.close()
