@@ -18,6 +18,11 @@ answered like any refusal (the pipeline's ERR99 NACK) and acknowledged. Only a s
 a message unacknowledged, retried in place; should anything else still escape, it is logged, the
 message stays unacknowledged (the broker sends it again on the next connection) and the inbox
 goes on with the next message.
+
+At most ``QUEUE_LIMIT`` messages wait for the worker. Past that, a QoS 1 or 2 message holds up
+paho's network thread until there is room (the broker keeps the rest, and it sends no more than
+its in-flight window anyway), and a QoS 0 message, which its sender published as "at most once",
+is dropped with a warning: a publisher flooding QoS 0 cannot fill the hub's memory.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -38,20 +44,25 @@ from .mqtt_client import MqttConnection
 
 log = logging.getLogger("hub.adapters.mqtt")
 
+QUEUE_LIMIT = 16  # messages waiting for the inbox's worker (each up to max_bytes)
+DROP_LOG_SECONDS = 10.0  # dropped QoS 0 messages are logged at most this often
+
 
 class MqttInbox(InboundSource):
     def __init__(self, agency: str, submit: Submit, connect: Callable[[Callable[[mqtt.MQTTMessage, int], None]], MqttConnection],
                  reply_topic: str | None = None, response_prefixes: tuple[str, ...] = ()) -> None:
         self.agency, self.submit, self.connect, self.reply_topic = agency, submit, connect, reply_topic
         self.response_prefixes = response_prefixes
-        self._queue: queue.Queue[tuple[mqtt.MQTTMessage, int]] = queue.Queue()
+        self._queue: queue.Queue[tuple[mqtt.MQTTMessage, int]] = queue.Queue(QUEUE_LIMIT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: MqttConnection | None = None
         self.taken = 0  # messages submitted and acknowledged (for tests and logs)
+        self.dropped = 0  # QoS 0 messages that found the queue full
+        self._dropped_logged, self._drop_logged_at = 0, -DROP_LOG_SECONDS
 
     def start(self) -> None:
-        self._connection = self.connect(lambda message, generation: self._queue.put((message, generation)))
+        self._connection = self.connect(self._arrived)
         if not self._connection.subscribed.wait(10):  # bounded: the supervisor keeps reconnecting
             log.warning("mqtt inbox %s: not subscribed yet (%s)", self.agency, self._connection.last_error)
         self._thread = threading.Thread(target=self._run, name=f"mqtt-inbox-{self.agency}", daemon=True)
@@ -64,6 +75,30 @@ class MqttInbox(InboundSource):
             self._thread.join(timeout=10)
         if self._connection:
             self._connection.close()
+
+    def _arrived(self, message: mqtt.MQTTMessage, generation: int) -> None:
+        """paho's network thread: queues ``message`` for the worker, within ``QUEUE_LIMIT``."""
+        if message.qos == 0:
+            try:
+                self._queue.put_nowait((message, generation))
+            except queue.Full:
+                self._drop(message)
+            return
+        while not self._stop.is_set():  # not acknowledged when stopped: the broker keeps it
+            try:
+                self._queue.put((message, generation), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _drop(self, message: mqtt.MQTTMessage) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_SECONDS:
+            log.warning("mqtt inbox %s: %d QoS 0 message(s) dropped (the last on %s): %d already wait to be submitted; "
+                        "publish with QoS 1 to have the broker keep them", self.agency, self.dropped - self._dropped_logged,
+                        message.topic, QUEUE_LIMIT)
+            self._dropped_logged, self._drop_logged_at = self.dropped, now
 
     def _run(self) -> None:
         while not self._stop.is_set():

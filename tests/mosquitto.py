@@ -129,7 +129,7 @@ class Peer:
         with self.lock:
             self.received.setdefault(key, []).append((message.topic, message.payload))
 
-    def publish(self, topic: str, payload: bytes, response_topic: str | None = None, correlation: bytes | None = None):  # type: ignore[no-untyped-def]
+    def publish(self, topic: str, payload: bytes, response_topic: str | None = None, correlation: bytes | None = None, qos: int = 1):  # type: ignore[no-untyped-def]
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
@@ -141,7 +141,7 @@ class Peer:
             props.ResponseTopic = response_topic
             if correlation is not None:
                 props.CorrelationData = correlation
-        return self.client.publish(topic, payload, qos=1, properties=props)
+        return self.client.publish(topic, payload, qos=qos, properties=props)
 
     @property
     def unique(self) -> int:

@@ -242,6 +242,51 @@ def test_a_response_topic_with_a_wildcard_neither_stops_the_inbox_nor_stays_unac
         runtime.close()
 
 
+def test_a_qos0_flood_is_dropped_beyond_the_queue_and_qos1_waits_its_turn(tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """While the hub is busy at most ``QUEUE_LIMIT`` messages wait in memory: QoS 0 beyond that is
+    dropped with one warning, QoS 1 stays with the broker and paho until there is room, then
+    every one of them is taken."""
+    from adapters.mqtt_inbound import QUEUE_LIMIT
+
+    runtime = Runtime.load(write_config(tmp_path, extra=mqtt_agency(broker, tmp_path)))
+    adapter = runtime.create_adapters()["VN-MOT"]
+    mot = Sender(runtime.config, "VN-MOT")
+    gate, submitted = threading.Event(), []
+
+    def busy(data: bytes, who: str | None):  # type: ignore[no-untyped-def]
+        submitted.append(message_id_of(data))
+        assert gate.wait(30)
+        return runtime.pipeline.submit(data, who)
+
+    inbox = adapter.inbound(busy)
+    assert inbox is not None
+    inbox.start()
+    agency = Peer(broker, "agency-VN-MOT")
+    flood, kept = QUEUE_LIMIT + 30, 20
+    try:
+        agency.publish(OUT, mot.message(to="VN-CUSTOMS")).wait_for_publish(5)
+        assert wait_until(lambda: len(submitted) == 1, 10)  # the worker holds it, the queue is empty
+        with caplog.at_level("WARNING", logger="hub.adapters.mqtt"):
+            for _ in range(flood):
+                agency.publish(OUT, mot.message(to="VN-CUSTOMS"), qos=0).wait_for_publish(5)
+            assert wait_until(lambda: inbox.dropped == flood - QUEUE_LIMIT, 10), inbox.dropped  # type: ignore[attr-defined]
+        drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(drops) == 1 and "QoS 0" in drops[0]
+        qos1 = [mot.message(to="VN-CUSTOMS") for _ in range(kept)]
+        for message in qos1:
+            agency.publish(OUT, message).wait_for_publish(5)
+        time.sleep(0.5)
+        assert inbox.dropped == flood - QUEUE_LIMIT and len(submitted) == 1  # type: ignore[attr-defined]
+        gate.set()
+        assert wait_until(lambda: inbox.taken == 1 + QUEUE_LIMIT + kept, 30), inbox.taken  # type: ignore[attr-defined]
+        assert {message_id_of(m) for m in qos1} <= stored_messages(tmp_path, "VN-MOT")
+    finally:
+        gate.set()
+        inbox.stop()
+        agency.close()
+        runtime.close()
+
+
 def test_hub_crash_and_broker_restart_in_an_inbound_stream_lose_nothing(tmp_path: Path, broker: Broker) -> None:
     """An agency publishes 300 messages over MQTT; the hub is SIGKILLed once and the broker
     restarted once in the middle. Every message ends up recorded, each once. The agency waits
