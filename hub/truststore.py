@@ -239,10 +239,7 @@ class AgencyTrust:
         return bool(self.pinned or self.anchors)
 
     def subject_ok(self, cert: x509.Certificate) -> bool:
-        if self.subject is None:
-            return True
-        have = {(a.oid, a.value) for a in cert.subject}
-        return all((a.oid, a.value) in have for a in self.subject)
+        return self.subject is None or _attributes(self.subject) <= _attributes(cert.subject)
 
     def build_chain(self, leaf: x509.Certificate, extra: Sequence[x509.Certificate], now: datetime) -> list[x509.Certificate]:
         """leaf ... anchor; raises ``verification.VerificationError``."""
@@ -411,6 +408,11 @@ class TrustStore:
                 weak = weak_key(ca)
                 if weak:
                     return refuse(Code.WEAK_ALGORITHM, f"the CA certificate {subject_of(ca)} above {name} is refused: {weak}")
+            rivals = self.owners(leaf, extra, now, exclude=agency_id)
+            if rivals and not trust.pinned:  # chosen by CA and subject: the certificate must say which agency it is
+                return refuse(Code.WRONG_SIGNER, f"signed by {name}, a certificate that passes as {', '.join(rivals)}'s as well as "
+                                                 f"{who}'s (it carries the subject each requires): it cannot tell which agency signed; "
+                                                 "the agencies' subjects must be told apart")
         else:
             chain = [leaf]
 
@@ -562,7 +564,10 @@ def _agency_trust(file: str, agency: Agency, base: Path, sources: dict[str, CrlS
 
 
 def _refuse_ambiguous_anchors(file: str, agencies: Mapping[str, AgencyTrust]) -> None:
-    """Two agencies trusting one CA must be told apart by pinning or by distinct subjects."""
+    """Two agencies trusting one CA must be told apart by pinning or by subjects neither of which
+    holds the other: with VN-MOIT's "O=VN-MOIT" and another's "O=VN-MOIT,OU=Permits", every
+    certificate of the second would pass as VN-MOIT's. (Subjects that merely differ can still
+    meet in one certificate; ``TrustStore`` refuses such a certificate when it is used.)"""
     seen: dict[bytes, AgencyTrust] = {}
     for trust in agencies.values():
         for fp in trust.anchor_fps:
@@ -570,13 +575,23 @@ def _refuse_ambiguous_anchors(file: str, agencies: Mapping[str, AgencyTrust]) ->
             if other is None:
                 seen[fp] = trust
                 continue
-            for a in (trust, other):
-                if not a.pinned and (a.subject is None or (a.subject == (other if a is trust else trust).subject)):
+            for a, b in ((trust, other), (other, trust)):
+                if a.pinned:
+                    continue
+                fix = (f"give each its own subject (e.g. subject = \"O={a.id}\") or pinned certificates, "
+                       "so one cannot sign as the other")
+                if a.subject is None:
+                    raise ConfigError(file, f"agencies[{a.id}].subject", f"agencies {other.id} and {trust.id} trust the same CA; {fix}")
+                if b.subject is not None and _attributes(a.subject) <= _attributes(b.subject):
                     raise ConfigError(
                         file, f"agencies[{a.id}].subject",
-                        f"agencies {other.id} and {trust.id} trust the same CA; give each its own subject "
-                        f"(e.g. subject = \"O={a.id}\") or pinned certificates, so one cannot sign as the other",
+                        f"agencies {other.id} and {trust.id} trust the same CA, and every certificate of {b.id} "
+                        f"({b.subject.rfc4514_string()}) carries all that {a.id} requires ({a.subject.rfc4514_string()}); {fix}",
                     )
+
+
+def _attributes(name: x509.Name) -> set[tuple[x509.ObjectIdentifier, str | bytes]]:
+    return {(a.oid, a.value) for a in name}
 
 
 

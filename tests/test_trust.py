@@ -395,6 +395,23 @@ def test_agencies_sharing_a_ca_must_be_told_apart(tmp_path: Path) -> None:
     error = refusal(store, signed(path, mard_leaf))  # the same CA, but VN-MARD's subject: not VN-MOIT's
     assert error.code is Code.WRONG_SIGNER and "certificate of VN-MARD" in error.message
 
+    # one subject within the other: every certificate of VN-MARD would pass as VN-MOIT's
+    path.write_text(text.replace(mard, f'trust_anchors = ["{pki.folder}/gov-root.crt"]\nsubject = "OU=Permits,O=VN-MOIT"'))
+    with pytest.raises(ConfigError) as info:
+        TrustStore.from_config(load_config(path))
+    assert info.value.key == "agencies[VN-MOIT].subject" and "carries all that VN-MOIT requires (O=VN-MOIT)" in info.value.reason
+    # subjects apart, but one certificate carries both: it is refused as either agency's
+    path.write_text(text.replace(mard, f'trust_anchors = ["{pki.folder}/gov-root.crt"]\nsubject = "CN=VN-MARD signer"'))
+    store = TrustStore.from_config(load_config(path))
+    key = new_key("ec")
+    both = Issuer(key, issue(key, "VN-MARD signer", organization="VN-MOIT", issuer=pki.root))
+    for sender in ("VN-MOIT", "VN-MARD"):
+        error = refusal(store, signed(path, both, sender=sender), sender)
+        assert error.code is Code.WRONG_SIGNER and "cannot tell which agency signed" in error.message, error.message
+    Verifier().verify(signed(path, pki.moit), store.policy("VN-MOIT"), "agency VN-MOIT")  # VN-MOIT's own still passes
+    mard_only = Issuer(key, issue(key, "VN-MARD signer", organization="VN-MARD", issuer=pki.root))
+    Verifier().verify(signed(path, mard_only, sender="VN-MARD"), store.policy("VN-MARD"), "agency VN-MARD")
+
 
 def test_a_crl_needs_its_ca(tmp_path: Path) -> None:
     path = write_config(tmp_path)
