@@ -361,6 +361,45 @@ def test_a_partner_error_is_dead_lettered_with_the_partners_text(tmp_path: Path)
         th.close()
 
 
+@pytest.mark.parametrize("error", ["unsigned", "about another message"])
+def test_an_error_the_partner_did_not_sign_for_this_message_does_not_end_the_delivery(tmp_path: Path, error: str) -> None:
+    """Anything on the way could answer with an unsigned eb:Error, or replay a signed one about
+    another message: the delivery is sent again (same MessageId) and ends delivered."""
+    port = free_port()
+    vn, th, message_id = _outbox(tmp_path, port)
+    inbound, partner, calls = inbound_of(th), Partner(port), []
+    words = "Form D VN-TH 25/02/00317 was already used for another consignment"
+
+    def answer(body: bytes) -> tuple[int, bytes]:
+        calls.append(1)
+        if len(calls) > 2:
+            return inbound.handle(body)
+        ours = header.read(etree.fromstring(body)).user_messages[0].message_id
+        signal = etree.fromstring(inbound.error_signal("someone-else@TH" if error == "about another message" else ours,
+                                                       EbmsError(EbmsCode.OTHER, words)))
+        if error == "unsigned":
+            security = signal.find(f"{{{S12}}}Header/{{{WSSE}}}Security")
+            security.getparent().remove(security)
+        return 400, etree.tostring(signal)
+
+    partner.answer = answer
+    partner.start()
+    dispatcher = vn.dispatcher()
+    try:
+        assert dispatcher.drain(30)
+        row = _row(vn, message_id)
+        assert row.state is State.DELIVERED and row.attempts == 3
+        first = [a for a in vn.store.trace(message_id).attempts if a.row_id == row.id][0]
+        assert first.outcome is State.PENDING and words in first.detail
+        assert ("unsigned AS4 error" if error == "unsigned" else "about another message") in first.detail, first.detail
+        assert len(_ids(partner)) == 1 and len(th.store.trace(message_id).rows) == 1
+    finally:
+        dispatcher.stop()
+        partner.stop()
+        vn.close()
+        th.close()
+
+
 def test_time_outs_and_receipts_that_do_not_check_out_are_retried(hubs: tuple[Runtime, Runtime]) -> None:
     vn, th = hubs
     message_id = submit_certificate(vn)

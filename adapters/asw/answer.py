@@ -2,14 +2,21 @@
 
     a signed eb:Receipt, by the partner's certificate, referencing our MessageId and echoing the
       digests of what we signed                                 -> DELIVERED
-    an eb:Error with severity "failure" (signed or not)         -> FAILED, with the partner's text
-    no receipt, a receipt that does not check out, HTTP 408/425/429/5xx,
+    a signed eb:Error with severity "failure", by the partner's certificate, about our MessageId
+                                                                -> FAILED, with the partner's text
+    no receipt, a receipt that does not check out, an eb:Error that is unsigned, does not check
+      out or is about another message, HTTP 408/425/429/5xx,
       a time-out or a refused connection (decided by the caller)-> RETRY (same MessageId)
     any other HTTP 4xx without an eb:Error                      -> FAILED
 
 The HTTP status is judged as for any HTTP partner (``adapters.base.retryable_status``) with two
 differences that AS4 makes: the partner's signals come first (an eb:Error fails the message
 whatever status it came with), and a 2xx is no delivery without the receipt.
+
+An answer ends a delivery only when the partner signed it: anything between the hub and the
+gateway could answer with an unsigned eb:Error, or replay a signed one about another message, and
+so dead-letter a certificate of origin. Such an error is sent again (its text in the attempt's
+log), and the retry policy dead-letters it with that text if the partner keeps answering so.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ def judge(status: int, body: bytes, what: Sent, peer: Peer, policy: CertificateP
     if root is not None and signals:
         failures = [e for s in signals for e in s.errors if e.failure]
         if failures:
-            return _failure(root, failures, peer, policy)
+            return _failure(root, failures, what, peer, policy)
         if any(s.receipt is not None for s in signals) and 200 <= status < 300:
             return _receipt(root, body, what, peer, policy)
     text = body[:300].decode("utf-8", "replace").strip()
@@ -75,15 +82,19 @@ def judge(status: int, body: bytes, what: Sent, peer: Peer, policy: CertificateP
     return Result(Outcome.FAILED, f"HTTP {status} from {peer.endpoint}: {text}")
 
 
-def _failure(root: etree._Element, failures: list[header.SignalError], peer: Peer, policy: CertificatePolicy) -> Result:
-    note = " (unsigned)"
-    if wss.is_signed(root):
-        try:
-            wss.verify(root, policy, peer.who)
-            note = ""
-        except EbmsError as exc:
-            return Result(Outcome.RETRY, f"an eb:Error came back whose signature does not check out ({exc}); sending again")
-    return Result(Outcome.FAILED, f"AS4 error from {peer.agency}{note}: " + "; ".join(e.text() for e in failures))
+def _failure(root: etree._Element, failures: list[header.SignalError], what: Sent, peer: Peer, policy: CertificatePolicy) -> Result:
+    said = "; ".join(e.text() for e in failures)
+    if not wss.is_signed(root):
+        return Result(Outcome.RETRY, f"an unsigned AS4 error came back from {peer.agency} ({said}); only a signed one ends the delivery: sending again")
+    try:
+        verified = wss.verify(root, policy, peer.who)
+    except EbmsError as exc:
+        return Result(Outcome.RETRY, f"an AS4 error came back whose signature does not check out ({exc}): {said}; sending again")
+    ours = [e for s in header.read_messaging(verified.messaging).signals for e in s.errors
+            if e.failure and what.message_id in (s.ref_to_message_id, e.ref_to_message_in_error)]
+    if not ours:
+        return Result(Outcome.RETRY, f"a signed AS4 error came back about another message than {what.message_id} ({said}); sending again")
+    return Result(Outcome.FAILED, f"AS4 error from {peer.agency}: " + "; ".join(e.text() for e in ours))
 
 
 def _receipt(root: etree._Element, body: bytes, what: Sent, peer: Peer, policy: CertificatePolicy) -> Result:
