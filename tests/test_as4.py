@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -230,6 +231,23 @@ def test_inbound_refusals_are_signed_ebms_errors(hubs: tuple[Runtime, Runtime]) 
         assert error.code == name.split()[0], (name, error)
         assert words in (error.description or ""), (name, error.description)
     assert th.store.trace(message_id).message is None  # nothing was accepted
+
+
+def test_hostile_xml_at_the_as4_endpoint_is_refused_before_expansion(hubs: tuple[Runtime, Runtime]) -> None:
+    """The conformance corpus's DTD, entity and external-reference documents, as they are and as
+    the prolog of a real AS4 message, each get a signed EBMS:0009 (ERR10) without being expanded."""
+    vn, th = hubs
+    data, _ = outbound_message(vn, submit_certificate(vn))
+    hostile = sorted(p for p in (SHARED / "conformance" / "hostile-xml").glob("*.xml") if not p.name.startswith("simple"))
+    assert hostile
+    for path in hostile:
+        raw = path.read_bytes()
+        doctype = re.search(rb"<!DOCTYPE.*?(\]\s*>|>)", raw, re.S)
+        assert doctype is not None, path.name
+        for message in (raw, doctype.group(0) + data[data.index(b"?>") + 2:]):
+            error = _refused(th, message)
+            assert error.code == "EBMS:0009" and "ERR10 a DOCTYPE declaration is not allowed" in (error.description or ""), (path.name, error)
+    assert th.store.counts() == {}  # nothing was accepted
 
 
 def _without_security(data: bytes) -> etree._Element:
