@@ -98,6 +98,9 @@ class Adapter(ABC):
 
     alias: ClassVar[str]
     carries_events: ClassVar[bool] = False  # can deliver status events (options.events, hub.events)
+    # sends each message on in the hub's own name, its message id kept (AS4 to a member gateway):
+    # the senders that reach it through this hub must then not share a message id (``Pipeline``)
+    reissues: ClassVar[bool] = False
     # the keys of the agency's ``options`` this adapter reads (``events`` too where it carries
     # events): any other key is a configuration error, so a misspelt option is never just ignored
     option_names: ClassVar[frozenset[str]] = frozenset()

@@ -86,6 +86,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         events: StatusEvents | None = None,
         counters: Counters | None = None,
+        reissuing: frozenset[str] = frozenset(),  # agencies whose adapter sends on in the hub's name
     ) -> None:
         self.settings = settings
         self.parser = parser
@@ -105,6 +106,8 @@ class Pipeline:
         self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
+        # routes to a gateway that receives every sender's messages in this hub's name, ids kept
+        self._reissued = frozenset(r.name for r in self.routes if any(d.agency in reissuing for d in r.destinations))
         # The pipeline is CPU work under the GIL: threads beyond a few only queue for it, each hand-over
         # of the GIL costs context switches, and deliveries starve behind them (measured, one process,
         # 10 KiB: 2.5 ms of CPU a message with one thread, 3.0-3.3 with two to eight). One thread per
@@ -203,6 +206,12 @@ class Pipeline:
         original = self.store.original(sender, message_id)
         if original is not None:
             return self._duplicate(original, digest, sender, message_id)
+        if route.name in self._reissued and self.store.used_by_another(sender, message_id):
+            raise Rejected(
+                Code.MESSAGE_ID_REUSED,
+                f"the message id {message_id} was already used by another agency; this route crosses the border in this "
+                "hub's name, where one message id names one message: send this message with a message id of its own",
+            )
         try:
             self.schemas.validate(payload, route.schema)
         except Rejected as fault:

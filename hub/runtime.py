@@ -121,8 +121,11 @@ class Runtime:
         schemas = SchemaCatalogue.from_config(config)
         mappings = load_mappings(config, schemas)
         events = StatusEvents.from_agencies(h.party_id, config.agencies.values(), file)
+        reissuing = set()
         for agency in config.agencies.values():
             kind = adapter_class(agency.adapter, file, f"agencies[{agency.id}].adapter")
+            if kind.reissues:
+                reissuing.add(agency.id)
             if events and agency.id in events.subscribers and not kind.carries_events:
                 raise ConfigError(file, f"agencies[{agency.id}].options.events", f"the {agency.adapter!r} adapter cannot carry status events; use webhook or mqtt")
         store = store or open_store(h.store, config.base, wait=wait_for_store)
@@ -140,6 +143,7 @@ class Runtime:
             store=store,
             events=events,
             counters=counters,
+            reissuing=frozenset(reissuing),
         )
         runtime = cls(config, pipeline, store, signer, schemas, trust=trust, keys=inventory(config))
         runtime.warn_expiring()

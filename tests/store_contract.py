@@ -66,6 +66,12 @@ class StoreContract:
         assert store.original("VN-MOIT", "m-2").digest is None  # type: ignore[union-attr]
         assert store.original("VN-MARD", "m-1") is None
 
+    def test_a_message_id_used_by_another_sender_is_known(self, store: Store) -> None:
+        store.accept(acceptance("m-1"))
+        assert not store.used_by_another("VN-MOIT", "m-1")  # its own
+        assert store.used_by_another("VN-MARD", "m-1")
+        assert not store.used_by_another("VN-MARD", "m-2")
+
     def test_duplicate_returns_original_receipt_and_writes_nothing(self, store: Store) -> None:
         store.accept(acceptance())
         again = acceptance()

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import re
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -30,7 +31,7 @@ from hub.twohubs import TH_CUSTOMS, TH_HUB, VN_HUB, Pair, write_pair
 from hub.xml import XmlParser
 
 from .as4_support import AS4_SAMPLES, Partner, inbound_of, outbound_message, resign, submit_certificate
-from .support import REPO, SHARED, free_port, wait_until
+from .support import REPO, SHARED, Sender, free_port, wait_until
 
 SHARED_AS4 = SHARED / "conformance" / "as4"
 
@@ -312,6 +313,46 @@ def _row(vn: Runtime, message_id: str):  # type: ignore[no-untyped-def]
 
 def _ids(partner: Partner) -> set[str]:
     return {header.read(etree.fromstring(b)).user_messages[0].message_id for b in partner.received}
+
+
+_MARD = """
+[[agencies]]
+id = "VN-MARD"
+name = "Ministry of Agriculture and Rural Development"
+country = "VN"
+adapter = "file"
+endpoint = "agencies/VN-MARD/outbox"
+certificates = ["keys/demo/VN-MARD.crt"]
+signing_key = "keys/demo/VN-MARD.key"
+
+[[routes]]
+name = "mard-formd-to-thailand"
+from = "VN-MARD"
+to = "TH-NSW"
+document_type = "CO-FORMD"
+schema = "co"
+deliver = [{ agency = "TH-NSW", mapping = ["co-to-formd"] }]
+"""
+
+
+def test_senders_to_a_gateway_do_not_share_a_message_id(tmp_path: Path) -> None:
+    """The hub sends every national sender's messages to the gateway in its own name, ids kept: a
+    second agency using an id already taken (a sender's bug, a copied template) is refused at once
+    with ERR60, instead of the gateway refusing its Form D later as a reuse of the first one's id
+    (a dead letter); the first sender's own resend is still its duplicate."""
+    pair = write_pair(tmp_path, free_port(), free_port(), vn_extra=_MARD)
+    vn = Runtime.load(pair.vn)
+    try:
+        moit, mard, taken_id = Sender(vn.config, "VN-MOIT"), Sender(vn.config, "VN-MARD"), str(uuid.uuid4())
+        first = moit.message(to=TH_HUB, message_id=taken_id)
+        assert vn.pipeline.submit(first).accepted
+        taken = vn.pipeline.submit(mard.message(to=TH_HUB, message_id=taken_id))
+        assert not taken.accepted and taken.code == "ERR60" and "already used by another agency" in taken.errors[0].message
+        assert vn.pipeline.submit(first).duplicate
+        assert vn.pipeline.submit(mard.message(to=TH_HUB, message_id=str(uuid.uuid4()))).accepted
+        assert {r.sender for r in vn.store.trace(taken_id).rows} == {"VN-MOIT"}
+    finally:
+        vn.close()
 
 
 @pytest.mark.parametrize("failure", ["5xx", "missing receipt", "oversized answer", "refused connection"])

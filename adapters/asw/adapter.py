@@ -22,6 +22,7 @@ PATH = "/as4"
 
 class AswAdapter(Adapter):
     alias = "asw"
+    reissues = True
     option_names = frozenset(OPTIONS)
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:

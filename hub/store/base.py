@@ -187,6 +187,10 @@ class Store(ABC):
     def original(self, sender: str, message_id: str) -> Original | None:
         """What was recorded when (sender, message id) was accepted, or None (the duplicate check)."""
 
+    @abstractmethod
+    def used_by_another(self, sender: str, message_id: str) -> bool:
+        """Whether a sender other than ``sender`` had a message accepted under ``message_id``."""
+
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
         """The receipt given when (sender, message id) was accepted, or None."""
         found = self.original(sender, message_id)

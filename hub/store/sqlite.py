@@ -515,6 +515,9 @@ class SQLiteStore(Store):
         )
         return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
+    def used_by_another(self, sender: str, message_id: str) -> bool:
+        return self._read_one("SELECT 1 FROM messages WHERE message_id = ? AND sender <> ? LIMIT 1", (message_id, sender)) is not None
+
     def record(self, event: AuditEvent) -> None:
         with self._tx() as cur:
             self._append_audit(cur, (event,), time.time())
