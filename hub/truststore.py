@@ -408,7 +408,7 @@ class TrustStore:
                 weak = weak_key(ca)
                 if weak:
                     return refuse(Code.WEAK_ALGORITHM, f"the CA certificate {subject_of(ca)} above {name} is refused: {weak}")
-            rivals = self.owners(leaf, extra, now, exclude=agency_id)
+            rivals = self.owners(leaf, chain[1:], now, exclude=agency_id)  # the path validated, whatever was embedded
             if rivals and not trust.pinned:  # chosen by CA and subject: the certificate must say which agency it is
                 return refuse(Code.WRONG_SIGNER, f"signed by {name}, a certificate that passes as {', '.join(rivals)}'s as well as "
                                                  f"{who}'s (it carries the subject each requires): it cannot tell which agency signed; "
@@ -564,16 +564,15 @@ def _agency_trust(file: str, agency: Agency, base: Path, sources: dict[str, CrlS
 
 
 def _refuse_ambiguous_anchors(file: str, agencies: Mapping[str, AgencyTrust]) -> None:
-    """Two agencies trusting one CA must be told apart by pinning or by subjects neither of which
-    holds the other: with VN-MOIT's "O=VN-MOIT" and another's "O=VN-MOIT,OU=Permits", every
-    certificate of the second would pass as VN-MOIT's. (Subjects that merely differ can still
-    meet in one certificate; ``TrustStore`` refuses such a certificate when it is used.)"""
-    seen: dict[bytes, AgencyTrust] = {}
-    for trust in agencies.values():
-        for fp in trust.anchor_fps:
-            other = seen.get(fp)
-            if other is None:
-                seen[fp] = trust
+    """Two agencies whose CAs meet (one anchor, or one's anchor under the other's) must be told
+    apart by pinning or by subjects neither of which holds the other: with VN-MOIT's "O=VN-MOIT"
+    and another's "O=VN-MOIT,OU=Permits", every certificate of the second would pass as VN-MOIT's.
+    (Subjects that merely differ can still meet in one certificate; ``TrustStore`` refuses such a
+    certificate when it is used.)"""
+    trusts = [t for t in agencies.values() if t.anchors]
+    for i, trust in enumerate(trusts):
+        for other in trusts[i + 1:]:
+            if not (_under(trust, other) or _under(other, trust)):
                 continue
             for a, b in ((trust, other), (other, trust)):
                 if a.pinned:
@@ -581,13 +580,42 @@ def _refuse_ambiguous_anchors(file: str, agencies: Mapping[str, AgencyTrust]) ->
                 fix = (f"give each its own subject (e.g. subject = \"O={a.id}\") or pinned certificates, "
                        "so one cannot sign as the other")
                 if a.subject is None:
-                    raise ConfigError(file, f"agencies[{a.id}].subject", f"agencies {other.id} and {trust.id} trust the same CA; {fix}")
+                    raise ConfigError(file, f"agencies[{a.id}].subject",
+                                      f"agencies {other.id} and {trust.id} trust the same CA and {a.id} requires no subject; {fix}")
                 if b.subject is not None and _attributes(a.subject) <= _attributes(b.subject):
                     raise ConfigError(
                         file, f"agencies[{a.id}].subject",
                         f"agencies {other.id} and {trust.id} trust the same CA, and every certificate of {b.id} "
                         f"({b.subject.rfc4514_string()}) carries all that {a.id} requires ({a.subject.rfc4514_string()}); {fix}",
                     )
+
+
+def _under(trust: AgencyTrust, other: AgencyTrust) -> bool:
+    """Whether one of ``other``'s anchors is ``trust``'s, or a CA that chains up to one of them
+    (through the CA certificates either agency names): certificates ``other`` takes could then
+    chain to ``trust``'s anchors too."""
+    if trust.anchor_fps & other.anchor_fps:
+        return True
+    known = [*trust.anchors, *trust.intermediates, *other.intermediates]
+    for ca in other.anchors:
+        current, seen = ca, set()
+        while fingerprint(current) not in seen:
+            seen.add(fingerprint(current))
+            issuer = next((c for c in known if c.subject == current.issuer and _issued(current, c)), None)
+            if issuer is None:
+                break
+            if fingerprint(issuer) in trust.anchor_fps:
+                return True
+            current = issuer
+    return False
+
+
+def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
 
 
 def _attributes(name: x509.Name) -> set[tuple[x509.ObjectIdentifier, str | bytes]]:

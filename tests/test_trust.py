@@ -411,6 +411,15 @@ def test_agencies_sharing_a_ca_must_be_told_apart(tmp_path: Path) -> None:
     Verifier().verify(signed(path, pki.moit), store.policy("VN-MOIT"), "agency VN-MOIT")  # VN-MOIT's own still passes
     mard_only = Issuer(key, issue(key, "VN-MARD signer", organization="VN-MARD", issuer=pki.root))
     Verifier().verify(signed(path, mard_only, sender="VN-MARD"), store.policy("VN-MARD"), "agency VN-MARD")
+    # the same certificate under VN-MOIT's intermediate, sent without it: judged on the path validated
+    under = Issuer(key, issue(key, "VN-MARD signer", organization="VN-MOIT", issuer=pki.inter))
+    error = refusal(store, signed(path, under))
+    assert error.code is Code.WRONG_SIGNER and "VN-MARD" in error.message, error.message
+    # a CA under another agency's anchor is that anchor's too: the subjects are compared at start
+    path.write_text(text.replace(mard, f'trust_anchors = ["{pki.folder}/gov-issuing.crt"]\nsubject = "OU=Permits,O=VN-MOIT"'))
+    with pytest.raises(ConfigError) as info:
+        TrustStore.from_config(load_config(path))
+    assert info.value.key == "agencies[VN-MOIT].subject" and "trust the same CA" in info.value.reason
 
 
 def test_a_crl_needs_its_ca(tmp_path: Path) -> None:
