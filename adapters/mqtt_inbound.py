@@ -22,7 +22,10 @@ goes on with the next message.
 At most ``QUEUE_LIMIT`` messages wait for the worker. Past that, a QoS 1 or 2 message holds up
 paho's network thread until there is room (the broker keeps the rest, and it sends no more than
 its in-flight window anyway), and a QoS 0 message, which its sender published as "at most once",
-is dropped with a warning: a publisher flooding QoS 0 cannot fill the hub's memory.
+is dropped with a warning: a publisher flooding QoS 0 cannot fill the hub's memory. While the
+network thread waits it sends no keep-alive: a worker held up longer than 1.5 keep-alive periods
+(a store outage) loses the connection, and the broker sends the unacknowledged messages again to
+the next one; the hub answers those with their original receipts.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from .mqtt_client import MqttConnection
 
 log = logging.getLogger("hub.adapters.mqtt")
 
-QUEUE_LIMIT = 16  # messages waiting for the inbox's worker (each up to max_bytes)
+QUEUE_LIMIT = 16  # messages waiting for the inbox's worker (each a packet of up to 2 x max_bytes + 64 KiB)
 DROP_LOG_SECONDS = 10.0  # dropped QoS 0 messages are logged at most this often
 
 

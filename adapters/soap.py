@@ -83,28 +83,33 @@ class GuardedTransport(Transport):
         self._check(url)
         return super().load(url)  # type: ignore[no-any-return]
 
+    # Every request below goes only where ``_check`` allows (no redirect elsewhere) and reads at
+    # most ``max_bytes`` of the answer within the time-out (``_bounded``).
+
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         self._check(address)
         self.last_status = 0
-        response = self._bounded(self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout, stream=True))
+        response = self._bounded(self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout,
+                                                   stream=True, allow_redirects=False), self.operation_timeout)
         self.last_status = response.status_code
-        return response
-
-    def _load_remote_data(self, url: str) -> bytes:  # a WSDL or XSD named by URL (checked by ``load``)
-        response = self._bounded(self.session.get(url, timeout=self.load_timeout, stream=True))
-        response.raise_for_status()
-        return response.content
-
-    def _bounded(self, response: requests.Response) -> requests.Response:
-        """``response`` with its body read, at most ``max_bytes`` of it (``TooLarge`` beyond)."""
-        with closing(response):
-            what = f"the answer of {response.url}"
-            response._content = read_capped(response.iter_content(64 * 1024), self.max_bytes, what)  # noqa: SLF001
         return response
 
     def get(self, address: str, params: Any, headers: Any) -> requests.Response:
         self._check(address)
-        return super().get(address, params, headers)
+        return self._bounded(self.session.get(address, params=params, headers=headers, timeout=self.operation_timeout,
+                                              stream=True, allow_redirects=False), self.operation_timeout)
+
+    def _load_remote_data(self, url: str) -> bytes:  # a WSDL or XSD named by URL (checked by ``load``)
+        response = self._bounded(self.session.get(url, timeout=self.load_timeout, stream=True, allow_redirects=False), self.load_timeout)
+        response.raise_for_status()
+        return response.content
+
+    def _bounded(self, response: requests.Response, seconds: float) -> requests.Response:
+        """``response`` with its body read: at most ``max_bytes`` of it, in ``seconds`` (``TooLarge`` beyond)."""
+        with closing(response):
+            what = f"the answer of {response.url}"
+            response._content = read_capped(response.iter_content(64 * 1024), self.max_bytes, what, seconds)  # noqa: SLF001
+        return response
 
 
 def fault_outcome(code: str | None) -> Outcome:

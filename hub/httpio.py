@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable
 
 import anyio
@@ -49,17 +50,21 @@ async def read_bounded(request: Request, limits: Limits) -> bytes | None:
 
 
 class TooLarge(OSError):
-    """An answer from a partner or a CRL server larger than the hub reads."""
+    """An answer from a partner or a CRL server larger than the hub reads, or slower than it waits."""
 
 
-def read_capped(chunks: Iterable[bytes], limit: int, what: str) -> bytes:
+def read_capped(chunks: Iterable[bytes], limit: int, what: str, seconds: float) -> bytes:
     """``chunks`` (a response body as it arrives, decoded) joined, or ``TooLarge`` as soon as they
-    pass ``limit`` bytes: an answer is held in memory only up to a bound the hub chose, whatever
-    the other side sends."""
+    pass ``limit`` bytes or take more than ``seconds`` in all: an answer is held only up to a bound
+    the hub chose, and a server dripping bytes (each read within the client's time-out) holds the
+    caller no longer than that, whatever the other side sends."""
     parts, size = [], 0
+    deadline = time.monotonic() + seconds
     for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"{what} is larger than {limit:,} bytes; the hub reads no more")
+        if time.monotonic() > deadline:
+            raise TooLarge(f"{what} took more than {seconds:g} s to arrive; the hub waits no longer")
         parts.append(chunk)
     return b"".join(parts)

@@ -106,8 +106,13 @@ class Pipeline:
         self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
-        # routes to a gateway that receives every sender's messages in this hub's name, ids kept
-        self._reissued = frozenset(r.name for r in self.routes if any(d.agency in reissuing for d in r.destinations))
+        # A gateway (``reissuing``) receives every sender's messages in this hub's name, ids kept:
+        # for each route to one, the routes to the same gateways, whose message ids it must not reuse
+        gateways = {r.name: {d.agency for d in r.destinations} & reissuing for r in self.routes}
+        self._same_gateway = {
+            name: tuple(sorted(other for other, theirs in gateways.items() if theirs & ours))
+            for name, ours in gateways.items() if ours
+        }
         # The pipeline is CPU work under the GIL: threads beyond a few only queue for it, each hand-over
         # of the GIL costs context switches, and deliveries starve behind them (measured, one process,
         # 10 KiB: 2.5 ms of CPU a message with one thread, 3.0-3.3 with two to eight). One thread per
@@ -206,11 +211,14 @@ class Pipeline:
         original = self.store.original(sender, message_id)
         if original is not None:
             return self._duplicate(original, digest, sender, message_id)
-        if route.name in self._reissued and self.store.used_by_another(sender, message_id):
+        # (checked before the transaction: two agencies sending one id at the same moment both pass,
+        # and the gateway refuses the second; it ends dead-lettered with the gateway's answer)
+        routes = self._same_gateway.get(route.name)
+        if routes and self.store.used_by_another(sender, message_id, routes):
             raise Rejected(
                 Code.MESSAGE_ID_REUSED,
-                f"the message id {message_id} was already used by another agency; this route crosses the border in this "
-                "hub's name, where one message id names one message: send this message with a message id of its own",
+                f"the message id {message_id} was already used by another agency for this gateway, which receives every "
+                "agency's messages in this hub's name: send this message with a message id of its own",
             )
         try:
             self.schemas.validate(payload, route.schema)

@@ -99,6 +99,7 @@ class LoadedCrl:
 
 
 CRL_LIMIT = 64 * 1024 * 1024  # bytes of a downloaded CRL, decompressed (the largest public CRLs are a few MiB)
+CRL_SECONDS = 60.0  # for the whole download: CRLs are read one after another, a slow server must not hold up the rest
 
 
 class CrlSource:
@@ -134,9 +135,11 @@ class CrlSource:
 
             from .httpio import read_capped
 
-            with httpx.stream("GET", self.location, timeout=self.fetch_timeout) as response:
+            # uncompressed (a gzip chunk is decompressed whole before it is counted), no redirects
+            headers = {"Accept-Encoding": "identity"}
+            with httpx.stream("GET", self.location, timeout=self.fetch_timeout, headers=headers) as response:
                 response.raise_for_status()
-                return read_capped(response.iter_bytes(), CRL_LIMIT, f"the CRL at {self.location}")
+                return read_capped(response.iter_bytes(), CRL_LIMIT, f"the CRL at {self.location}", CRL_SECONDS)
         raise OSError(f"unsupported scheme {url.scheme!r}; use a path, file://, http:// or https://")
 
     def refresh(self) -> bool:

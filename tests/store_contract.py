@@ -67,10 +67,12 @@ class StoreContract:
         assert store.original("VN-MARD", "m-1") is None
 
     def test_a_message_id_used_by_another_sender_is_known(self, store: Store) -> None:
-        store.accept(acceptance("m-1"))
-        assert not store.used_by_another("VN-MOIT", "m-1")  # its own
-        assert store.used_by_another("VN-MARD", "m-1")
-        assert not store.used_by_another("VN-MARD", "m-2")
+        store.accept(acceptance("m-1"))  # on route "r"
+        assert not store.used_by_another("VN-MOIT", "m-1", ["r"])  # its own
+        assert store.used_by_another("VN-MARD", "m-1", ["other", "r"])
+        assert not store.used_by_another("VN-MARD", "m-1", ["other"])  # another route (another gateway)
+        assert not store.used_by_another("VN-MARD", "m-1", [])
+        assert not store.used_by_another("VN-MARD", "m-2", ["r"])
 
     def test_duplicate_returns_original_receipt_and_writes_nothing(self, store: Store) -> None:
         store.accept(acceptance())

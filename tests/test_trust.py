@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -296,15 +297,19 @@ def test_a_hub_started_while_the_crl_server_is_down_uses_the_copy_it_kept(tmp_pa
     assert error.code is Code.CRL_UNAVAILABLE and "cannot read" in error.message
 
 
-def test_a_crl_server_sending_without_end_is_cut_off_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CRL location answering a body with no end (no Content-Length, chunk after chunk) is
-    read up to ``CRL_LIMIT`` and no further; the refresh fails closed with the reason."""
+@pytest.mark.parametrize("server", ["endless", "dripping"])
+def test_a_crl_server_sending_without_end_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str) -> None:
+    """A CRL location answering a body with no end (no Content-Length, chunk after chunk) is read
+    up to ``CRL_LIMIT`` and no further; one that drips its bytes, each within the fetch time-out,
+    is given ``CRL_SECONDS`` in all (the CRLs are refreshed one after another). The refresh fails
+    closed with the reason."""
     import functools
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from hub import truststore
 
     monkeypatch.setattr(truststore, "CRL_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(truststore, "CRL_SECONDS", 1.0)
     sent = []
 
     class Endless(BaseHTTPRequestHandler):
@@ -314,28 +319,34 @@ def test_a_crl_server_sending_without_end_is_cut_off_at_the_limit(tmp_path: Path
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            chunk = b"x" * 65536
+            chunk = b"x" * (65536 if server == "endless" else 16)
             try:
-                for _ in range(256):  # 16 MiB at most, then the test server stops by itself
+                for _ in range(256):  # 16 MiB (or 25 s of drips) at most, then the test server stops by itself
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
                     sent.append(len(chunk))
+                    if server == "dripping":
+                        time.sleep(0.1)
             except OSError:
                 pass  # the hub hung up
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Endless))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    http = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Endless))
+    http.daemon_threads = True
+    threading.Thread(target=http.serve_forever, daemon=True).start()
     try:
-        location = f"http://127.0.0.1:{server.server_address[1]}/gov-issuing.crl"
+        location = f"http://127.0.0.1:{http.server_address[1]}/gov-issuing.crl"
         source = truststore.CrlSource(location, tmp_path)
+        started = time.monotonic()
         assert source.refresh() is False and source.loaded is None
-        assert "larger than 1,048,576 bytes" in (source.error or "")
+        said = "larger than 1,048,576 bytes" if server == "endless" else "took more than 1 s to arrive"
+        assert said in (source.error or ""), source.error
+        assert time.monotonic() - started < 10
     finally:
-        server.shutdown()
-        server.server_close()
+        http.shutdown()
+        http.server_close()
     assert sum(sent) < 16 * 1024 * 1024  # the hub stopped reading long before the server's end
 
 

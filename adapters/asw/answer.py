@@ -88,12 +88,14 @@ def _failure(root: etree._Element, failures: list[header.SignalError], what: Sen
         return Result(Outcome.RETRY, f"an unsigned AS4 error came back from {peer.agency} ({said}); only a signed one ends the delivery: sending again")
     try:
         verified = wss.verify(root, policy, peer.who)
+        signals = header.read_messaging(verified.messaging).signals
     except EbmsError as exc:
         return Result(Outcome.RETRY, f"an AS4 error came back whose signature does not check out ({exc}): {said}; sending again")
-    ours = [e for s in header.read_messaging(verified.messaging).signals for e in s.errors
-            if e.failure and what.message_id in (s.ref_to_message_id, e.ref_to_message_in_error)]
+    ours = [e for s in signals for e in s.errors if e.failure and what.message_id in (s.ref_to_message_id, e.ref_to_message_in_error)]
     if not ours:
-        return Result(Outcome.RETRY, f"a signed AS4 error came back about another message than {what.message_id} ({said}); sending again")
+        named = {n for s in signals for n in (s.ref_to_message_id, *(e.ref_to_message_in_error for e in s.errors)) if n}
+        about = f"about {', '.join(sorted(named))}, not {what.message_id}" if named else f"naming no message (not {what.message_id})"
+        return Result(Outcome.RETRY, f"a signed AS4 error came back {about} ({said}); sending again")
     return Result(Outcome.FAILED, f"AS4 error from {peer.agency}: " + "; ".join(e.text() for e in ours))
 
 

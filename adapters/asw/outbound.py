@@ -57,7 +57,9 @@ class Outbound:
     def __init__(self, peer: Peer, policy: CertificatePolicy, hub: Party, signer: Signer, parser: XmlParser) -> None:
         self.peer, self.policy, self.hub, self.signer, self.parser = peer, policy, hub, signer, parser
         self._wss = WssSigner(signer)
-        self._client = httpx.Client(timeout=peer.timeout, headers={"Content-Type": CONTENT_TYPE}, trust_env=False)
+        # answers uncompressed: a gzip chunk would be decompressed whole before the size bound counts it
+        headers = {"Content-Type": CONTENT_TYPE, "Accept-Encoding": "identity"}
+        self._client = httpx.Client(timeout=peer.timeout, headers=headers, trust_env=False)
 
     def message(self, delivery: Delivery) -> tuple[bytes, answer.Sent]:
         envelope, header, action = reissue(delivery.payload, self.hub, self.peer, self.signer, self.parser)
@@ -88,7 +90,8 @@ class Outbound:
             return Result(Outcome.FAILED, f"cannot build the AS4 message: {exc}")
         try:
             with self._client.stream("POST", self.peer.endpoint, content=data) as response:
-                body = read_capped(response.iter_bytes(), self.parser.limits.max_bytes, f"the answer of {self.peer.endpoint}")
+                what = f"the answer of {self.peer.endpoint}"
+                body = read_capped(response.iter_bytes(), self.parser.limits.max_bytes, what, self.peer.timeout)
         except httpx.TimeoutException as exc:
             return Result(Outcome.RETRY, f"time-out talking to {self.peer.endpoint} ({type(exc).__name__}); no receipt for {sent.message_id}")
         except httpx.TransportError as exc:

@@ -188,8 +188,8 @@ class Store(ABC):
         """What was recorded when (sender, message id) was accepted, or None (the duplicate check)."""
 
     @abstractmethod
-    def used_by_another(self, sender: str, message_id: str) -> bool:
-        """Whether a sender other than ``sender`` had a message accepted under ``message_id``."""
+    def used_by_another(self, sender: str, message_id: str, routes: Sequence[str]) -> bool:
+        """Whether a sender other than ``sender`` had a message accepted under ``message_id`` on one of ``routes``."""
 
     def receipt_for(self, sender: str, message_id: str) -> bytes | None:
         """The receipt given when (sender, message id) was accepted, or None."""

@@ -456,9 +456,11 @@ class PostgresStore(Store):
             ).fetchone()
         return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
-    def used_by_another(self, sender: str, message_id: str) -> bool:
+    def used_by_another(self, sender: str, message_id: str, routes: Sequence[str]) -> bool:
         with self._tx(transaction=False) as cur:
-            row = cur.execute("SELECT 1 FROM messages WHERE message_id = %s AND sender <> %s LIMIT 1", (message_id, sender)).fetchone()
+            row = cur.execute(
+                "SELECT 1 FROM messages WHERE message_id = %s AND sender <> %s AND route = ANY(%s) LIMIT 1", (message_id, sender, list(routes))
+            ).fetchone()
         return row is not None
 
     def record(self, event: AuditEvent) -> None:

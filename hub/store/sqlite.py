@@ -515,8 +515,10 @@ class SQLiteStore(Store):
         )
         return Original(bytes(row[0]), bytes(row[1]) if row[1] is not None else None, row[2]) if row else None
 
-    def used_by_another(self, sender: str, message_id: str) -> bool:
-        return self._read_one("SELECT 1 FROM messages WHERE message_id = ? AND sender <> ? LIMIT 1", (message_id, sender)) is not None
+    def used_by_another(self, sender: str, message_id: str, routes: Sequence[str]) -> bool:
+        marks = ",".join("?" * len(routes))
+        sql = f"SELECT 1 FROM messages WHERE message_id = ? AND sender <> ? AND route IN ({marks}) LIMIT 1"
+        return bool(routes) and self._read_one(sql, (message_id, sender, *routes)) is not None
 
     def record(self, event: AuditEvent) -> None:
         with self._tx() as cur:
