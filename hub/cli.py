@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a complete e-Form D exchange on loopback")
     _config_arg(p)
     p.add_argument("--two-hubs", action="store_true", help="a VN and a TH hub, each with its own keys and hub.toml, exchanging over AS4")
-    p.add_argument("--folder", help="with --two-hubs: where to write the two hubs (default: a new temporary folder)")
+    p.add_argument("--folder", help="with --two-hubs: where to write the two hubs (default: a new temporary folder, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="with --two-hubs: keep the temporary folder (keys, stores, receipts) for inspection")
 
     p = sub.add_parser("validate", help="validate documents by their root element against [schemas]")
     _config_arg(p)
@@ -125,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command != "serve":
+        # a one-shot command loads every CRL once: "CRL ... loaded" lines are the running hub's
+        # record, not news here; a CRL that cannot be used is still said (WARNING)
+        logging.getLogger("hub.trust").setLevel(logging.WARNING)
     handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -446,7 +451,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.two_hubs:
         from .demo_two import run_two_hubs
 
-        return run_two_hubs(args.folder)
+        return run_two_hubs(args.folder, keep=args.keep)
     from .demo import run_demo
 
     return run_demo(args.config)

@@ -352,12 +352,15 @@ def load_config(path: str | Path) -> Config:
     m.done()
 
     agencies: dict[str, Agency] = {}
-    for a in top.tables("agencies"):
+    positions: dict[str, int] = {}  # agency id -> its place among the [[agencies]], for an id used twice
+    for i, a in enumerate(top.tables("agencies")):
+        agency_id = a.str("id")  # a missing or unusable id is named by the index: agencies[3].id
+        a.prefix = f"agencies[{agency_id}]"  # every other fault by the id, as `hub check` and the adapters name it
         options = a.raw("options") or {}
         if not isinstance(options, dict):
             raise ConfigError(file, f"{a.prefix}.options", "must be a table")
         agency = Agency(
-            id=a.str("id"),
+            id=agency_id,
             name=a.str("name", ""),
             country=a.str("country"),
             adapter=a.str("adapter"),
@@ -372,9 +375,13 @@ def load_config(path: str | Path) -> Config:
             subject=a.str("subject", None),
         )
         a.done()
-        if agency.id in agencies or agency.id == hub.party_id:
-            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is used twice")
+        if agency.id == hub.party_id:
+            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is the hub's own party_id")
+        if agency.id in agencies:
+            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is used twice "
+                                                      f"(agencies[{positions[agency.id]}] and agencies[{i}], counted from 0)")
         agencies[agency.id] = agency
+        positions[agency.id] = i
 
     routes: list[Route] = []
     for r in top.tables("routes"):

@@ -1,7 +1,8 @@
 """``hub demo --two-hubs``: a Vietnamese and a Thai hub on loopback exchange a Form D over AS4.
 
-Each hub gets its own folder, keys and hub.toml (``hub.twohubs``) under a temporary folder that is
-kept for inspection. The ministry submits over HTTP (POST /messages); the hubs talk AS4 (POST
+Each hub gets its own folder, keys and hub.toml (``hub.twohubs``) under a temporary folder, removed
+when the demo ends however it ends (``--keep`` keeps it for inspection; a ``--folder`` the user
+names is never removed). The ministry submits over HTTP (POST /messages); the hubs talk AS4 (POST
 /as4) and answer each other with signed eb:Receipts; customs and the ministry take their
 documents from folders. The Thai hub starts a moment late, so the first AS4 attempt finds no one
 and is resent with the same eb:MessageId.
@@ -9,6 +10,7 @@ and is resent with the same eb:MessageId.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -88,11 +90,26 @@ def _signer(config: Config, agency: str) -> Signer:
     return agency_signer(a)
 
 
-def run_two_hubs(folder: str | None = None) -> int:
+def run_two_hubs(folder: str | None = None, keep: bool = False) -> int:
+    """0 when every step did what it should, 1 if not, 130 on Ctrl-C. A temporary folder is
+    removed when the demo ends, whatever ends it, unless ``keep``."""
     base = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="sw-hub-two-hubs-"))
+    remove = folder is None and not keep  # a folder the user named is theirs
+    try:
+        return _exchange(base, remove)
+    except KeyboardInterrupt:
+        _say("demo interrupted" + (f"; {base} removed" if remove else f"; the hubs are in {base}"))
+        return 130
+    finally:
+        if remove:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _exchange(base: Path, removed: bool) -> int:
     pair = write_pair(base, _free_port(), _free_port())
     vn, th = _Hub(pair.vn), _Hub(pair.th)
-    _say(f"two hubs in {base}: {VN_HUB} ({vn.url}, vn/hub.toml) and {TH_HUB} ({th.url}, th/hub.toml), each with its own keys")
+    after = " (removed at the end: --keep keeps it)" if removed else ""
+    _say(f"two hubs in {base}{after}: {VN_HUB} ({vn.url}, vn/hub.toml) and {TH_HUB} ({th.url}, th/hub.toml), each with its own keys")
     ok = True
     try:
         if not vn.start():
@@ -143,9 +160,9 @@ def run_two_hubs(folder: str | None = None) -> int:
         _say(trace_text(th.runtime.store.trace(status_id), status_id))
         receipts = len(list(base.glob("*/receipts/*/*.receipt.xml")))
         ok &= receipts == 2
+        kept = "checked" if removed else f"kept under {base}/*/receipts"
         _say(f"demo {'OK' if ok else 'FAILED'}: Form D {reference} went {MOIT} -> {VN_HUB} -(AS4)-> {TH_HUB} -> {TH_CUSTOMS}, "
-             f"its acceptance came back {TH_CUSTOMS} -> {TH_HUB} -(AS4)-> {VN_HUB} -> {MOIT}; {receipts} signed eb:Receipts kept "
-             f"under {base}/*/receipts")
+             f"its acceptance came back {TH_CUSTOMS} -> {TH_HUB} -(AS4)-> {VN_HUB} -> {MOIT}; {receipts} signed eb:Receipts {kept}")
     finally:
         for hub in (th, vn):
             hub.stop()

@@ -13,6 +13,7 @@ from hub.config import load_config
 from hub.envelope import read_errors, read_header
 from hub.receiver import Receiver
 
+from .pki import pki_config
 from .support import EXAMPLES, REPO, HubProcess, Sender, free_port, wait_until, write_config
 
 
@@ -114,6 +115,24 @@ def test_inbound_folder_through_serve(tmp_path: Path) -> None:
             assert receiver.wait_for(1, 20)
     finally:
         receiver.stop()
+
+
+def test_one_shot_commands_are_quiet_about_crls_loaded_but_not_about_crl_problems(tmp_path: Path) -> None:
+    """``hub keys`` and ``hub check`` load every CRL once: an INFO line per CRL before the table
+    buried the output. A CRL that cannot be read is still said, and ``hub serve`` still records
+    each CRL it loads."""
+    path, pki = pki_config(tmp_path, moit_crl=f'["{tmp_path}/pki/gov-root.crl", "{tmp_path}/nowhere.crl"]')
+    for command in ("keys", "check"):
+        out = hub(command, "--config", str(path))
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert " INFO " not in out.stderr and "loaded" not in out.stderr, out.stderr
+        assert f"WARNING hub.trust: CRL {tmp_path}/nowhere.crl: cannot read" in out.stderr, out.stderr
+    listed = hub("keys", "--config", str(path)).stdout
+    assert "gov-root.crl" in listed and "PROBLEM" in listed and "nowhere.crl" in listed
+    with HubProcess(path, "--no-dispatch") as serving:
+        assert serving.terminate() == 0
+    log = serving.log.read_text()
+    assert f"INFO hub.trust: CRL {pki.folder}/gov-root.crl loaded" in log and "WARNING hub.trust: CRL" in log, log[-2000:]
 
 
 def test_demo_on_a_copy_of_the_shipped_config(tmp_path: Path) -> None:

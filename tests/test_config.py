@@ -82,6 +82,25 @@ def test_a_misspelt_agency_option_is_an_error_not_ignored(tmp_path: Path, option
     assert len(errors) == 1 and said in errors[0]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key", "said"),
+    [
+        ('adapter = "http"', 'adapter = "http"\noptions = "fast"', "agencies[TH-ASW].options", "must be a table"),
+        ('adapter = "http"', 'adapter = "http"\nnmae = "Thai gateway"', "agencies[TH-ASW].nmae", "did you mean 'name'?"),
+        ('id = "TH-ASW"', 'id = "VN-MOIT"', "agencies[VN-MOIT].id", "used twice (agencies[0] and agencies[2]"),
+        ('id = "TH-ASW"', 'id = ""', "agencies[2].id", "must not be empty"),
+    ],
+)
+def test_agency_faults_name_the_agency_by_its_id(tmp_path: Path, old: str, new: str, key: str, said: str) -> None:
+    """An operator looks for ``id = "TH-ASW"`` in hub.toml, not for the third [[agencies]] table:
+    every other fault names the agency by its id, so these do too; the index only when the id
+    itself is what is wrong (and, for an id used twice, to tell the two tables apart)."""
+    path = edit(write_config(tmp_path), old, new)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key and said in info.value.reason, info.value
+
+
 def test_missing_schema_file_names_the_file(tmp_path: Path) -> None:
     path = edit(write_config(tmp_path), "xsd/formd/formd.xsd", "xsd/formd/missing.xsd")
     errors, _ = check(path)

@@ -6,6 +6,9 @@ signed receipt."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +131,45 @@ def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path, bro
     assert "ERROR" not in vn.log.read_text() + th.log.read_text()
 
 
-def test_hub_demo_two_hubs() -> None:
-    out = subprocess.run([sys.executable, "-m", "hub.cli", "demo", "--two-hubs"], capture_output=True, text=True, cwd=REPO, timeout=180)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "demo OK" in out.stdout and "eb:Receipt" in out.stdout
+def _demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """``hub demo --two-hubs`` with its temporary folder made under ``tmp_path``."""
+    return subprocess.Popen([sys.executable, "-m", "hub.cli", "demo", "--two-hubs", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)})
+
+
+def _folder_of(first_line: str) -> Path:
+    found = re.match(r"two hubs in (\S+?):? ", first_line)
+    assert found, first_line
+    return Path(found.group(1))
+
+
+def test_hub_demo_two_hubs(tmp_path: Path) -> None:
+    """Each run made a folder of keys and stores in /tmp and left it there: it goes at the end,
+    unless --keep asks for it."""
+    demo = _demo(tmp_path)
+    out, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 0, out[-3000:]
+    assert "demo OK" in out and "eb:Receipt" in out
+    folder = _folder_of(out)
+    assert folder.parent == tmp_path and "--keep keeps it" in out.splitlines()[0]
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+    demo = _demo(tmp_path, "--keep")
+    out, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 0, out[-3000:]
+    folder = _folder_of(out)
+    assert (folder / "vn" / "hub.toml").is_file() and len(list(folder.glob("*/receipts/*/*.receipt.xml"))) == 2
+    assert f"kept under {folder}/*/receipts" in out.splitlines()[-1]
+
+
+def test_hub_demo_two_hubs_removes_its_folder_on_ctrl_c(tmp_path: Path) -> None:
+    """Ctrl-C stops both hubs and still removes the folder; the demo says it was interrupted."""
+    demo = _demo(tmp_path)
+    assert demo.stdout is not None
+    folder = _folder_of(demo.stdout.readline())
+    assert (folder / "vn" / "hub.toml").is_file()
+    demo.send_signal(signal.SIGINT)
+    out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 130, out[-3000:]
+    assert f"demo interrupted; {folder} removed" in out and "Traceback" not in out
+    assert not folder.exists() and list(tmp_path.iterdir()) == []

@@ -177,6 +177,33 @@ def test_the_nack_line_is_the_line_in_the_bytes_sent(tmp_path: Path, hub_env: tu
     assert location is not None and location.startswith(f"line {line},")
 
 
+def test_the_hubs_own_receipts_and_nacks_validate(tmp_path: Path, hub_env: tuple[Path, Runtime, Sender]) -> None:
+    """An operator checks what the hub answered: no schema in [schemas] declares Receipt or
+    ErrorList (it was "no schema for the root element Receipt"); the envelope schema does, so a
+    receipt or NACK the hub made is OK and an altered one is refused with its line and path."""
+    config, runtime, moit = hub_env
+    receipt, nack = tmp_path / "receipt.xml", tmp_path / "nack.xml"
+    receipt.write_bytes(runtime.pipeline.submit(moit.message()).xml)
+    bad_doc, _ = bad_certificate(tmp_path)
+    nack.write_bytes(runtime.pipeline.submit(moit.message(bad_doc)).xml)
+    assert b"<ErrorList>" in nack.read_bytes()
+    bad_receipt = tmp_path / "bad-receipt.xml"
+    bad_receipt.write_bytes(receipt.read_bytes().replace(b"<receivedAt>", b"<receivedAt>yesterday ", 1))
+    bad_nack = tmp_path / "bad-nack.xml"
+    bad_nack.write_bytes(re.sub(rb"<ErrorCode>ERR\d+</ErrorCode>", b"", nack.read_bytes(), count=1))
+
+    code, reports = validate_json("--config", config, receipt, nack, bad_receipt, bad_nack)
+    assert code == 1
+    assert [(r["ok"], r["schema"]) for r in reports] == [(True, "envelope")] * 2 + [(False, "envelope")] * 2, reports
+    for report, altered, path in ((reports[2], b"yesterday", "/Envelope/Body/Content/Receipt/receivedAt"),
+                                  (reports[3], b"<ErrorName>", "/Envelope/Body/Content/ErrorList/Error/ErrorName")):
+        line = next(i for i, l in enumerate(Path(report["file"]).read_bytes().splitlines(), 1) if altered in l)
+        (fault,) = report["errors"]
+        assert (fault["line"], fault["path"]) == (line, path), fault
+    text = hub("validate", "--config", config, receipt, nack)
+    assert text.returncode == 0 and text.stdout.splitlines() == [f"{receipt}: OK (schema envelope)", f"{nack}: OK (schema envelope)"]
+
+
 # --------------------------------------------------------------------------- WCO DM samples
 
 
