@@ -451,12 +451,8 @@ class TrustStore:
                 continue
             if issuer is not None and loaded.covers(issuer):
                 return loaded
-            if issuer is None:
-                try:
-                    cert.verify_directly_issued_by(loaded.issuer)
-                    return loaded
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
+            if issuer is None and _issued(cert, loaded.issuer):
+                return loaded
         return None
 
     def _not_ours(self, refuse, agency_id: str, leaf: x509.Certificate, extra: Sequence[x509.Certificate], now: datetime, why: str) -> _Entry:  # type: ignore[no-untyped-def]
@@ -623,7 +619,6 @@ def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _attributes(name: x509.Name) -> set[tuple[x509.ObjectIdentifier, str | bytes]]:
     return {(a.oid, a.value) for a in name}
-
 
 
 class TrustJobs:
