@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -12,6 +13,18 @@ from pathlib import Path
 
 KINDS = {"rsa": "RSA-2048", "ec": "ECDSA P-256"}
 LIBRARIES = ("lxml", "signxml", "cryptography", "starlette", "uvicorn", "httpx", "httptools", "uvloop", "xmlschema")
+
+
+def revision(repo: Path) -> str | None:
+    """The commit measured (``+changes`` when the working tree differs from it), or None outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def machine() -> dict:

@@ -197,7 +197,7 @@ def run(folder: Path, kind: str, size: str, make_messages, *, workers: int, conc
         result["drain_seconds"] = round(t2 - t1, 3)
         out["max"] = result
         if paced_rate:
-            # the rate if the hub sustains it (accepts AND delivers it), else 70 % of what it
+            # the target rate if the hub sustains it (accepts AND delivers it), else 70 % of what it
             # sustained just now (above the maximum, latency only measures the queue that builds up)
             target = paced_rate
             sustained = min(result.get("accepted_per_s", 0), result.get("delivered_per_s", 0))

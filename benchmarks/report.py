@@ -12,7 +12,7 @@ def _find(rows: list[dict], key: str, size: str) -> dict:
 
 
 def summary(results: dict) -> dict:
-    """The figures the issue's targets are about, and whether each is met."""
+    """The figures the project's performance targets are about, and whether each is met."""
     out: dict = {}
     targets = results.get("targets", {})
     for key, target in targets.items():
@@ -71,6 +71,7 @@ def markdown(results: dict) -> str:
         f"`{results['command']}` on {m['cores']} cores ({m['cpu_model']}), Python {m['python']}, "
         f"lxml {m['libraries'].get('lxml')} (libxml2 {m['libxml2']}), signxml {m['libraries'].get('signxml')}, "
         f"cryptography {m['libraries'].get('cryptography')}, SQLite {m['sqlite']}; {results['started']}"
+        + (f", at {results['commit']}" if results.get("commit") else "")
         + (" (QUICK run: indicative only)" if results.get("quick") else "") + ".",
         "",
         f"Hub: {results['settings']['hub']}. End to end: `hub serve --workers {results['settings']['workers']}`, "
@@ -173,7 +174,7 @@ def markdown(results: dict) -> str:
     else:
         lines.append("Not run (`--soak 100000`).")
     s = results.get("summary", {})
-    lines += ["", "## Against the issue's targets", ""]
+    lines += ["", "## Against the targets", ""]
     for key in ("rsa", "ec"):
         t = s.get(f"e2e_10KiB_{key}")
         if t:

@@ -1,7 +1,7 @@
 """The benchmark's hub: one route, production settings, keys of the kind under test.
 
 The settings are those of ``hub.toml`` (5 MiB limit, signatures required, outbound signed, SQLite
-in WAL with fsync on every commit, dispatcher concurrency 4); the topology is the issue's case: the
+in WAL with fsync on every commit, dispatcher concurrency 4); the topology is the benchmark's case: the
 ministry (VN-MOIT) sends a signed certificate of origin, the hub verifies it, validates it, maps it
 to an e-ATIGA Form D (validated against formd.xsd), signs it for Thailand (TH-ASW, HTTP adapter to
 the benchmark's receiver), records it and answers with a signed receipt.
