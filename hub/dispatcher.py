@@ -66,6 +66,9 @@ class Dispatcher:
         # ``attempt``): a delivery slower than its lease whose row this dispatcher leases again
         # goes on under the new lease instead of being started twice
         self._running: dict[int, tuple[int, float]] = {}
+        # lease rounds of ``run_once`` under way per destination, from the lease to its rows' start:
+        # an outcome the store refuses as stale waits for them (``_leased_again``)
+        self._rounds = {d: 0 for d in adapters}
         # Rows queued behind the busy deliveries, so a delivery thread that finishes takes the next
         # row at once and rows are leased several per transaction. Only when a queued row cannot
         # outlive its lease: it waits behind at most one delivery (each bounded by the timeout).
@@ -78,6 +81,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._reserved = 0  # reservations (``reserve``) not yet ended by ``hand_over``
         self._no_reservations = threading.Condition(self._lock)
+        self._round_over = threading.Condition(self._lock)
         self._wake = threading.Event()
         # destinations that may have due rows beyond those in flight (the last lease was full, or
         # found no free slot): only for them does a finished delivery look at the store again;
@@ -144,21 +148,32 @@ class Dispatcher:
                     self._maybe_more.add(destination)
                     continue
                 self._inflight[destination] += free  # the slots are this lease's (``reserve`` runs meanwhile)
-            rows: list[OutboxRow] = []
+                self._rounds[destination] += 1
             try:
-                rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+                taken += self._lease_and_start(destination, pool, free)
             finally:
                 with self._lock:
-                    self._inflight[destination] -= free - len(rows)
-            if len(rows) < free:
-                self._maybe_more.discard(destination)
-            else:
-                self._maybe_more.add(destination)
-            for row in rows:
-                if self._start(row):
-                    pool.submit(self._deliver, row)
-                    taken += 1
+                    self._rounds[destination] -= 1
+                    self._round_over.notify_all()
         return taken
+
+    def _lease_and_start(self, destination: str, pool: ThreadPoolExecutor, free: int) -> int:
+        rows: list[OutboxRow] = []
+        try:
+            rows = self.store.lease(self.owner, destination, free, self.clock(), self.settings.lease_seconds)
+        finally:
+            with self._lock:
+                self._inflight[destination] -= free - len(rows)
+        if len(rows) < free:
+            self._maybe_more.discard(destination)
+        else:
+            self._maybe_more.add(destination)
+        started = 0
+        for row in rows:
+            if self._start(row):
+                pool.submit(self._deliver, row)
+                started += 1
+        return started
 
     def _start(self, row: OutboxRow) -> bool:
         """Notes a leased row's delivery as under way; False (and its slot given back) when it
@@ -172,7 +187,43 @@ class Dispatcher:
         if again:
             log.warning("row %s to %s: delivery still under way after its lease of %.0f s; it goes on under a new lease",
                         row.id, row.destination, self.settings.lease_seconds)
+            self._uncount(row)
         return not again
+
+    def _uncount(self, row: OutboxRow) -> None:
+        """The new lease of a row whose delivery goes on under it is not an attempt of its own: the
+        store takes the count back, and the delivery's outcome goes under the earlier number."""
+        try:
+            if not self.store.uncount(row.id, self.owner, row.attempts):
+                return  # the delivery under way has already recorded its outcome
+        except HubError as exc:
+            log.warning("row %s: the new lease stays counted as an attempt (%s)", row.id, exc)
+            return
+        with self._lock:
+            if self._running.get(row.id, (None,))[0] == row.attempts:
+                self._running[row.id] = (row.attempts - 1, row.lease_until or 0.0)
+
+    def _leased_again(self, row: OutboxRow, lease: tuple[int, float]) -> bool:
+        """After the store refused an outcome as stale: whether this dispatcher holds a newer lease
+        of the row for the delivery under way (``_start``). A lease round of the row's destination
+        between its lease and its rows' start is waited for: without that wait, an outcome landing
+        in between was dropped and the row started a second time."""
+        with self._lock:
+            self._round_over.wait_for(lambda: self._rounds[row.destination] == 0, self.settings.lease_seconds)
+            now = self._running.get(row.id)
+            return now is not None and now != lease  # a new lease (even one of the same number, uncounted)
+
+    def _give_back(self, row: OutboxRow, attempt: int, why: str) -> None:
+        """Gives back a row this dispatcher will not deliver under its lease (not counted as an
+        attempt; due again at once, for any node); if the store cannot, the lease expires by itself."""
+        try:
+            given = self.store.give_back(row.id, self.owner, attempt, self.clock())
+        except HubError as exc:
+            log.warning("row %s to %s: %s; not given back (%s), taken again when its lease expires", row.id, row.destination, why, exc)
+            return
+        if given:
+            log.info("row %s to %s: %s; given back", row.id, row.destination, why)
+            self._wake.set()
 
     # -- rows handed over by the pipeline (Store.accept with a Hold) ---------------------------
 
@@ -182,6 +233,10 @@ class Dispatcher:
         written already leased to this dispatcher (``Hold``) and delivered at once, without a lease
         transaction. Destinations with a backlog are left to ``run_once``, oldest rows first. Each
         reservation must be ended by ``hand_over``."""
+        if self.settings.lease_seconds <= self._fresh:
+            # a row handed over needs ``_fresh`` of its lease left, which a lease this short never has:
+            # each fresh row would be written leased, then wait for its lease to end, charged an attempt
+            return None
         limit = self.settings.concurrency + self._prefetch
         taken = []
         with self._lock:
@@ -205,11 +260,13 @@ class Dispatcher:
         end, then gives back what this node holds) or if the acceptance took so long that the row's
         lease could end during its delivery (it expires and is leased again, by any node)."""
         unused = [d for d in hold.destinations if not any(r.destination == d for r in rows)]
+        declined: list[OutboxRow] = []
         now = self.clock()
         try:
             for row in rows:
                 if self._stop.is_set() or (row.lease_until or 0) - now < self._fresh:
                     unused.append(row.destination)
+                    declined.append(row)
                     continue
                 if self._start(row):
                     self._pools[row.destination].submit(self._deliver, row)
@@ -220,6 +277,8 @@ class Dispatcher:
                 self._reserved -= 1
                 if self._reserved == 0:
                     self._no_reservations.notify_all()
+        for row in declined:  # not left leased until its lease ends, charged an attempt never made
+            self._give_back(row, row.attempts, "handed over with too little of its lease left, or while stopping")
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Delivers until no row is pending or leased (tests and the demo); False on time-out."""
@@ -238,6 +297,8 @@ class Dispatcher:
     def _deliver(self, row: OutboxRow) -> None:
         started = self.clock()
         try:
+            if self._lease_too_short(row, started):
+                return
             policy = self.policies.get(row.route, self.default_policy)
             allowed = max(policy.max_attempts, self.LEASES_WITHOUT_OUTCOME)
             if row.attempts - 1 >= allowed:
@@ -270,20 +331,33 @@ class Dispatcher:
             if row.destination in self._maybe_more:
                 self._wake.set()
 
+    def _lease_too_short(self, row: OutboxRow, now: float) -> bool:
+        """Whether the row's lease ends before a delivery started now could (a queued row waited
+        behind a delivery whose outcome took long to record): then it is given back, not delivered,
+        since once its lease ends another node may deliver it too. Not with a lease no longer than
+        ``delivery_timeout`` (``hub check`` warns of it), under which no row would ever go."""
+        attempt, until = self._running.get(row.id, (row.attempts, row.lease_until or 0.0))
+        timeout = self.settings.delivery_timeout
+        if self.settings.lease_seconds <= timeout or until - now >= timeout:
+            return False
+        self._give_back(row, attempt, f"{max(until - now, 0):.1f} s of its lease left, less than delivery_timeout ({timeout:g} s)")
+        return True
+
     def _complete(self, row: OutboxRow, state: State, detail: str, started: float, now: float, next_at: float | None = None) -> None:
         """Records the outcome; while the store answers "try again" (e.g. another process holds
         its write lock), tries again as long as the lease lasts, stopping or not: an outcome not
         recorded means the row is delivered once more when its lease expires or is given back."""
         extra = self.events.settled(row, state, detail, now) if self.events is not None else ()
         while True:
-            attempt, lease_until = self._running.get(row.id, (row.attempts, row.lease_until or 0.0))
+            lease = self._running.get(row.id, (row.attempts, row.lease_until or 0.0))
+            attempt, lease_until = lease
             try:
                 self.store.complete(row.id, self.owner, state, detail, started, now, next_at, enqueue=extra, attempt=attempt)
                 return
             except TransitionError:
                 # this node may have leased the row again meanwhile (``_start``): this delivery holds
                 # the new lease, so its outcome is recorded under it
-                if self._running.get(row.id, (attempt,))[0] == attempt:
+                if not self._leased_again(row, lease):
                     raise
             except TryAgain:
                 if self.clock() > lease_until - self.COMPLETE_MARGIN:

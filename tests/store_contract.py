@@ -228,6 +228,35 @@ class StoreContract:
         (row,) = store.lease("b", "TH-ASW", 1, now, 30)
         assert row.attempts == 1
 
+    def test_give_back_returns_one_row_of_this_lease_uncounted(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        (row,) = store.lease("a", "TH-ASW", 1, now, 30)
+        assert not store.give_back(row.id, "b", row.attempts, now)  # another owner's lease
+        assert not store.give_back(row.id, "a", row.attempts + 1, now)  # another lease of this owner
+        assert store.give_back(row.id, "a", row.attempts, now)
+        back = store.get(row.id)
+        assert back is not None and back.state is State.PENDING and back.attempts == 0 and back.lease_owner is None
+        assert not store.give_back(row.id, "a", row.attempts, now)  # no longer held
+        (again,) = store.lease("b", "TH-ASW", 1, now, 30)  # due as it was, at once
+        assert again.id == row.id and again.attempts == 1
+
+    def test_uncount_keeps_the_lease_and_its_outcome_goes_under_the_earlier_attempt(self, store: Store) -> None:
+        """A delivery slower than its lease, whose owner leased the row again: the new lease is kept
+        but not counted, and the delivery under way records its outcome under its own attempt."""
+        now = time.time()
+        store.accept(acceptance(at=now))
+        (first,) = store.lease("a", "TH-ASW", 1, now, 5)
+        (second,) = store.lease("a", "TH-ASW", 1, now + 10, 5)
+        assert not store.uncount(second.id, "b", second.attempts)
+        assert store.uncount(second.id, "a", second.attempts)
+        held = store.get(second.id)
+        assert held is not None and held.state is State.LEASED and held.attempts == first.attempts
+        assert held.lease_owner == "a" and held.lease_until == second.lease_until
+        done = store.complete(first.id, "a", State.DELIVERED, "ok", now, now + 11, attempt=first.attempts)
+        assert done.state is State.DELIVERED
+        assert not store.uncount(second.id, "a", second.attempts)  # settled: nothing to take back
+
     def test_trace_has_rows_attempts_and_audit(self, store: Store) -> None:
         now = time.time()
         store.accept(acceptance(at=now))

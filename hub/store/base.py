@@ -231,6 +231,19 @@ class Store(ABC):
         """Gives back every row ``owner`` holds (clean shutdown) without counting an attempt."""
 
     @abstractmethod
+    def give_back(self, row_id: int, owner: str, attempt: int, now: float) -> bool:
+        """Undoes this owner's lease ``attempt`` of one row under which it will start no delivery
+        (handed over too late, or queued until too little of its lease was left): pending again,
+        due as it was, the lease not counted as an attempt. False if the row is no longer so held."""
+
+    @abstractmethod
+    def uncount(self, row_id: int, owner: str, attempt: int) -> bool:
+        """This owner leased the row again (lease ``attempt``) while its own delivery under an
+        earlier lease is still under way and goes on under this one: the lease is kept but not
+        counted as an attempt (the row's attempt count, and the outcome's ``attempt``, become
+        ``attempt - 1``). False if the row is no longer so held."""
+
+    @abstractmethod
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         """An operator's explicit new attempt of a dead row (or, with ``force``, a delivered one)."""
 

@@ -541,6 +541,26 @@ class PostgresStore(Store):
                 cur.execute(f"NOTIFY {CHANNEL}")
         return count
 
+    def give_back(self, row_id: int, owner: str, attempt: int, now: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1, "
+                "updated_at = %s WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = %s",
+                (now, row_id, owner, attempt),
+            )
+            given = cur.rowcount == 1
+            if given:
+                cur.execute(f"NOTIFY {CHANNEL}")
+        return given
+
+    def uncount(self, row_id: int, owner: str, attempt: int) -> bool:
+        with self._tx(transaction=False) as cur:
+            cur.execute(
+                "UPDATE outbox SET attempts = attempts - 1 WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = %s",
+                (row_id, owner, attempt),
+            )
+            return cur.rowcount == 1
+
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
             current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()

@@ -602,6 +602,23 @@ class SQLiteStore(Store):
             )
             return cur.rowcount
 
+    def give_back(self, row_id: int, owner: str, attempt: int, now: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1, "
+                "updated_at = ? WHERE id = ? AND state = 'leased' AND lease_owner = ? AND attempts = ?",
+                (now, row_id, owner, attempt),
+            )
+            return cur.rowcount == 1
+
+    def uncount(self, row_id: int, owner: str, attempt: int) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET attempts = attempts - 1 WHERE id = ? AND state = 'leased' AND lease_owner = ? AND attempts = ?",
+                (row_id, owner, attempt),
+            )
+            return cur.rowcount == 1
+
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
             current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
