@@ -28,12 +28,32 @@ from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable
 
 from hub.config import Agency
 from hub.errors import ConfigError
+from hub.httpio import DEADLINES
 
 KEPT_ANSWER = 64 * 1024  # of a partner's answer, at most this much is read (and 500 chars kept)
 # what a kept connection that the partner closed in the meantime raises (over TLS: the peer went
 # away without close_notify, as idle time-outs of servers and load balancers do)
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
           ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+class _Call:
+    """One POST under its deadline: the connection it is on, and whether the deadline ended it."""
+
+    __slots__ = ("connection", "expired")
+
+    def __init__(self) -> None:
+        self.connection: http.client.HTTPConnection | None = None
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        sock = self.connection.sock if self.connection is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass
 
 
 class HttpAdapter(Adapter):
@@ -102,17 +122,34 @@ class HttpAdapter(Adapter):
                     self._connections.remove(connection)
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Status and (the start of) the answer, all within ``timeout``: the socket's time-out bounds
+        each read, the deadline the whole delivery (a partner dripping bytes is cut off)."""
         if self._auth is not None:
             headers = {**headers, "Authorization": self._auth}
+        call = _Call()
+        with DEADLINES.deadline(self._timeout, call.expire):
+            try:
+                answered = self._post_once(body, headers, call)
+            except (OSError, http.client.HTTPException) as exc:
+                if not call.expired:
+                    raise
+                answered = None
+        if call.expired:  # cut off: what was read may end early (headers cut short parse as ended)
+            self._drop()
+            raise TimeoutError(f"no complete answer within {self._timeout:g} s")
+        return answered  # type: ignore[return-value]
+
+    def _post_once(self, body: bytes, headers: dict[str, str], call: _Call) -> tuple[int, bytes]:
         for _ in range(2):
             connection, reused = self._connection()
+            call.connection = connection
             try:
                 connection.request("POST", self._path, body=body, headers=headers)
                 response = connection.getresponse()
             except _STALE:
                 # before any answer: the kept connection was dead; once more on a new one
                 self._drop()
-                if not reused:
+                if not reused or call.expired:
                     raise
                 continue
             except BaseException:
@@ -133,7 +170,7 @@ class HttpAdapter(Adapter):
         try:
             status, answer = self._post(delivery.payload, self.request_headers(delivery))
         except (socket.timeout, TimeoutError) as exc:
-            return Result(Outcome.RETRY, f"time-out talking to {endpoint}: {type(exc).__name__}")
+            return Result(Outcome.RETRY, f"time-out talking to {endpoint}: {exc or type(exc).__name__}")
         except (OSError, http.client.HTTPException) as exc:
             return Result(Outcome.RETRY, f"cannot reach {endpoint}: {type(exc).__name__}: {exc}")
         text = answer.decode("utf-8", "replace")[:500].strip()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import anyio
 import anyio.to_thread
@@ -68,3 +71,50 @@ def read_capped(chunks: Iterable[bytes], limit: int, what: str, seconds: float) 
             raise TooLarge(f"{what} took more than {seconds:g} s to arrive; the hub waits no longer")
         parts.append(chunk)
     return b"".join(parts)
+
+
+class Watchdog:
+    """Ends calls that outlive their deadline, through a callback (a socket shut down): a partner
+    that drips its answer a byte at a time, each read within the socket's own time-out, holds a
+    delivery thread no longer than the deadline. One thread for every call, waking once a
+    ``tick`` and only while calls are being watched; a call ends at most a tick after its deadline."""
+
+    def __init__(self, name: str, tick: float = 0.5) -> None:
+        self.name, self.tick = name, tick
+        self._calls: dict[int, tuple[float, Callable[[], object]]] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._watching = False
+
+    @contextmanager
+    def deadline(self, seconds: float, end: Callable[[], object]) -> Iterator[None]:
+        """Within the block, ``end()`` is called once ``seconds`` have passed; never after the block."""
+        key = next(self._ids)
+        with self._lock:
+            self._calls[key] = (time.monotonic() + seconds, end)
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, name=self.name, daemon=True).start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:  # ``end`` under the lock: a call whose block has ended is never ended
+                for key in [k for k, (at, _) in self._calls.items() if at <= now]:
+                    _, end = self._calls.pop(key)
+                    try:
+                        end()
+                    except Exception:  # noqa: BLE001 (the other calls are still watched)
+                        pass
+                if not self._calls:
+                    self._watching = False
+                    return
+
+
+DEADLINES = Watchdog("deadlines")  # the one the adapters share

@@ -163,6 +163,39 @@ def test_a_slow_partner_is_a_time_out_and_is_retried() -> None:
     assert result.outcome is Outcome.RETRY and "time-out" in result.detail
 
 
+def test_a_partner_dripping_its_answer_is_cut_off_at_the_timeout_and_retried() -> None:
+    """Each byte of the answer arrives within the socket's time-out, so only the deadline over
+    the whole delivery ends it: without it a partner could hold a delivery thread for ever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):  # X-Slow: aaaa... one byte every 0.2 s, for at most 20 s
+                if stop.wait(0.2):
+                    break
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    break
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    adapter = _adapter(f"http://127.0.0.1:{listener.getsockname()[1]}/inbox", timeout=1.0)
+    started = time.monotonic()
+    result = adapter.deliver(_delivery())
+    took = time.monotonic() - started
+    stop.set()
+    adapter.close()
+    thread.join(5)
+    listener.close()
+    assert result.outcome is Outcome.RETRY and "within 1 s" in result.detail, result.detail
+    assert took < 3.0, took  # the deadline (1 s) and the watchdog's tick, not the partner's 20 s
+
+
 def test_a_refused_connection_is_retried() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
