@@ -298,3 +298,16 @@ def test_a_permanent_fault_found_later_is_reported_once_and_not_retried(pg_clust
         assert late == seen
     finally:
         s.close()
+
+
+def test_leases_expire_by_the_servers_clock_not_a_nodes(store: Store) -> None:
+    """Nodes on other hosts: one whose clock is an hour ahead must not take over a live lease
+    (it would deliver the row a second time), and a lease it takes lasts by the server's clock."""
+    now = time.time()
+    store.accept(acceptance(at=now, destinations=("TH-ASW",)))
+    (row,) = store.lease("node-a", "TH-ASW", 1, now, 30)
+    assert store.lease("node-ahead", "TH-ASW", 1, now + 3600, 30) == []
+    assert abs(row.lease_until - (now + 30)) < 1  # type: ignore[operator] (the caller's own clock)
+    stored = store.get(row.id)
+    assert stored is not None and stored.lease_owner == "node-a" and abs(stored.lease_until - (time.time() + 30)) < 2  # type: ignore[operator]
+    assert store.complete(row.id, "node-a", State.DELIVERED, "ok", now, now + 1).state is State.DELIVERED

@@ -14,7 +14,9 @@
 - Accepted, released and resent rows ``NOTIFY hub_work``; ``wait_for_work`` wakes an idle
   dispatcher on it (one listening connection per store, on a background thread). A burst of
   notifications wakes the dispatcher once (``_COALESCE``), not once per accepted message on every node.
-- Times are epoch seconds as ``double precision``, like SQLite's REAL.
+- Times are epoch seconds as ``double precision``, like SQLite's REAL. Leases are written and
+  judged expired by the server's clock (``SERVER_NOW``), so nodes on hosts whose clocks disagree
+  never take over each other's live leases; a node is handed its lease's end in its own clock.
 - Pool settings ride on the store URL (``parse_url``): ``pool_min``, ``pool_max``, ``pool_timeout``;
   libpq's own ``connect_timeout`` (default 5 s) bounds each connection attempt.
 - ``wait=False`` (``hub serve``): the store is returned even when the server cannot be reached; it
@@ -37,6 +39,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import unquote
 
@@ -74,6 +77,8 @@ _RECONNECT_ROUND = 10.0
 # node would otherwise run one (mostly empty, SKIP LOCKED) lease per message accepted on any node.
 # The node that accepted a message wakes its own dispatcher at once (``Pipeline.on_accept``).
 _COALESCE = 0.02
+# the server's clock in epoch seconds: leases are set and expire by it, one clock for every node
+SERVER_NOW = "extract(epoch from clock_timestamp())::double precision"
 _MIGRATION_LOCK = 0x6875625F6D6967  # pg_advisory_xact_lock key: only one node migrates at a time
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -438,12 +443,13 @@ class PostgresStore(Store):
                 )
             if held_items and hold is not None:  # leased to this node's dispatcher: no other node is told
                 until = time.time() + hold.lease_for  # from the write: waiting for a connection does not shorten it
-                rows = ", ".join(["(%s, %s, %s, %s, 'leased', 1, %s, %s, %s, %s, %s, %s)"] * len(held_items))
+                # stored in the server's time (``SERVER_NOW``: every node judges leases by one clock)
+                rows = ", ".join([f"(%s, %s, %s, %s, 'leased', 1, %s, %s, {SERVER_NOW} + %s, %s, %s, %s)"] * len(held_items))
                 ids = dict(cur.execute(
                     "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
                     f"lease_until, created_at, updated_at, payload) VALUES {rows} RETURNING destination, id",
                     [v for i in held_items for v in (a.message_id, a.sender, i.destination, i.route, a.received_at, hold.owner,
-                                                     until, a.received_at, a.received_at, i.payload)],
+                                                     hold.lease_for, a.received_at, a.received_at, i.payload)],
                 ).fetchall())
                 held = [hold.row(ids[i.destination], a, i, until) for i in held_items]
             self._append_audit(cur, a.audit, a.received_at)
@@ -479,13 +485,14 @@ class PostgresStore(Store):
                 "WITH pending AS (SELECT id, next_attempt_at FROM outbox WHERE destination = %s AND state = 'pending' "
                 "AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
                 "expired AS (SELECT id, next_attempt_at FROM outbox WHERE destination = %s AND state = 'leased' "
-                "AND lease_until < %s ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED), "
+                f"AND lease_until < {SERVER_NOW} ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED), "
                 "due AS (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) d ORDER BY next_attempt_at, id LIMIT %s) "
-                "UPDATE outbox o SET state = 'leased', lease_owner = %s, lease_until = %s, attempts = o.attempts + 1, "
+                f"UPDATE outbox o SET state = 'leased', lease_owner = %s, lease_until = {SERVER_NOW} + %s, attempts = o.attempts + 1, "
                 f"updated_at = %s FROM due WHERE o.id = due.id RETURNING {', '.join('o.' + c for c in ROW_COLUMNS.split(', '))}",
-                (destination, now, limit, destination, now, limit, limit, owner, now + lease_for, now),
+                (destination, now, limit, destination, limit, limit, owner, lease_for, now),
             ).fetchall()
-        return sorted((outbox_row(r) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
+        # the caller times its deliveries by its own clock: the lease it holds, in that clock
+        return sorted((replace(outbox_row(r), lease_until=now + lease_for) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
 
     def complete(
         self,
