@@ -18,6 +18,7 @@ from hub.envelope import Ack, Party
 from hub.xml import Limits
 
 if TYPE_CHECKING:
+    from hub.errors import Rejected
     from hub.keys import CurrentSigner
     from hub.trust import Signer
     from hub.truststore import TrustStore
@@ -87,6 +88,8 @@ class AdapterSettings:
     limits: Limits = Limits()  # bounds on what an adapter's own inbound endpoint parses
     trust: "TrustStore | None" = None  # partners' certificates, CAs and CRLs, for protocol-level signatures
     config_file: str = "hub.toml"  # the configuration file, named in the adapters' configuration errors
+    # the hub's signed NACK (``Pipeline.nack``), for what an inbound source refuses before submitting
+    nack: "Callable[[Rejected, None], Ack] | None" = None
 
     def path(self, value: str) -> Path:
         path = Path(value)

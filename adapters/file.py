@@ -16,27 +16,38 @@ answer to a reused name replaces the earlier answer) and
 the file moves to ``<inbox>/done/`` or ``<inbox>/rejected/``, under its own name or, if the agency
 reused a name already there, ``<stem>.<token>.xml``. A worker holds a lock (``flock``) on the file
 it answers; a claimed file that nobody holds was left by a crash and is submitted again first, at
-the next poll of any worker: the hub answers a duplicate with the original receipt.
+the next poll of any worker: the hub answers a duplicate with the original receipt. What is not a
+message (a link, a FIFO, a directory, a file too large or whose name is too long to claim) is
+refused once, unread, with a NACK in ack/ and moved to rejected/ (``FolderInbox``).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
 import stat
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
 
-from hub.errors import TryAgain
+from hub.envelope import Ack
+from hub.errors import Code, Rejected, TryAgain
 from hub.files import write_durably
 from hub.xml import Limits
 
 from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
 
 log = logging.getLogger("hub.adapters.file")
+
+# ``Pipeline.nack``: the hub's answer to what the inbox refuses itself, as (refusal, None)
+Nack = Callable[[Rejected, None], Ack]
+# The bytes of the file system's longest name that an agency's name must leave free: its ack
+# (STEM.ack.xml, 4 more) is written under a temporary name 39 longer still (``write_durably``);
+# the claim (TOKEN.NAME) and a second file of one name in done/ (STEM.TOKEN.xml) need 17
+NAME_ROOM = 43
 
 
 class FileAdapter(Adapter):
@@ -63,17 +74,26 @@ class FileAdapter(Adapter):
         if not inbox:
             return None
         interval = float(self.agency.options.get("poll_interval", 0.5))
-        return FolderInbox(self.settings.path(str(inbox)), self.agency.id, submit, interval, self.settings.limits.max_bytes)
+        return FolderInbox(self.settings.path(str(inbox)), self.agency.id, submit, interval, self.settings.limits.max_bytes,
+                           nack=self._nack())
+
+    def _nack(self) -> Nack:
+        if self.settings.nack is None:  # the runtime always gives it (``Runtime.create_adapters``)
+            raise TypeError("a folder inbox needs the hub's NACK (AdapterSettings.nack) to answer what it refuses unread")
+        return self.settings.nack
 
 
 class FolderInbox(InboundSource):
-    """Submits the regular files dropped in a folder. A symbolic link, a FIFO or a device is not
-    a message (the hub would read whatever it points to, or wait for ever): it is moved to
-    rejected/ unread, with a warning; a file is read up to one byte beyond ``max_bytes`` (the
-    pipeline refuses it as too large)."""
+    """Submits the regular files dropped in a folder. Anything else is refused once, unread, and
+    answered like any refusal (a NACK in ack/, from ``nack``: the pipeline's), so that the agency
+    learns why and no poll tries it again: a symbolic link (the hub would read whatever it points
+    to), a FIFO or a device (it would wait for ever), a directory, and a file whose name is too long
+    to claim. A file is read up to one byte beyond ``max_bytes``: one larger is refused with its
+    size as the file system tells it."""
 
-    def __init__(self, inbox: Path, agency: str, submit: Submit, interval: float, max_bytes: int = Limits.max_bytes) -> None:
-        self.inbox, self.agency, self.submit, self.interval = inbox, agency, submit, interval
+    def __init__(self, inbox: Path, agency: str, submit: Submit, interval: float, max_bytes: int = Limits.max_bytes, *,
+                 nack: Nack) -> None:
+        self.inbox, self.agency, self.submit, self.nack, self.interval = inbox, agency, submit, nack, interval
         self.max_bytes = max_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,18 +115,11 @@ class FolderInbox(InboundSource):
         for path in sorted(work.glob("*.xml")) + sorted(p for p in self.inbox.glob("*.xml") if not p.name.startswith(".")):
             if self._stop.is_set():
                 break
-            claimed = path
-            if path.parent != work:
-                claimed = work / f"{uuid.uuid4().hex[:16]}.{path.name}"
-                try:
-                    os.replace(path, claimed)
-                except FileNotFoundError:
-                    continue  # another worker claimed it
-                except OSError as exc:  # e.g. a name too long for work/: the others go on
-                    log.warning("inbox %s: cannot claim %s: %s", self.agency, path.name, exc)
-                    continue
+            claimed, refusal = (path, None) if path.parent == work else self._claim(path, work)
+            if claimed is None:
+                continue
             try:
-                done += self._answer(claimed)
+                done += self._answer(claimed, refusal)
             except TryAgain as exc:  # the store is down: the claimed file waits in work/ for the next poll
                 log.warning("inbox %s: %s stays for the next poll: %s", self.agency, path.name, exc)
                 break
@@ -121,37 +134,85 @@ class FolderInbox(InboundSource):
             (self.inbox / sub).mkdir(parents=True, exist_ok=True)
         return self.inbox / "work"
 
-    def _answer(self, claimed: Path) -> bool:
-        """Submits a claimed file, writes its ack and moves it out of work/, holding its lock
-        throughout: False when another worker holds it (it is answering it) or has just moved it."""
+    def _claim(self, path: Path, work: Path) -> tuple[Path | None, Rejected | None]:
+        """Renames a new file into work/ as ``TOKEN.NAME``: None when another worker took it first or
+        it cannot be moved (logged; the others go on). A name too long for the names made from it
+        (``NAME_ROOM``) is claimed shortened, with the refusal that answers it: left in the inbox, or
+        answered under a name that cannot be written, it would be tried again at every poll and the
+        agency never told why. (Should the hub stop before answering it, the next poll submits it
+        under the shortened name.)"""
+        token = uuid.uuid4().hex[:16]
+        longest = os.pathconf(work, "PC_NAME_MAX") - NAME_ROOM
+        name, refusal = path.name, None
+        if len(os.fsencode(name)) > longest:
+            name, refusal = _shortened(name, longest), _too_long(name, longest)
+        claimed = work / f"{token}.{name}"
         try:
-            fd = os.open(claimed, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            os.replace(path, claimed)
+        except FileNotFoundError:
+            return None, None  # another worker claimed it
+        except OSError as exc:  # e.g. no permission: the others go on
+            log.warning("inbox %s: cannot claim %s: %s", self.agency, path.name, exc)
+            return None, None
+        return claimed, refusal
+
+    def _answer(self, claimed: Path, refusal: Rejected | None = None) -> bool:
+        """Submits a claimed file (or answers it with ``refusal``), writes its ack and moves it out of
+        work/, holding its lock throughout: False when another worker holds it (it is answering it)
+        or has just moved it. Only a regular file is opened: a directory cannot be read as one, and
+        the descriptor of a failed open would be lost at every poll."""
+        try:
+            entry = os.lstat(claimed)
         except FileNotFoundError:
             return False
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            return self._refuse(claimed, "a symbolic link")
-        file = os.fdopen(fd, "rb")
-        with file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return self._refuse(claimed, "not a regular file")
+        if not stat.S_ISREG(entry.st_mode):
+            return self._set_aside(claimed, entry)
+        try:
+            file = open(claimed, "rb", opener=_unfollowed)
+        except FileNotFoundError:
+            return False
+        with file:  # closed whatever happens below
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if not os.path.samestat(os.fstat(file.fileno()), os.stat(claimed)):
-                    return False  # answered and moved out between our listing and our lock
-            except (BlockingIOError, FileNotFoundError):
+            except BlockingIOError:
                 return False
-            ack = self.submit(file.read(self.max_bytes + 1), self.agency)
-            write_durably(self.inbox / "ack" / f"{Path(_given_name(claimed)).stem}.ack.xml", ack.xml)
-            _file_away(claimed, self.inbox / ("done" if ack.accepted else "rejected"))
+            if not (os.path.samestat(os.fstat(file.fileno()), entry) and _unchanged(claimed, entry)):
+                return False  # answered and moved out between our listing and our lock
+            self._reply(claimed, self._refuse(claimed, refusal) if refusal else self._submit(file))
         return True
 
-    def _refuse(self, claimed: Path, what: str) -> bool:
-        folder = self.inbox / "rejected"
-        log.warning("inbox %s: %s is %s, not a message: moved to %s unread", self.agency, _given_name(claimed), what, folder)
-        _file_away(claimed, folder)
+    def _submit(self, file: BinaryIO) -> Ack:
+        """Submits a file's bytes. One larger than ``max_bytes`` is refused here, with its size from
+        the file system: the pipeline would count only the bytes read (the limit and one)."""
+        data = file.read(self.max_bytes + 1)
+        if len(data) <= self.max_bytes:
+            return self.submit(data, self.agency)
+        size = max(os.fstat(file.fileno()).st_size, len(data))
+        return self.nack(Rejected(Code.TOO_LARGE, f"the message has {size} bytes; the limit is {self.max_bytes}"), None)
+
+    def _set_aside(self, claimed: Path, entry: os.stat_result) -> bool:
+        """Refuses an entry that is not a regular file, without opening it. It cannot be locked
+        itself, so a lock on work/ keeps two workers from both answering it: False when another
+        worker holds that lock or the entry has gone since ``entry`` was read."""
+        refusal = Rejected(Code.INVALID_MESSAGE, f"the entry is {_kind(entry.st_mode)}, not a regular file: not read, moved to rejected/")
+        try:
+            with _locked(claimed.parent):
+                if not _unchanged(claimed, entry):
+                    return False
+                self._reply(claimed, self._refuse(claimed, refusal))
+        except BlockingIOError:
+            return False
         return True
+
+    def _refuse(self, claimed: Path, refusal: Rejected) -> Ack:
+        """The pipeline's NACK for what the inbox refuses unread, logged once: the entry leaves work/."""
+        log.warning("inbox %s: %s refused unread: %s", self.agency, _given_name(claimed), refusal.message)
+        return self.nack(refusal, None)
+
+    def _reply(self, claimed: Path, ack: Ack) -> None:
+        """Writes the answer after the agency's name, then moves the entry to done/ or rejected/."""
+        write_durably(self.inbox / "ack" / f"{Path(_given_name(claimed)).stem}.ack.xml", ack.xml)
+        _file_away(claimed, self.inbox / ("done" if ack.accepted else "rejected"))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -162,38 +223,102 @@ class FolderInbox(InboundSource):
             self._stop.wait(self.interval)
 
 
+def _unfollowed(path: str | Path, flags: int) -> int:
+    """``open``'s opener for a claimed file: never through a symbolic link put in its place since
+    it was listed, never waiting for a writer should a FIFO have taken its place."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+
+
+def _unchanged(path: Path, entry: os.stat_result) -> bool:
+    """Whether ``path`` still names the entry ``entry`` was read from (not followed if a link)."""
+    try:
+        return os.path.samestat(os.lstat(path), entry)
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Holds an exclusive lock on a folder; ``BlockingIOError`` at once when another worker holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """What an inbox entry that is not a regular file is, for its refusal."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    return "a device or a socket"
+
+
+def _shortened(name: str, longest: int) -> str:
+    """``name`` (``STEM.xml``) with its stem cut to fit in ``longest`` bytes, whole characters only."""
+    stem = name[: -len(".xml")]
+    while len(os.fsencode(f"{stem}.xml")) > longest:
+        stem = stem[:-1]
+    return f"{stem}.xml"
+
+
+def _too_long(name: str, longest: int) -> Rejected:
+    """The refusal of a name too long to answer under, in bytes (what the file system counts)."""
+    return Rejected(Code.INVALID_MESSAGE, f"the file name has {len(os.fsencode(name))} bytes, more than the {longest} the inbox "
+                    "takes: not read, moved to rejected/ under a shortened name, the one this answer is named after")
+
+
 def _given_name(claimed: Path) -> str:
     """The agency's name of a file claimed into work/ as ``TOKEN.NAME``."""
     return claimed.name.split(".", 1)[1]
 
 
 def _file_away(claimed: Path, folder: Path) -> None:
-    """Moves a claimed file to ``folder`` under the agency's name, or as ``STEM.TOKEN.xml`` when an
-    earlier file holds that name."""
+    """Moves a claimed entry to ``folder`` under the agency's name, or as ``STEM.TOKEN.xml`` when an
+    earlier one holds that name."""
     token, name = claimed.name.split(".", 1)
     _move_aside(claimed, (folder / name, folder / f"{Path(name).stem}.{token}.xml"))
 
 
 def _move_aside(claimed: Path, targets: tuple[Path, Path]) -> None:
-    """Moves an answered file out of work/ to the first of ``targets`` that holds no earlier file.
+    """Moves an answered entry out of work/ to the first of ``targets`` that holds no earlier one.
     A hard link never replaces one (a rename would); where there are no hard links (vfat, some
-    network mounts, or another account's file under ``fs.protected_hardlinks``) the name is taken
-    with an exclusive create and the file renamed onto it."""
+    network mounts, another account's file under ``fs.protected_hardlinks``, a directory) the
+    name is taken with an exclusive create (a directory's with a mkdir) and the entry renamed
+    onto it."""
+    directory = stat.S_ISDIR(os.lstat(claimed).st_mode)
     for target in targets:
-        try:
-            os.link(claimed, target)
-        except FileExistsError:
-            if os.path.samefile(claimed, target):  # linked by an attempt that crashed before the unlink
-                break
+        linked = None if directory else _link(claimed, target)
+        if linked is False:
             continue
-        except OSError:  # no hard links here, or none allowed to this file (fs.protected_hardlinks)
-            try:  # the name reserved first, so a rename never replaces another worker's file
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                continue
-            os.replace(claimed, target)
+        if linked:
+            os.unlink(claimed)
             return
-        break
-    else:
-        raise FileExistsError(f"{targets[0].parent}: both {targets[0].name} and {targets[1].name} are taken")
-    os.unlink(claimed)
+        try:  # the name reserved first, so a rename never replaces another worker's entry
+            if directory:
+                os.mkdir(target, 0o700)  # an empty directory, which a rename of a directory replaces
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        os.replace(claimed, target)
+        return
+    raise FileExistsError(f"{targets[0].parent}: both {targets[0].name} and {targets[1].name} are taken")
+
+
+def _link(claimed: Path, target: Path) -> bool | None:
+    """Links ``claimed`` (a symbolic link itself, not what it points to) as ``target``: True once it
+    is there, False when an earlier entry holds that name, None where no hard link can be made
+    (no hard links here, or none allowed to this file)."""
+    try:
+        os.link(claimed, target, follow_symlinks=False)
+    except FileExistsError:
+        return _unchanged(target, os.lstat(claimed))  # linked by an attempt that crashed before the unlink
+    except OSError:
+        return None
+    return True

@@ -114,7 +114,17 @@ class MqttAdapter(Adapter):
             value = self.agency.options.get(key)
             if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(t, str) for t in value))):
                 problems.append(f"options.{key}: must be {what} or a list of them")
+        if self._unanswerable():
+            problems.append("options.reply_topic: warning: the agency's messages are taken (options.subscribe) but no receipt "
+                            "or NACK can reach it: set reply_topic, or response_topics for MQTT 5 Response Topics; "
+                            "until then every answer is dropped")
         return problems
+
+    def _unanswerable(self) -> bool:
+        """Whether the inbox takes messages but has no topic to answer any of them on."""
+        o = self.agency.options
+        response_topics = bool(o.get("response_topics")) and self.options.protocol == mqtt.MQTTv5  # MQTT 3.1.1 has none
+        return bool(o.get("subscribe")) and not o.get("reply_topic") and not response_topics
 
     def close(self) -> None:
         with self._lock:

@@ -72,7 +72,9 @@ class MqttOptions:
     username: str | None = None
     password: str | None = None
     # MQTT 5: the largest packet the broker may send the hub (twice the message size limit: a
-    # message somewhat too large is still answered with ERR11, a huge one is not held in memory)
+    # message somewhat too large is still answered with ERR11, a huge one is not held in memory).
+    # The broker discards a larger one without a word (MQTT 5, 3.1.2.11.4): its sender gets no
+    # NACK and the hub logs nothing, as it never sees it (README, "Partners and adapters").
     max_packet: int | None = None
     ca: str | None = None
     cert: str | None = None

@@ -12,7 +12,9 @@ Correlation Data, else to ``options.reply_topic`` if set. The sender chooses the
 and the hub publishes with its own broker account, which may write to other agencies' topics: a
 Response Topic is followed only under a prefix of ``options.response_topics`` (none by default),
 and never one that cannot be published to (a wildcard ``+`` or ``#``, or U+0000, which paho or
-the broker refuse); others are ignored with a warning. A reply that cannot be sent is logged and the message still
+the broker refuse); others are ignored with a warning. With neither a usable Response Topic nor
+``reply_topic`` the answer has nowhere to go: it is dropped with a warning (at most one line every
+``LOG_SECONDS``; ``hub check`` warns of an agency configured so). A reply that cannot be sent is logged and the message still
 acknowledged: it is recorded, and a resend gets the original receipt. A fault inside the hub is
 answered like any refusal (the pipeline's ERR99 NACK) and acknowledged. Only a store outage keeps
 a message unacknowledged, retried in place; should anything else still escape, it is logged, the
@@ -48,7 +50,24 @@ from .mqtt_client import MqttConnection
 log = logging.getLogger("hub.adapters.mqtt")
 
 QUEUE_LIMIT = 16  # messages waiting for the inbox's worker (each a packet of up to 2 x max_bytes + 64 KiB)
-DROP_LOG_SECONDS = 10.0  # dropped QoS 0 messages are logged at most this often
+LOG_SECONDS = 10.0  # dropped QoS 0 messages, and answers with no topic to go to, are logged at most this often
+
+
+class _Tally:
+    """Events of one kind, counted and logged at most once every ``LOG_SECONDS``: a flood of them
+    makes one line per period saying how many, not one line per message."""
+
+    def __init__(self) -> None:
+        self.count, self._logged, self._logged_at = 0, 0, -LOG_SECONDS
+
+    def add(self) -> int:
+        """Counts one event; how many there were since the last line if one is due now, else 0."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at < LOG_SECONDS:
+            return 0
+        since, self._logged, self._logged_at = self.count - self._logged, self.count, now
+        return since
 
 
 class MqttInbox(InboundSource):
@@ -61,8 +80,16 @@ class MqttInbox(InboundSource):
         self._thread: threading.Thread | None = None
         self._connection: MqttConnection | None = None
         self.taken = 0  # messages submitted and acknowledged (for tests and logs)
-        self.dropped = 0  # QoS 0 messages that found the queue full
-        self._dropped_logged, self._drop_logged_at = 0, -DROP_LOG_SECONDS
+        self._dropped = _Tally()  # QoS 0 messages that found the queue full
+        self._unanswered = _Tally()  # answers with no topic to be published to
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped.count
+
+    @property
+    def unanswered(self) -> int:
+        return self._unanswered.count
 
     def start(self) -> None:
         self._connection = self.connect(self._arrived)
@@ -95,13 +122,10 @@ class MqttInbox(InboundSource):
                 continue
 
     def _drop(self, message: mqtt.MQTTMessage) -> None:
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._drop_logged_at >= DROP_LOG_SECONDS:
+        since = self._dropped.add()
+        if since:
             log.warning("mqtt inbox %s: %d QoS 0 message(s) dropped (the last on %s): %d already wait to be submitted; "
-                        "publish with QoS 1 to have the broker keep them", self.agency, self.dropped - self._dropped_logged,
-                        message.topic, QUEUE_LIMIT)
-            self._dropped_logged, self._drop_logged_at = self.dropped, now
+                        "publish with QoS 1 to have the broker keep them", self.agency, since, message.topic, QUEUE_LIMIT)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -144,7 +168,11 @@ class MqttInbox(InboundSource):
             log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: %s", self.agency, topic, message.topic, why)
             topic = None
         topic = topic or self.reply_topic
-        if not topic:
+        if not topic:  # the message is recorded all the same; its sender never hears of it
+            since = self._unanswered.add()
+            if since:
+                log.warning("mqtt inbox %s: %d answer(s) (receipt or NACK) dropped (the last for a message on %s): the message "
+                            "had no usable Response Topic and options.reply_topic is not set", self.agency, since, message.topic)
             return
         out = Properties(PacketTypes.PUBLISH)
         correlation = getattr(props, "CorrelationData", None)

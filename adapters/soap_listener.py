@@ -16,6 +16,9 @@ Faults, in the request's SOAP version (1.2 if the root or Content-Type says so):
 HTTP status: SOAP 1.1 faults are 500 (WS-I Basic Profile R1126); SOAP 1.2 Sender faults are 400,
 all others 500 (SOAP 1.2 part 2, 7.5.1.2). The fault detail carries the hub's error code
 (``HubFault/code``: ERR02, ERR10, ERR11, ..., ERR50).
+
+A NACK's line numbers are the request's: the hub envelope goes to the pipeline on the line where
+it stood in the request (``_on_its_lines``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,51 @@ SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 MEDIA = {SOAP11: "text/xml; charset=utf-8", SOAP12: "application/soap+xml; charset=utf-8"}
 
 WRAPPER_BYTES = 64 * 1024  # room for the SOAP envelope, headers and Submit around the hub envelope
+WRAPPER_DEPTH = 3  # Envelope, Body, Submit
 _PROLOG = re.compile(rb"^\s*<\?xml[^>]*\?>\s*")
+
+
+class WrapperParser:
+    """The hardened parser for a request that carries a hub envelope inside a SOAP envelope
+    (``POST /soap``, ``POST /as4``). The wrapper gets room beyond the configured limits, which
+    are the hub envelope's; a refusal states the configured limits, the ones senders are told
+    about, and names its line: a SOAP fault or an eb:Error has no field of its own for it."""
+
+    def __init__(self, limits: Limits, wrapper: str, extra_bytes: int, extra_depth: int) -> None:
+        self.limits = limits  # as configured
+        self.wrapper, self.extra_bytes, self.extra_depth = wrapper, extra_bytes, extra_depth
+        self.read_limits = replace(limits, max_bytes=limits.max_bytes + extra_bytes, max_depth=limits.max_depth + extra_depth)
+        self._parser = XmlParser(self.read_limits)
+
+    def too_large(self) -> str:
+        extra = f", plus {self.extra_bytes} for {self.wrapper} around it" if self.extra_bytes else ""
+        return f"the request is larger than {self.limits.max_bytes} bytes, the limit for a message{extra}"
+
+    def parse(self, data: bytes) -> etree._Element:
+        try:
+            return self._parser.parse(data)
+        except Rejected as exc:
+            if exc.code is Code.TOO_LARGE:
+                raise Rejected(exc.code, self.too_large()) from None
+            if exc.code is Code.TOO_DEEP:
+                raise Rejected(exc.code, f"elements are nested deeper than the limit of {self.limits.max_depth} for the hub "
+                                         f"envelope, with {self.extra_depth} more for {self.wrapper} around it") from None
+            if exc.location and exc.location not in exc.message:  # libxml2's text often names it already
+                raise Rejected(exc.code, f"{exc.message} ({exc.location})", exc.location) from None
+            raise
+
+
+def _on_its_lines(envelope: etree._Element, max_bytes: int) -> bytes:
+    """The hub envelope's bytes, after as many line breaks (XML allows white space before the root
+    element) as put it on the line where it stood in the request: the line of a fault in the
+    pipeline's NACK, which is signed and cannot be corrected afterwards, is then the client's.
+    lxml's ``sourceline`` is the line on which a start tag ends, and a serialised start tag takes
+    one line, so the lines inside match as long as the client wrote the envelope's inner start
+    tags on one line each (as SOAP toolkits do). The padding never takes a message past the size
+    limit."""
+    data = etree.tostring(envelope)
+    pad = min((envelope.sourceline or 1) - 1, max(0, max_bytes - len(data)))
+    return b"\n" * pad + data
 
 
 class Fault(Exception):
@@ -87,7 +134,7 @@ class SoapEndpoint:
         self.submit = submit
         self.run = run or run_in_threadpool  # how the parse and submit run off the event loop (``hub serve``: its gate)
         self.limits = limits
-        self.parser = XmlParser(replace(limits, max_bytes=limits.max_bytes + WRAPPER_BYTES, max_depth=limits.max_depth + 3))
+        self.parser = WrapperParser(limits, "the SOAP envelope", WRAPPER_BYTES, WRAPPER_DEPTH)
 
     def unwrap(self, data: bytes, ns: str) -> tuple[str, bytes]:
         """(the request's SOAP namespace, the hub envelope's bytes), or raises ``Fault``."""
@@ -114,13 +161,13 @@ class SoapEndpoint:
         inner = [e for e in operations[0] if isinstance(e.tag, str)]
         if len(inner) != 1 or inner[0].tag != f"{{{ENVELOPE_NS}}}Envelope":
             raise Fault(True, Code.WRONG_NAMESPACE.value, f"Submit must hold exactly one Envelope in namespace {ENVELOPE_NS}")
-        return ns, etree.tostring(inner[0])
+        return ns, _on_its_lines(inner[0], self.limits.max_bytes)
 
     async def post(self, request: Request) -> Response:
         ns = SOAP12 if "application/soap+xml" in request.headers.get("content-type", "") else SOAP11
-        data = await read_bounded(request, self.parser.limits)
+        data = await read_bounded(request, self.parser.read_limits)
         if data is None:
-            return fault_response(ns, Fault(True, Code.TOO_LARGE.value, f"the request is larger than {self.parser.limits.max_bytes} bytes"))
+            return fault_response(ns, Fault(True, Code.TOO_LARGE.value, self.parser.too_large()))
         try:
             ns, envelope = await self.run(self.unwrap, data, ns)
         except Fault as fault:

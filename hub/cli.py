@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from .errors import ConfigError, HubError, TransitionError, TryAgain
 from .store import State
 
 log = logging.getLogger("hub")
+# an envelope's messageId (type MessageId in xsd/envelope/envelope.xsd)
+_MESSAGE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -188,6 +191,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from .config import WILDCARD, load_config
 
+    if args.message_id is not None and not _MESSAGE_ID.fullmatch(args.message_id):
+        print(f"--message-id {args.message_id!r} is not a UUID (8-4-4-4-12 hexadecimal digits, "
+              "the envelope's messageId)", file=sys.stderr)
+        return 2
     config = load_config(args.config)
     agency = config.agencies.get(args.agency)
     if agency is None:
@@ -223,14 +230,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         raw = signed_bytes(envelope, signer)
 
     if args.url:
-        import httpx
-
-        response = httpx.post(args.url.rstrip("/") + "/messages", content=raw, headers={"Content-Type": "application/xml"}, timeout=30)
-        sys.stdout.write(response.text)
-        print(f"\nHTTP {response.status_code}", file=sys.stderr)
-        if response.status_code != 200:
-            _say_refusal(response.content, config.hub.limits)
-        return 0 if response.status_code == 200 else 1
+        return _post(args.url, raw, config.hub.limits)
 
     runtime = Runtime.build(config)
     try:
@@ -247,6 +247,26 @@ def cmd_send(args: argparse.Namespace) -> int:
     for err in ack.errors:
         print(f"rejected: {err}", file=sys.stderr)
     return 1
+
+
+def _post(url: str, raw: bytes, limits) -> int:  # type: ignore[no-untyped-def]
+    """``hub send --url``: the message posted to a running hub; its answer printed as ``hub send``
+    prints its own. A URL that is not one, or a hub that does not answer, is one line."""
+    import httpx
+
+    try:
+        response = httpx.post(url.rstrip("/") + "/messages", content=raw, headers={"Content-Type": "application/xml"}, timeout=30)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        print(f"--url {url!r} is not a valid URL of a hub (e.g. http://127.0.0.1:8480): {exc}", file=sys.stderr)
+        return 2
+    except httpx.TransportError as exc:  # refused, unknown host, timed out: a running hub may answer later
+        print(f"not sent, try again: the hub at {url} cannot be reached: {exc or type(exc).__name__}", file=sys.stderr)
+        return 75
+    sys.stdout.write(response.text)
+    print(f"\nHTTP {response.status_code}", file=sys.stderr)
+    if response.status_code != 200:
+        _say_refusal(response.content, limits)
+    return 0 if response.status_code == 200 else 1
 
 
 def _say_refusal(body: bytes, limits) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ from .retry import RetryPolicy
 from .xml import Limits
 
 WILDCARD = "*"
+# an envelope's From/To identity (type Identity in xsd/envelope/envelope.xsd): the hub's party_id
+# and every agency id travel in it, so one that does not match could never send or receive
+IDENTITY = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 METRICS_FROM = ("127.0.0.1/32", "::1/128")  # [hub] metrics_from by default: loopback only
 
@@ -166,6 +170,13 @@ class _Table:
             raise ConfigError(self.file, self._key(key), "must not be empty")
         return value
 
+    def identity(self, key: str) -> Any:
+        value = self.str(key)
+        if not re.fullmatch(IDENTITY, value):
+            raise ConfigError(self.file, self._key(key), f"{value!r} cannot stand in an envelope: an identity must match "
+                                                         f"{IDENTITY} (Identity in xsd/envelope/envelope.xsd)")
+        return value
+
     def int(self, key: str, default: Any = _REQUIRED, minimum: int = 0) -> Any:
         value = self._get(key, int, default)
         if isinstance(value, int) and value < minimum:
@@ -266,12 +277,23 @@ def _listen(file: str, value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _utf8(file: str, raw: bytes) -> str:
+    """The text of hub.toml, which TOML requires to be UTF-8; a byte that is not is named by its
+    offset and line (an editor saving in Latin-1 or Windows-1258 is the usual cause)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(file, "", f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}): {exc.reason}; "
+                                    "save the file as UTF-8") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Reads and checks the shape of ``hub.toml``. ``hub check`` goes further (see runtime)."""
     path = Path(path).resolve()
     file = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_utf8(file, path.read_bytes()))
     except FileNotFoundError:
         raise ConfigError(file, "", "the configuration file does not exist (run from the folder of hub.toml, or give --config PATH)") from None
     except tomllib.TOMLDecodeError as exc:
@@ -281,7 +303,7 @@ def load_config(path: str | Path) -> Config:
     h = top.table("hub")
     host, port = _listen(file, h.str("listen", "127.0.0.1:8480"))
     hub = HubSettings(
-        party_id=h.str("party_id"),
+        party_id=h.identity("party_id"),
         name=h.str("name", ""),
         country=h.str("country"),
         store=h.str("store", "sqlite:///var/hub.db"),
@@ -354,7 +376,7 @@ def load_config(path: str | Path) -> Config:
     agencies: dict[str, Agency] = {}
     positions: dict[str, int] = {}  # agency id -> its place among the [[agencies]], for an id used twice
     for i, a in enumerate(top.tables("agencies")):
-        agency_id = a.str("id")  # a missing or unusable id is named by the index: agencies[3].id
+        agency_id = a.identity("id")  # a missing or unusable id is named by the index: agencies[3].id
         a.prefix = f"agencies[{agency_id}]"  # every other fault by the id, as `hub check` and the adapters name it
         options = a.raw("options") or {}
         if not isinstance(options, dict):

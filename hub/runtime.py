@@ -219,6 +219,7 @@ class Runtime:
                 limits=self.config.hub.limits,
                 trust=self.trust,
                 config_file=str(self.config.path),
+                nack=self.pipeline.nack,
             )
             self.adapters = {a.id: create_adapter(a, settings) for a in self.config.agencies.values()}
         return self.adapters

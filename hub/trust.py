@@ -37,6 +37,7 @@ from signxml.exceptions import SignXMLException
 from signxml.util import namespaces as SIGNXML_NAMESPACES
 
 from .errors import Code, ConfigError, Rejected
+from .xml import fault_node
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0
@@ -426,8 +427,9 @@ class Verifier:
     """Verifies the enveloped signature of a whole document, then returns only what it covers.
 
     Checks run cheapest first and each failure has its own code: shape (one signature, last child
-    of the root, one reference to the whole document) -> algorithms -> the signer's certificate
-    (``CertificatePolicy``, cached per certificate) -> the signature value -> the digest.
+    of the root, one reference to the whole document, no empty value) -> algorithms -> the signer's
+    certificate (``CertificatePolicy``, cached per certificate) -> the signature value -> the
+    digest. A signature that is not well-formed XML-DSig (signxml's schema) is ERR22 as well.
     """
 
     def __init__(self) -> None:
@@ -441,6 +443,9 @@ class Verifier:
         unfit = unfit_signed_info(signature)
         if unfit is not None:
             raise Rejected(Code.SIGNATURE_INVALID, f"the signature is refused before any cryptography: {unfit}", f"line {signature.sourceline}")
+        empty = empty_value(signature)
+        if empty is not None:
+            raise Rejected(Code.SIGNATURE_INVALID, f"the signature is not well-formed: {empty[0]}", f"line {empty[1]}")
         self._check_algorithms(signature)
         # a policy, or certificates (asked by duck typing: isinstance on a Protocol is slow)
         policy = trusted if hasattr(trusted, "signer") else Pinned(trusted)
@@ -459,6 +464,9 @@ class Verifier:
             ) from None
         except InvalidCertificate as exc:
             raise Rejected(Code.CERTIFICATE_EXPIRED, f"the certificate of {who} is not valid now: {exc}") from None
+        except etree.DocumentInvalid as exc:
+            what, line = schema_fault(signature, exc)
+            raise Rejected(Code.SIGNATURE_INVALID, f"the signature is not well-formed: {what}", f"line {line}") from None
         except (InvalidInput, SignXMLException, ValueError, etree.C14NError) as exc:
             raise Rejected(Code.SIGNATURE_INVALID, f"the signature cannot be processed: {exc}") from None
         signed = result.signed_xml  # type: ignore[union-attr]
@@ -535,6 +543,37 @@ def unfit_signed_info(signature: etree._Element) -> str | None:
         if any(name.startswith("{") for name in element.attrib):
             return f"line {element.sourceline}: SignedInfo's elements carry no namespaced attributes"
     return None
+
+
+# the base64 values signxml decodes with ``b64decode(element.text)``, never asking whether there is text
+_DECODED_VALUES = (f"{{{DSIG}}}SignatureValue", f"{{{DSIG}}}SignedInfo/{{{DSIG}}}Reference/{{{DSIG}}}DigestValue")
+
+
+def empty_value(signature: etree._Element) -> tuple[str, int | None] | None:
+    """An empty SignatureValue or DigestValue, or one holding markup, as (what, line); else None.
+
+    signxml's schema accepts an empty base64 value, then decodes ``None``: a TypeError, which
+    would be answered as the hub's own fault (ERR99). Asked before signxml, not caught from it,
+    so that a TypeError that is a bug in the hub still surfaces as one."""
+    for path in _DECODED_VALUES:
+        for element in signature.iterfind(path):
+            name = f"ds:{etree.QName(element).localname}"
+            if len(element):
+                return f"{name} holds markup; it must hold only base64 text", element.sourceline
+            if not (element.text or "").strip():
+                return f"{name} is empty", element.sourceline
+    return None
+
+
+def schema_fault(signature: etree._Element, exc: etree.DocumentInvalid) -> tuple[str, int | None]:
+    """signxml's XML-DSig schema complaint (a missing or empty element) as (what, line).
+
+    signxml validates a copy of the signature, whose lines start at 1: the line is that of the
+    element its path names in ``signature``, else of the signature itself."""
+    entry = exc.error_log[0] if len(exc.error_log) else None
+    what = (entry.message if entry is not None else str(exc)).replace(f"{{{DSIG}}}", "ds:")
+    found = fault_node(signature, entry.path) if entry is not None else None
+    return what, (found[0] if found else signature).sourceline
 
 
 def _embedded(signature: etree._Element) -> list[bytes]:

@@ -152,6 +152,8 @@ class Validator:
         return report
 
     def validate_file(self, path: str | Path) -> Report:
+        if Path(path).is_dir():  # ``expand`` leaves a folder only when it holds no *.xml
+            return Report(str(path), faults=[Fault("the folder holds no *.xml file: nothing to validate", code="IO")])
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -160,11 +162,12 @@ class Validator:
 
 
 def expand(paths: Iterable[str]) -> list[str]:
-    """Files as given; a folder stands for every ``*.xml`` below it, in sorted order."""
+    """Files as given; a folder stands for every ``*.xml`` below it, in sorted order, or for itself
+    when there is none, so that it is reported (nothing to validate) rather than passed over."""
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        out += [str(f) for f in sorted(path.rglob("*.xml")) if f.is_file()] if path.is_dir() else [p]
+        out += ([str(f) for f in sorted(path.rglob("*.xml")) if f.is_file()] or [p]) if path.is_dir() else [p]
     return out
 
 

@@ -69,6 +69,13 @@ class XmlParser:
         except etree.XMLSyntaxError as exc:
             line = exc.lineno if exc.lineno else None
             message = exc.msg or str(exc)
+            if _unescaped_ampersand(exc):
+                column = _ampersand_column(data, line, exc.position[1])
+                raise Rejected(
+                    Code.MALFORMED_XML,
+                    f"the message is not well-formed XML: an unescaped '&' at line {line}, column {column} (write &amp;)",
+                    f"line {line}" if line else None,
+                ) from None
             # libxml2 names an undeclared entity; with DTDs refused that is an entity attack.
             if "Entity" in message or "entity" in message:
                 raise Rejected(
@@ -90,6 +97,26 @@ class XmlParser:
                 f"elements are nested deeper than the limit of {self.limits.max_depth}",
             )
         return root
+
+
+def _unescaped_ampersand(exc: etree.XMLSyntaxError) -> bool:
+    """A '&' that starts no entity reference: "Siam & Highland" (no name after it) or "AT&T"
+    (no ';'). Text, not an entity attack, though libxml2's message names an entity either way;
+    a complete reference to an undeclared entity ("&x;") is still refused as one."""
+    if exc.code == etree.ErrorTypes.ERR_ENTITYREF_SEMICOL_MISSING:
+        return True
+    # ERR_NAME_REQUIRED is also a bad element or attribute name; only xmlParseEntityRef's is a '&'
+    return exc.code == etree.ErrorTypes.ERR_NAME_REQUIRED and "EntityRef" in (exc.msg or "")
+
+
+def _ampersand_column(data: bytes, line: int | None, column: int) -> int:
+    """The column of the '&' itself: libxml2 points after it, or after the name that follows it.
+    Its columns count characters, so the line is decoded (as UTF-8; libxml2's column otherwise)."""
+    lines = data.split(b"\n")
+    if not line or line > len(lines):
+        return column
+    found = lines[line - 1].decode("utf-8", "replace").rfind("&", 0, column)
+    return found + 1 if found >= 0 else column
 
 
 def _load_file(path: Path, what: str, key: str) -> etree._ElementTree:

@@ -19,7 +19,7 @@ from lxml import etree
 
 from adapters.asw import header, wss
 from adapters.asw.errors import EbmsCode, EbmsError
-from adapters.asw.header import EB, S12, WSSE, WSU
+from adapters.asw.header import DS, EB, S12, WSSE, WSU
 from adapters.asw.outbound import Outbound
 from adapters.base import Delivery, Outcome
 from hub.errors import ConfigError
@@ -214,8 +214,16 @@ def test_inbound_refusals_are_signed_ebms_errors(hubs: tuple[Runtime, Runtime]) 
             root.find(element_path, {"eb": EB, "h": "urn:sw-hub:envelope:1"}).text = value
         return change
 
+    def signature_value(value: str) -> bytes:
+        """The WS-Security SignatureValue replaced: signxml decodes it unchecked (ERR99 once)."""
+        root = etree.fromstring(data)
+        root.find(f".//{{{WSSE}}}Security/{{{DS}}}Signature/{{{DS}}}SignatureValue").text = value
+        return etree.tostring(root)
+
     tampered = data.replace(b"Robusta", b"Arabica")
     cases = {
+        "EBMS:0101 empty value": (signature_value(""), "ds:SignatureValue is empty"),
+        "EBMS:0101 not base64": (signature_value("Siam-Highland!é"), "the signature cannot be processed"),
         "EBMS:0101 digest": (tampered, "changed after signing"),
         "EBMS:0103 unsigned": (etree.tostring(_without_security(data)), "carries no WS-Security signature"),
         "EBMS:0101 signer": (resign(data, moit), "configured for agency VN-NSW"),
@@ -535,3 +543,75 @@ def test_hub_check_names_a_gateways_certificate_out_of_date_once(tmp_path: Path,
         assert named == errors and "not valid now" in named[0]
     else:
         assert named == warnings and "expires on" in named[0]
+
+
+# -- inbound: what a partner is told about faults (review h2) --------------------------------------
+
+
+def _error_of(answer: bytes) -> header.SignalError:
+    root = etree.fromstring(answer)
+    assert wss.is_signed(root)
+    (error,) = header.read(root).signals[0].errors
+    return error
+
+
+def test_an_internal_error_is_a_warning_to_send_again_whoever_caught_it(hubs: tuple[Runtime, Runtime], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ERR99 means "send it again": the pipeline's ERR99 NACK gets the same retryable answer (HTTP
+    500, severity warning) as a fault this endpoint catches itself; other NACKs stay failures."""
+    vn, th = hubs
+    data, _ = outbound_message(vn, submit_certificate(vn))
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(th.pipeline, "_accept", bug)  # the pipeline catches it: an ERR99 NACK
+    answers = [inbound_of(th).handle(data)]
+    monkeypatch.setattr(th.pipeline, "submit", bug)  # the endpoint catches it
+    answers.append(inbound_of(th).handle(data))
+    assert [status for status, _ in answers] == [500, 500]
+    for _, answer in answers:
+        error = _error_of(answer)
+        assert (error.code, error.severity) == ("EBMS:0004", "warning") and "ERR99" in (error.description or ""), error
+    assert th.store.counts() == {}
+
+
+def test_a_payload_fault_names_its_path_but_no_line_of_the_reserialised_payload(hubs: tuple[Runtime, Runtime]) -> None:
+    vn, th = hubs
+    data, _ = outbound_message(vn, submit_certificate(vn))
+
+    def break_hs_code(root: etree._Element) -> None:
+        body = root.find(f"{{{S12}}}Body")
+        envelope = body[0]
+        envelope.remove(envelope.find("{http://www.w3.org/2000/09/xmldsig#}Signature"))
+        envelope.find(".//{urn:sw-hub:asean:eatiga:formd:1}HSCode").text = "09X111"
+        body.replace(envelope, vn.signer.sign(envelope))
+
+    error = _refused(th, resign(data, vn.signer, break_hs_code))
+    description = error.description or ""
+    assert error.code == "EBMS:0004" and "ERR05" in description and "'09X111'" in description
+    assert description.endswith("(at /FormD/GoodsItem[1]/HSCode)") and "line " not in description, description
+
+
+def test_too_large_and_too_deep_are_signed_errors_that_state_the_configured_limits(hubs: tuple[Runtime, Runtime]) -> None:
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    _, th = hubs
+    limits = th.config.hub.limits
+    inbound = inbound_of(th)
+    app = Starlette(routes=[Route("/as4", inbound.endpoint, methods=["POST"])])
+
+    async def post(body: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            return await client.post("/as4", content=body, headers={"Content-Type": "application/soap+xml"})
+
+    r = asyncio.run(post(b"<x>" + b"a" * limits.max_bytes + b"</x>"))
+    assert r.status_code == 413 and r.headers["content-type"].startswith("application/soap+xml")
+    error = _error_of(r.content)
+    assert (error.code, error.severity) == ("EBMS:0009", "failure")
+    assert (error.description or "").startswith("ERR11 ") and f"larger than {limits.max_bytes} bytes" in (error.description or "")
+    error = _refused(th, b"<a>" * (limits.max_depth + 10) + b"</a>" * (limits.max_depth + 10))
+    assert f"ERR12 elements are nested deeper than the limit of {limits.max_depth} " in (error.description or ""), error

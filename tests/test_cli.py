@@ -52,6 +52,23 @@ def test_send_of_an_invalid_document_prints_the_nack(tmp_path: Path) -> None:
     assert errors[0][0] == "ERR05" and "12AB" in errors[0][1] and errors[0][2]
 
 
+def test_send_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
+    """A message id the envelope cannot carry, a URL that is not one, a hub that does not answer:
+    one line each and a non-zero exit, never a traceback."""
+    config = str(write_config(tmp_path))
+    send = ("send", "--config", config, "--as", "VN-MOIT", "--to", "TH-ASW")
+    cases = [
+        (["--message-id", "a\x01b"], 2, "--message-id 'a\\x01b' is not a UUID"),
+        (["--url", "::nope"], 2, "--url '::nope' is not a valid URL of a hub"),
+        (["--url", f"http://127.0.0.1:{free_port()}"], 75, "not sent, try again: the hub at http://127.0.0.1:"),
+    ]
+    for options, code, said in cases:
+        out = hub(*send, *options, str(EXAMPLES / "co-certificate.xml"))
+        assert (out.returncode, out.stdout) == (code, ""), (options, out.stderr)
+        assert out.stderr.startswith(said) and out.stderr.count("\n") == 1, (options, out.stderr)
+    assert "cannot be reached: " in out.stderr and "Connection refused" in out.stderr
+
+
 def test_send_finds_the_recipient_in_the_routes_or_asks_for_it(tmp_path: Path) -> None:
     """Without --to the recipient is the one the routes that take the document name; routes to
     two recipients make `hub send` ask instead of sending to the hub itself (an ERR01 NACK)."""

@@ -89,6 +89,9 @@ def test_a_misspelt_agency_option_is_an_error_not_ignored(tmp_path: Path, option
         ('adapter = "http"', 'adapter = "http"\nnmae = "Thai gateway"', "agencies[TH-ASW].nmae", "did you mean 'name'?"),
         ('id = "TH-ASW"', 'id = "VN-MOIT"', "agencies[VN-MOIT].id", "used twice (agencies[0] and agencies[2]"),
         ('id = "TH-ASW"', 'id = ""', "agencies[2].id", "must not be empty"),
+        # the envelope could never carry it: refused here, not found when the first message fails
+        ('id = "VN-MARD"', 'id = "VN MARD\\u0001"', "agencies[1].id",
+         r"'VN MARD\x01' cannot stand in an envelope: an identity must match [A-Za-z0-9][A-Za-z0-9._\-]{0,63}"),
     ],
 )
 def test_agency_faults_name_the_agency_by_its_id(tmp_path: Path, old: str, new: str, key: str, said: str) -> None:
@@ -99,6 +102,37 @@ def test_agency_faults_name_the_agency_by_its_id(tmp_path: Path, old: str, new: 
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == key and said in info.value.reason, info.value
+
+
+def test_the_hubs_party_id_must_fit_an_envelope_too(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), 'party_id = "VN-NSW"', 'party_id = "VN/NSW"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "hub.party_id" and "'VN/NSW' cannot stand in an envelope" in info.value.reason
+
+
+def test_the_identity_pattern_is_the_envelope_schemas() -> None:
+    from lxml import etree
+
+    from hub.config import IDENTITY
+
+    schema = etree.parse(str(REPO / "xsd" / "envelope" / "envelope.xsd"))
+    (pattern,) = schema.xpath("//xs:simpleType[@name='Identity']//xs:pattern/@value", namespaces={"xs": "http://www.w3.org/2001/XMLSchema"})
+    assert IDENTITY == pattern
+
+
+def test_a_config_that_is_not_utf8_names_the_byte_and_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    # "Bộ Nông nghiệp" saved by an editor in a legacy code page: one byte that is not UTF-8
+    data = path.read_bytes().replace(b'name = "Ministry of Agriculture"', b'name = "B\xd9 N\xf4ng nghi\xd2p"')
+    path.write_bytes(data)
+    offset = data.index(b"\xd9")
+    line = data.count(b"\n", 0, offset) + 1
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file == str(path) and f"not UTF-8: byte 0xd9 at offset {offset} (line {line})" in info.value.reason
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 1 and "Traceback" not in out.stderr and f"(line {line})" in out.stderr, out.stderr
 
 
 def test_missing_schema_file_names_the_file(tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
 """The file adapter's inbox (FolderInbox) against the real pipeline: a name the agency reuses at
-once, hidden files, a crash between claim and move, and two workers polling one folder."""
+once, hidden files, what is not a message (links, FIFOs, directories, names too long, files too
+large), a crash between claim and move, and two workers polling one folder."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -12,8 +16,8 @@ import pytest
 from lxml import etree
 
 import adapters.file
-from adapters.file import FolderInbox
-from hub.envelope import Ack, read_header
+from adapters.file import FileAdapter, FolderInbox
+from hub.envelope import Ack, read_errors, read_header
 from hub.runtime import Runtime
 
 from .support import Sender, message_id_of, wait_until, write_config
@@ -48,7 +52,7 @@ def test_a_name_reused_as_soon_as_its_ack_appears_is_submitted_too(tmp_path: Pat
     appears: that file is a new message, submitted at the next poll, not moved to done/ unread."""
     moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
     first, second = moit.message(), moit.message()
-    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
     inbox.mkdir()
     (inbox / "outgoing.xml").write_bytes(first)
     write = adapters.file.write_durably
@@ -77,19 +81,23 @@ def test_a_hidden_file_is_left_alone(tmp_path: Path, runtime: Runtime) -> None:
     inbox.mkdir()
     (inbox / ".partial.xml").write_bytes(b"<Envelope")
     (inbox / "whole.xml").write_bytes(moit.message())
-    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
     assert box.poll_once() == 1 and box.poll_once() == 0
     assert len(submit.acks) == 1 and (inbox / "done" / "whole.xml").exists()
     assert (inbox / ".partial.xml").read_bytes() == b"<Envelope"
     assert sorted(p.name for p in (inbox / "ack").iterdir()) == ["whole.ack.xml"]
 
 
-def test_a_link_a_fifo_or_an_oversized_file_is_not_read_as_a_message(tmp_path: Path, runtime: Runtime) -> None:
+def errors_in(ack: Path) -> list[tuple[str, str, str | None]]:
+    """(code, sentence, location) of each error in an ack file the inbox wrote."""
+    return read_errors(etree.fromstring(ack.read_bytes()))
+
+
+def test_a_link_or_a_fifo_is_refused_unread_with_a_nack(tmp_path: Path, runtime: Runtime) -> None:
     """A symbolic link (to a file outside the inbox, to /dev/zero) or a FIFO is moved to
     rejected/ unread, with nothing submitted (a FIFO had blocked the inbox, a link to /dev/zero
-    had filled memory); a file larger than the limit is read up to one byte past it and refused."""
-    import os
-
+    had filled memory), and answered like any refusal, saying why (it had no ack at all); the link
+    is moved itself, never hard-linked to what it points to."""
     inbox, submit = tmp_path / "inbox", Recorder(runtime)
     inbox.mkdir()
     secret = tmp_path / "outside.xml"
@@ -97,14 +105,86 @@ def test_a_link_a_fifo_or_an_oversized_file_is_not_read_as_a_message(tmp_path: P
     (inbox / "link.xml").symlink_to(secret)
     (inbox / "zero.xml").symlink_to("/dev/zero")
     os.mkfifo(inbox / "pipe.xml")
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
+    assert box.poll_once() == 3 and box.poll_once() == 0
+    acks = {p.name: errors_in(p) for p in (inbox / "ack").iterdir()}
+    assert sorted(acks) == ["link.ack.xml", "pipe.ack.xml", "zero.ack.xml"]
+    assert acks["link.ack.xml"] == acks["zero.ack.xml"] == [
+        ("ERR00", "the entry is a symbolic link, not a regular file: not read, moved to rejected/", None)]
+    assert acks["pipe.ack.xml"] == [("ERR00", "the entry is a FIFO (named pipe), not a regular file: not read, moved to rejected/", None)]
+    assert sorted(p.name for p in (inbox / "rejected").iterdir()) == ["link.xml", "pipe.xml", "zero.xml"]
+    assert (inbox / "rejected" / "link.xml").is_symlink() and os.readlink(inbox / "rejected" / "link.xml") == str(secret)
+    assert secret.stat().st_nlink == 1 and submit.acks == []
+
+
+def test_a_file_larger_than_the_limit_is_refused_with_its_real_size(tmp_path: Path, runtime: Runtime) -> None:
+    """The inbox reads one byte past the limit: the NACK says the file's size (the file system's),
+    not the limit and one that the pipeline had counted, and nothing is submitted."""
+    inbox, submit = tmp_path / "inbox", Recorder(runtime)
+    inbox.mkdir()
     limit = runtime.config.hub.limits.max_bytes
-    (inbox / "big.xml").write_bytes(b"<a>" + b" " * limit + b"</a>")
-    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, limit)
-    assert box.poll_once() == 4
-    assert sorted(p.name for p in (inbox / "rejected").iterdir()) == ["big.xml", "link.xml", "pipe.xml", "zero.xml"]
-    (big,) = submit.acks  # the only file submitted
-    assert not big.accepted and big.code == "ERR11", big.errors
-    assert sorted(p.name for p in (inbox / "ack").iterdir()) == ["big.ack.xml"] and secret.exists()
+    (inbox / "big.xml").write_bytes(b"<a>" + b" " * (limit + 200_000) + b"</a>")
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, limit, nack=runtime.pipeline.nack)
+    assert box.poll_once() == 1
+    assert errors_in(inbox / "ack" / "big.ack.xml") == [("ERR11", f"the message has {limit + 200_007} bytes; the limit is {limit}", None)]
+    assert [p.name for p in (inbox / "rejected").iterdir()] == ["big.xml"] and submit.acks == []
+
+
+def test_a_directory_named_like_a_message_is_refused_once_and_leaks_no_descriptor(tmp_path: Path, runtime: Runtime,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """``mkdir inbox/oops.xml``: the inbox never opens it (each open of it had leaked a descriptor at
+    every poll, with a traceback, until the hub could not answer anyone); it is moved to rejected/
+    with its contents, answered once, and a second one of that name goes beside it."""
+    moit, inbox = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox"
+    agency = dataclasses.replace(runtime.config.agencies["VN-MOIT"], options={"inbox": str(inbox), "poll_interval": 0.05})
+    box = FileAdapter(agency, runtime.create_adapters()["VN-MOIT"].settings).inbound(runtime.pipeline.submit)  # as `hub serve` does
+    assert isinstance(box, FolderInbox)
+    inbox.mkdir()
+    (inbox / "warm-up.xml").write_bytes(moit.message())
+    assert box.poll_once() == 1  # the store's connections are open before counting
+    (inbox / "oops.xml").mkdir()
+    (inbox / "oops.xml" / "inside.xml").write_bytes(b"<a/>")
+    before = len(os.listdir("/proc/self/fd"))
+    answered = [box.poll_once() for _ in range(6)]
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert answered == [1, 0, 0, 0, 0, 0]
+    assert (inbox / "rejected" / "oops.xml" / "inside.xml").read_bytes() == b"<a/>"
+    assert errors_in(inbox / "ack" / "oops.ack.xml") == [
+        ("ERR00", "the entry is a directory, not a regular file: not read, moved to rejected/", None)]
+    assert list((inbox / "work").iterdir()) == [] and not (inbox / "oops.xml").exists()
+    (inbox / "oops.xml").mkdir()
+    assert box.poll_once() == 1
+    (moved,) = [p for p in (inbox / "rejected").iterdir() if p.name != "oops.xml"]
+    assert moved.is_dir() and moved.name.startswith("oops.") and moved.name.endswith(".xml")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback, at any poll
+    assert sum("refused unread" in r.getMessage() for r in caplog.records) == 2  # one warning each
+
+
+def test_a_name_too_long_to_claim_is_refused_once_under_a_shortened_name(tmp_path: Path, runtime: Runtime,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A name that leaves no room for the claim's token (244 bytes) had stayed in the inbox,
+    unanswered, with a warning at every poll; one that left room for the token but not for its
+    ack's temporary file (230 bytes) was submitted again at every poll, with a traceback. Each is
+    refused once, unread, moved to rejected/ under its name cut to fit, with a NACK after that name."""
+    moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
+    inbox.mkdir()
+    names = ["L" * 240 + ".xml", "M" * 226 + ".xml"]
+    for name in names:
+        (inbox / name).write_bytes(moit.message())
+    (inbox / "short.xml").write_bytes(moit.message())
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
+    assert [box.poll_once() for _ in range(3)] == [3, 0, 0]
+    longest = os.pathconf(inbox, "PC_NAME_MAX") - 43  # "TOKEN." in work/, ".STEM.ack.xml.HEX.part" in ack/
+    shortened = ["L" * (longest - 4), "M" * (longest - 4)]
+    assert sorted(p.name for p in (inbox / "rejected").iterdir()) == [f"{stem}.xml" for stem in shortened]
+    for name, stem in zip(names, shortened):
+        assert errors_in(inbox / "ack" / f"{stem}.ack.xml") == [(
+            "ERR00", f"the file name has {len(name)} bytes, more than the {longest} the inbox takes: not read, moved to "
+                     "rejected/ under a shortened name, the one this answer is named after", None)]
+        assert sum(r.levelno >= logging.WARNING and name[:40] in r.getMessage() for r in caplog.records) == 1
+    assert [a.accepted for a in submit.acks] == [True]  # the other file only
+    assert list(inbox.glob("*.xml")) == [] and list((inbox / "work").iterdir()) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 class Crash(BaseException):
@@ -124,10 +204,10 @@ def test_a_file_claimed_before_a_crash_is_submitted_at_the_next_start(tmp_path: 
         raise Crash
 
     with pytest.raises(Crash):
-        FolderInbox(inbox, "VN-MOIT", recorded_then_crash, 0.05).poll_once()
+        FolderInbox(inbox, "VN-MOIT", recorded_then_crash, 0.05, nack=runtime.pipeline.nack).poll_once()
     assert [p.name.split(".", 1)[1] for p in (inbox / "work").iterdir()] == ["co.xml"]
     assert not (inbox / "ack").joinpath("co.ack.xml").exists() and list((inbox / "done").iterdir()) == []
-    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
     box.start()
     try:
         assert wait_until(lambda: (inbox / "done" / "co.xml").exists(), 10)
@@ -144,7 +224,7 @@ def test_two_workers_polling_one_folder_submit_each_file_exactly_once(tmp_path: 
     some under a reused name: each file is claimed by one of them and submitted once."""
     moit, inbox, submit = Sender(runtime.config, "VN-MOIT"), tmp_path / "inbox", Recorder(runtime)
     messages = [moit.message() for _ in range(120)]
-    boxes = [FolderInbox(inbox, "VN-MOIT", submit, 0.001) for _ in range(2)]
+    boxes = [FolderInbox(inbox, "VN-MOIT", submit, 0.001, nack=runtime.pipeline.nack) for _ in range(2)]
     for box in boxes:
         box.start()
     try:
@@ -179,7 +259,7 @@ def test_a_file_the_hub_fails_on_waits_in_work_and_the_others_go_on(tmp_path: Pa
             raise RuntimeError("a bug in the hub")
         return runtime.pipeline.submit(data, agency)
 
-    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05)
+    box = FolderInbox(inbox, "VN-MOIT", submit, 0.05, nack=runtime.pipeline.nack)
     assert box.poll_once() == 2 and box.poll_once() == 0
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["b.xml", "z.xml"]
     assert [p.name.split(".", 1)[1] for p in (inbox / "work").iterdir()] == ["a.xml"]
@@ -192,6 +272,6 @@ def test_a_fault_inside_the_hub_is_answered_with_err99_and_the_file_goes_to_reje
     inbox.mkdir()
     (inbox / "a.xml").write_bytes(moit.message())
     monkeypatch.setattr(type(runtime.pipeline), "_accept", lambda self, *a: 1 / 0)
-    assert FolderInbox(inbox, "VN-MOIT", runtime.pipeline.submit, 0.05).poll_once() == 1
+    assert FolderInbox(inbox, "VN-MOIT", runtime.pipeline.submit, 0.05, nack=runtime.pipeline.nack).poll_once() == 1
     assert [p.name for p in (inbox / "rejected").iterdir()] == ["a.xml"]
     assert b"ERR99" in (inbox / "ack" / "a.ack.xml").read_bytes()

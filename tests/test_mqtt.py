@@ -16,7 +16,7 @@ from hub.config import load_config
 from hub.envelope import read_header
 from hub.errors import TryAgain
 from hub.receiver import Receiver
-from hub.runtime import Runtime
+from hub.runtime import Runtime, check
 from hub.store import State
 from adapters.mqtt import MqttAdapter  # after hub: the hub package imports the adapters
 
@@ -282,6 +282,37 @@ def test_a_qos0_flood_is_dropped_beyond_the_queue_and_qos1_waits_its_turn(tmp_pa
         assert {message_id_of(m) for m in qos1} <= stored_messages(tmp_path, "VN-MOT")
     finally:
         gate.set()
+        inbox.stop()
+        agency.close()
+        runtime.close()
+
+
+def test_answers_with_nowhere_to_go_are_warned_of_by_hub_check_and_logged(tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """Neither reply_topic nor response_topics: no receipt or NACK can reach the agency. `hub
+    check` warns of it; the inbox takes the messages all the same and logs the answers it drops,
+    one line for a burst of them."""
+    answered = tmp_path / "answered"
+    answered.mkdir()
+    errors, warnings = check(write_config(answered, extra=mqtt_agency(broker, answered)))
+    assert errors == [] and not [w for w in warnings if "reply_topic" in w], warnings
+    config = write_config(tmp_path, extra=mqtt_agency(broker, tmp_path).replace(f', reply_topic = "{ACK}", response_topics = ["test/"]', ""))
+    errors, warnings = check(config)
+    (warning,) = [w for w in warnings if "reply_topic" in w]
+    assert errors == [] and "agencies[VN-MOT].options.reply_topic: warning: " in warning and "every answer is dropped" in warning
+    runtime = Runtime.load(config)
+    inbox = runtime.create_adapters()["VN-MOT"].inbound(runtime.pipeline.submit)
+    assert inbox is not None
+    inbox.start()
+    agency = Peer(broker, "agency-VN-MOT")
+    try:
+        with caplog.at_level("WARNING", logger="hub.adapters.mqtt"):
+            for message in (b"not xml", Sender(runtime.config, "VN-MOT").message(to="VN-CUSTOMS")):
+                agency.publish(OUT, message).wait_for_publish(5)
+            assert wait_until(lambda: inbox.taken == 2, 20), inbox.taken  # type: ignore[attr-defined]
+        assert inbox.unanswered == 2  # type: ignore[attr-defined]
+        lines = [r.getMessage() for r in caplog.records if "answer(s)" in r.getMessage()]
+        assert len(lines) == 1 and "VN-MOT" in lines[0] and "reply_topic is not set" in lines[0], lines
+    finally:
         inbox.stop()
         agency.close()
         runtime.close()

@@ -24,7 +24,7 @@ from hub.xml import Limits
 from adapters.soap_listener import SOAP11, SOAP12, soap_routes  # after hub: the hub package imports the adapters
 
 from .soap_peer import MinistryService
-from .support import REPO, HubProcess, Sender, message_id_of, wait_until, write_config
+from .support import EXAMPLES, REPO, HubProcess, Sender, message_id_of, wait_until, write_config
 
 HUB = "urn:sw-hub:soap:1"
 
@@ -207,6 +207,68 @@ def test_submit_runs_through_the_given_runner() -> None:
             return await client.post("/soap", content=body, headers={"Content-Type": "text/xml"})
 
     assert asyncio.run(post()).status_code == 500 and ran == ["unwrap", "submit"]
+
+
+class RecordingTransport(zeep.Transport):
+    """zeep's transport, keeping the bytes of the last request it sent."""
+
+    sent = b""
+
+    def post(self, address, message, headers):  # type: ignore[no-untyped-def]
+        self.sent = message
+        return super().post(address, message, headers)
+
+
+def _line_of(data: bytes, text: bytes) -> int:
+    return data[:data.index(text)].count(b"\n") + 1
+
+
+@pytest.mark.parametrize("port", ["HubSoap11", "HubSoap12"])
+def test_a_payload_fault_is_reported_on_the_line_the_client_sent(hub: tuple[HubProcess, Sender], port: str) -> None:
+    """The NACK's line is the request's, not the line inside the hub envelope taken out of it:
+    zeep's request, and a pretty-printed one with lines before the envelope."""
+    process, moit = hub
+    co = (EXAMPLES / "co-certificate.xml").read_bytes()
+    bad = moit.message(co.replace(b">090111</HSCode>", b">09X111</HSCode>", 1))
+    transport = RecordingTransport()
+    service = zeep.Client(f"{process.url}/soap?wsdl", transport=transport).bind("HubService", port)
+    nack = envelope_in_answer(service.Submit(_value_1=etree.fromstring(bad)))
+    path = "/COCertificate/GoodsItem[1]/HSCode"
+    (code, _, location), = read_errors(nack)
+    assert (code, location) == ("ERR05", f"line {_line_of(transport.sent, b'09X111')}, {path}")
+    ns = SOAP11 if port == "HubSoap11" else SOAP12
+    pretty = (f'<?xml version="1.0" encoding="UTF-8"?>\n<!-- one -->\n<!-- two -->\n<s:Envelope xmlns:s="{ns}">\n  <s:Header/>\n'
+              f'  <s:Body>\n    <h:Submit xmlns:h="{HUB}">\n').encode() + bad.split(b"?>", 1)[1].lstrip() + b"\n    </h:Submit>\n  </s:Body>\n</s:Envelope>\n"
+    r = soap_post(process.url, pretty, 11 if port == "HubSoap11" else 12)
+    nack = etree.fromstring(r.content).find(f".//{{{HUB}}}SubmitResponse")[0]
+    assert r.status_code == 200 and read_errors(nack)[0][2] == f"line {_line_of(pretty, b'09X111')}, {path}"
+
+
+def test_refusals_state_the_configured_limits_and_where_the_request_is_broken() -> None:
+    """The SOAP wrapper's allowances (bytes, depth) are the hub's business: a fault states the
+    configured limits; a parse fault names its line."""
+    def submit(data: bytes, who: str | None):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing here reaches the pipeline")
+
+    app = Starlette(routes=soap_routes(submit, Limits(max_bytes=1_000_000, max_depth=40)))
+
+    async def post(data: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            return await client.post("/soap", content=data, headers={"Content-Type": "text/xml"})
+
+    def reason(data: bytes, code: str) -> str:
+        _, text, hub_code = fault_of(asyncio.run(post(data)))
+        assert hub_code == code, text
+        return text
+
+    deep = reason(_soap(SOAP11, "<a>" * 50 + "</a>" * 50), "ERR12")
+    assert "limit of 40 for the hub envelope" in deep and "43" not in deep, deep
+    large = reason(b"<x>" + b"a" * 1_100_000 + b"</x>", "ERR11")
+    assert "larger than 1000000 bytes, the limit for a message" in large and "1065536" not in large, large
+    broken = reason(f'<s:Envelope xmlns:s="{SOAP11}">\n<s:Body>\n<oops></s:Body></s:Envelope>'.encode(), "ERR02")
+    assert "line 3" in broken, broken
+    doctype = reason(b'<?xml version="1.0"?>\n<!DOCTYPE x>' + _soap(SOAP11, "<x/>"), "ERR10")
+    assert doctype.endswith("(line 1)"), doctype
 
 
 # -- outbound: the adapter against a ministry's WSDL -----------------------------------------------

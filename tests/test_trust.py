@@ -241,6 +241,78 @@ def test_missing_signature(pki_env) -> None:  # type: ignore[no-untyped-def]
     assert error.code is Code.SIGNATURE_MISSING and "VN-MOIT must sign" in error.message
 
 
+# each breaks a signature's structure; signxml used to raise TypeError or DocumentInvalid (ERR99)
+def _empty_signature_value(signature: etree._Element) -> etree._Element:
+    value = signature.find(f"{{{DSIG}}}SignatureValue")
+    value.text = None
+    return value
+
+
+def _no_digest_value(signature: etree._Element) -> etree._Element:
+    value = signature.find(f".//{{{DSIG}}}DigestValue")
+    value.getparent().remove(value)
+    return signature.find(f".//{{{DSIG}}}Reference")
+
+
+def _empty_x509_data(signature: etree._Element) -> etree._Element:
+    data = signature.find(f".//{{{DSIG}}}X509Data")
+    for child in list(data):
+        data.remove(child)
+    return data
+
+
+def _no_signature_method(signature: etree._Element) -> etree._Element:
+    method = signature.find(f".//{{{DSIG}}}SignatureMethod")
+    method.getparent().remove(method)
+    return signature.find(f".//{{{DSIG}}}Reference")
+
+
+MALFORMED_SIGNATURES = [
+    (_empty_signature_value, "ds:SignatureValue is empty"),
+    (_no_digest_value, "Element 'ds:Reference': Missing child element(s). Expected is ( ds:DigestValue )"),
+    (_empty_x509_data, "Element 'ds:X509Data': Missing child element(s)"),
+    (_no_signature_method, "Element 'ds:Reference': This element is not expected. Expected is ( ds:SignatureMethod )"),
+]
+
+
+def malformed(data: bytes, damage) -> tuple[etree._Element, int]:  # type: ignore[no-untyped-def]
+    """``data`` with its signature damaged and spread over lines, and the line of the element at fault."""
+    root = etree.fromstring(data)
+    signature = root.find(f"{{{DSIG}}}Signature")
+    element = damage(signature)
+    at_fault = list(signature.iter()).index(element)
+    etree.indent(signature)  # one element a line, so a location can name the element, not the signature
+    root = etree.fromstring(etree.tostring(root))
+    return root, list(root.find(f"{{{DSIG}}}Signature").iter())[at_fault].sourceline
+
+
+@pytest.mark.parametrize(("damage", "sentence"), MALFORMED_SIGNATURES, ids=[d.__name__.strip("_") for d, _ in MALFORMED_SIGNATURES])
+def test_a_signature_that_is_not_well_formed_is_refused_not_an_internal_error(pki_env, damage, sentence) -> None:  # type: ignore[no-untyped-def]
+    _, pki, path = pki_env
+    root, line = malformed(etree.tostring(signed(path, pki.moit)), damage)
+    with pytest.raises(Rejected) as info:
+        # pinned: the store would refuse an empty X509Data before signxml sees it (ERR29, no certificate)
+        Verifier().verify(root, Pinned([pki.moit.certificate]), "agency VN-MOIT")
+    error = info.value
+    assert error.code is Code.SIGNATURE_INVALID
+    assert error.message.startswith("the signature is not well-formed: ") and sentence in error.message, error
+    assert error.location == f"line {line}" and line > root.find(f"{{{DSIG}}}Signature").sourceline
+
+
+def test_the_pipeline_nacks_a_signature_that_is_not_well_formed(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    runtime = Runtime.load(path)
+    try:
+        good = Sender(runtime.config, "VN-MOIT").message()
+        for damage, sentence in MALFORMED_SIGNATURES[:3]:
+            root, line = malformed(good, damage)
+            code, message, location = nack_code(runtime, etree.tostring(root))
+            assert (code, location) == (Code.SIGNATURE_INVALID.value, f"line {line}") and sentence in message, message
+        assert runtime.pipeline.submit(good).accepted
+    finally:
+        runtime.close()
+
+
 def test_crl_missing_at_start_up_fails_closed(tmp_path: Path) -> None:
     path, pki = pki_config(tmp_path, moit_crl=f'"{tmp_path}/nowhere.crl"')
     store = TrustStore.from_config(load_config(path))
@@ -586,6 +658,18 @@ def test_sign_and_verify_commands(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "ERR22 SIGNATURE_INVALID" in bad.stderr and "changed after signing" in bad.stderr
     unsigned_out = hub("verify", "--cert", str(cert), str(unsigned))
     assert unsigned_out.returncode == 1 and "ERR21" in unsigned_out.stderr
+
+
+def test_verify_command_names_a_signature_that_is_not_well_formed(tmp_path: Path) -> None:
+    path, pki = pki_config(tmp_path)
+    cert = tmp_path / "moit.crt"
+    write_certificate(cert, pki.moit.certificate)
+    root, line = malformed(etree.tostring(signed(path, pki.moit)), _no_digest_value)
+    (tmp_path / "broken.xml").write_bytes(etree.tostring(root))
+    out = hub("verify", "--cert", str(cert), str(tmp_path / "broken.xml"))
+    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("invalid: ERR22 SIGNATURE_INVALID: the signature is not well-formed: ")
+    assert "ds:DigestValue" in out.stderr and f"(line {line})" in out.stderr
 
 
 def test_pinned_policy_without_a_store() -> None:

@@ -267,6 +267,15 @@ def test_a_folder_stands_for_its_xml_files(tmp_path: Path) -> None:
     assert code == 0 and [Path(r["file"]).name for r in reports] == ["co-application.xml", "formd.xml"]
 
 
+def test_a_folder_without_xml_files_is_said_not_passed_over(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a document")
+    run = hub("validate", "--config", CONFIG, tmp_path)
+    assert run.returncode == 1 and run.stdout == f"{tmp_path}: INVALID\n  the folder holds no *.xml file: nothing to validate\n"
+    # a folder among files is reported as well: the files are validated, the run fails
+    code, (empty, formd) = validate_json("--config", CONFIG, tmp_path, EXAMPLES / "formd.xml")
+    assert code == 1 and formd["ok"] and empty["errors"][0]["message"].endswith("nothing to validate")
+
+
 # --------------------------------------------------------------------------- translate
 
 

@@ -55,6 +55,30 @@ def test_undeclared_entity_is_refused() -> None:
     with pytest.raises(Rejected) as info:
         XmlParser(Limits()).parse(b"<a>&xxe;</a>")
     assert info.value.code is Code.FORBIDDEN_DTD
+    assert "Entity 'xxe' not defined" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "column"),
+    [
+        (b"<a>Siam & Highland</a>", 1, 9),  # no name after '&'
+        (b"<a>\n  <b>AT&T</b>\n</a>", 2, 8),  # a name but no ';'
+        (b'<a b="x & y"/>', 1, 9),  # in an attribute
+        ("<a>Vi\u1ec7t Nam & L\u00e0o</a>".encode(), 1, 13),  # columns count characters, not bytes
+    ],
+)
+def test_an_unescaped_ampersand_is_malformed_xml_not_an_entity(data: bytes, line: int, column: int) -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(data)
+    assert info.value.code is Code.MALFORMED_XML
+    assert f"an unescaped '&' at line {line}, column {column} (write &amp;)" in info.value.message
+    assert info.value.location == f"line {line}"
+
+
+def test_a_bad_element_name_is_not_taken_for_an_ampersand() -> None:
+    with pytest.raises(Rejected) as info:
+        XmlParser(Limits()).parse(b"<a><1/></a>")
+    assert info.value.code is Code.MALFORMED_XML and "'&'" not in info.value.message
 
 
 def test_doctype_after_comment_and_declaration_is_refused() -> None:

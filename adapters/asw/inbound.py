@@ -9,14 +9,16 @@
 
 A resent message (same eb:MessageId) carries the same envelope, so the pipeline answers it as a
 duplicate: it is never delivered twice, and the partner still gets a (fresh, signed) receipt.
-HTTP status: 200 receipt; 400 eb:Error (failure); 413 too large; 503 eb:Error (warning) when the
-store cannot record the message now — the partner resends, as for any missing receipt.
+HTTP status: 200 receipt; 400 eb:Error (failure); 413 eb:Error (failure, ERR11) too large; 503
+eb:Error (warning) when the store cannot record the message now, and 500 eb:Error (warning) for a
+fault inside the hub (ERR99, whether the pipeline answered it or this endpoint caught it) — the
+partner resends, as for any missing receipt.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import re
 from typing import TYPE_CHECKING, Sequence
 
 from lxml import etree
@@ -29,8 +31,8 @@ from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
 from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from hub.httpio import read_bounded
-from hub.xml import XmlParser
 
+from ..soap_listener import WrapperParser
 from . import build as as4
 from .errors import EbmsCode, EbmsError
 from .header import S12, UserMessage, read, read_messaging
@@ -42,6 +44,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hub.adapters.asw")
 CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+WRAPPER_DEPTH = 4  # room for the SOAP envelope around the hub envelope
+_LINE = re.compile(r"^line \d+(?:, )?")
+
+
+def _refusal_text(errors: Sequence[Rejected]) -> str:
+    """The NACK's errors in one sentence, each with the path of its fault. Not its line: the
+    payload reaches the pipeline serialised again from the signed body (its canonical form), so
+    a line number would count lines the partner never sent."""
+    parts = []
+    for e in errors:
+        where = _LINE.sub("", e.location or "")
+        parts.append(f"{e.code.value} {e.code.name}: {e.message}" + (f" (at {where})" if where else ""))
+    return "the hub refused the payload: " + "; ".join(parts)
 
 
 class Inbound:
@@ -51,16 +66,18 @@ class Inbound:
         self.hub: Party = first.party
         self.submit = submit
         self.run = run or run_in_threadpool  # the parse, verification and submit off the event loop (``hub serve``: its gate)
-        self.limits = first.limits
-        self.parser = XmlParser(replace(first.limits, max_depth=first.limits.max_depth + 4))
+        self.parser = WrapperParser(first.limits, "the SOAP envelope", 0, WRAPPER_DEPTH)
         self._wss = WssSigner(first.signer)
         self.by_party = {a.peer.party_id: a for a in adapters}
 
     async def endpoint(self, request: Request) -> Response:
-        data = await read_bounded(request, self.limits)
-        if data is None:
-            return Response(f"larger than {self.limits.max_bytes} bytes", status_code=413)
-        status, body = await self.run(self.handle, data)
+        data = await read_bounded(request, self.parser.read_limits)
+        if data is None:  # the body is not read: nothing to refer to
+            log.info("AS4 message refused: %s", self.parser.too_large())
+            too_large = EbmsError(EbmsCode.INVALID_HEADER, f"{Code.TOO_LARGE.value} {self.parser.too_large()}")
+            status, body = 413, await self.run(self.error_signal, None, too_large)
+        else:
+            status, body = await self.run(self.handle, data)
         return Response(body, status_code=status, media_type=CONTENT_TYPE)
 
     def handle(self, data: bytes) -> tuple[int, bytes]:
@@ -83,10 +100,11 @@ class Inbound:
             return 503, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, TRY_AGAIN_TEXT, "warning"))
         except Exception:  # a bug, not the partner's fault: an error signal that says so
             log.exception("AS4 message %s failed inside the hub", ref_to)
-            return 500, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, f"{Code.INTERNAL_ERROR.value}: {INTERNAL_ERROR_TEXT}", "warning"))
+            return self._internal_error(ref_to)
         if not ack.accepted:
-            text = "; ".join(f"{e.code.value} {e.code.name}: {e.message}" for e in ack.errors)
-            return 400, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, f"the hub refused the payload: {text}"))
+            if any(e.code is Code.INTERNAL_ERROR for e in ack.errors):  # the pipeline logged it: the partner sends it again
+                return self._internal_error(ref_to)
+            return 400, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, _refusal_text(ack.errors)))
         if ack.duplicate:
             log.info("AS4 message %s is a duplicate; receipt sent again, nothing delivered twice", ref_to)
         signal = as4.receipt(message_id=self._id(), timestamp=now_iso(), ref_to=signed.message_id, references=verified.references)
@@ -146,6 +164,11 @@ class Inbound:
 
     def _id(self) -> str:
         return f"{new_message_id()}@{self.hub.identity}"
+
+    def _internal_error(self, ref_to: str | None) -> tuple[int, bytes]:
+        """A fault inside the hub: a warning, not a failure, so the partner sends the message again."""
+        text = f"{Code.INTERNAL_ERROR.value}: {INTERNAL_ERROR_TEXT}"
+        return 500, self.error_signal(ref_to, EbmsError(EbmsCode.OTHER, text, "warning"))
 
     def error_signal(self, ref_to: str | None, exc: EbmsError) -> bytes:
         """A signed eb:Error signal about the message ``ref_to``."""

@@ -24,7 +24,7 @@ from signxml.signer import SignatureReference
 
 from hub.errors import Rejected
 from hub.keys import CurrentSigner
-from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, subject_of, unfit_signed_info
+from hub.trust import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, EXC_C14N, CertificatePolicy, Signer, empty_value, subject_of, unfit_signed_info
 from hub.trust import RootCopyingSigner as XMLSigner, RootCopyingVerifier as XMLVerifier  # signxml, copying a root by deep copy
 
 from .build import new_id
@@ -145,6 +145,9 @@ def verify(envelope: etree._Element, policy: CertificatePolicy, who: str) -> Ver
         raise EbmsError(EbmsCode.POLICY_NONCOMPLIANCE, "exactly one wsse:Security header with one ds:Signature is allowed")
     security, signature = securities[0], signatures[0]
     _check_shape(signature)
+    empty = empty_value(signature)
+    if empty is not None:
+        raise EbmsError(EbmsCode.FAILED_AUTHENTICATION, f"the signature is not well-formed: line {empty[1]}: {empty[0]}")
     der = _token_certificate(security, signature)
     try:
         cert = policy.signer([der] if der else [], who)
@@ -167,7 +170,8 @@ def verify(envelope: etree._Element, policy: CertificatePolicy, who: str) -> Ver
         raise EbmsError(EbmsCode.FAILED_AUTHENTICATION, "the signed content was changed after signing (digest mismatch)") from None
     except InvalidSignature as exc:
         raise EbmsError(EbmsCode.FAILED_AUTHENTICATION, f"the signature does not verify: {exc}") from None
-    except (InvalidInput, InvalidCertificate, etree.DocumentInvalid) as exc:
+    except (InvalidInput, InvalidCertificate, etree.DocumentInvalid, ValueError) as exc:
+        # ValueError: a SignatureValue or DigestValue that is not base64 (binascii.Error)
         raise EbmsError(EbmsCode.FAILED_AUTHENTICATION, f"the signature cannot be processed: {exc}") from None
     signed_info = results[0].signature_xml.find(f"{{{DS}}}SignedInfo")  # type: ignore[index]
     references = tuple(signed_info.iterfind(f"{{{DS}}}Reference"))
