@@ -557,11 +557,10 @@ def empty_value(signature: etree._Element) -> tuple[str, int | None] | None:
     so that a TypeError that is a bug in the hub still surfaces as one."""
     for path in _DECODED_VALUES:
         for element in signature.iterfind(path):
-            name = f"ds:{etree.QName(element).localname}"
             if len(element):
-                return f"{name} holds markup; it must hold only base64 text", element.sourceline
+                return f"ds:{etree.QName(element).localname} holds markup; it must hold only base64 text", element.sourceline
             if not (element.text or "").strip():
-                return f"{name} is empty", element.sourceline
+                return f"ds:{etree.QName(element).localname} is empty", element.sourceline
     return None
 
 
