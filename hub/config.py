@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 from .retry import RetryPolicy
@@ -223,9 +223,12 @@ class _Table:
         """Refuses keys that nothing read: a typo must not fall back to a default silently."""
         for key in self.data:
             if key not in self._read:
-                hint = difflib.get_close_matches(key, sorted(self._read), n=1)
-                extra = f"; did you mean '{hint[0]}'?" if hint else ""
-                raise ConfigError(self.file, self._key(key), f"unknown key{extra}")
+                raise ConfigError(self.file, self._key(key), "unknown key" + _did_you_mean(key, sorted(self._read)))
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    hint = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{hint[0]}'?" if hint else ""
 
 
 def _retry(table: _Table, default: RetryPolicy) -> RetryPolicy:
@@ -334,6 +337,10 @@ def load_config(path: str | Path) -> Config:
         from .store import sqlite_options
 
         sqlite_options(hub.store[len("sqlite://") :], file)
+    else:
+        from .store import unsupported_store
+
+        raise unsupported_store(hub.store, file)
     if (hub.next_key is None) != (hub.next_certificate is None):
         raise ConfigError(file, "hub.next_key", "next_key and next_certificate go together: name both or neither")
 
@@ -412,8 +419,7 @@ def load_config(path: str | Path) -> Config:
             dest = Destination(agency=t.str("agency"), mappings=tuple(t.list("mapping", [])))
             t.done()
             if dest.agency not in agencies:
-                hint = difflib.get_close_matches(dest.agency, list(agencies), n=1)
-                raise ConfigError(file, f"{t.prefix}.agency", f"unknown agency {dest.agency!r}" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+                raise ConfigError(file, f"{t.prefix}.agency", f"unknown agency {dest.agency!r}" + _did_you_mean(dest.agency, agencies))
             for name in dest.mappings:
                 if name not in mappings:
                     raise ConfigError(file, f"{t.prefix}.mapping", f"unknown mapping {name!r}")
@@ -436,7 +442,13 @@ def load_config(path: str | Path) -> Config:
         if route.schema is not None and route.schema not in schemas:
             raise ConfigError(file, f"{r.prefix}.schema", f"names no schema in [schemas]: {route.schema!r}")
         if route.sender != WILDCARD and route.sender not in agencies:
-            raise ConfigError(file, f"{r.prefix}.from", f"unknown agency {route.sender!r}")
+            raise ConfigError(file, f"{r.prefix}.from", f"unknown agency {route.sender!r}" + _did_you_mean(route.sender, agencies))
+        # a recipient is an agency or the hub itself: any other name is a typo the route would never match
+        if route.recipient not in (WILDCARD, hub.party_id) and route.recipient not in agencies:
+            known = [*agencies, hub.party_id]
+            raise ConfigError(
+                file, f"{r.prefix}.to", f"{route.recipient!r} is neither an agency nor this hub ({hub.party_id!r})" + _did_you_mean(route.recipient, known)
+            )
         # outbox rows carry the route's name, and a retry takes its policy from it
         if any(other.name == route.name for other in routes):
             raise ConfigError(file, f"{r.prefix}.name", f"route name {route.name!r} is used twice; each route needs its own")

@@ -220,8 +220,22 @@ def test_inbound_refusals_are_signed_ebms_errors(hubs: tuple[Runtime, Runtime]) 
         root.find(f".//{{{WSSE}}}Security/{{{DS}}}Signature/{{{DS}}}SignatureValue").text = value
         return etree.tostring(root)
 
+    def signature_children(change) -> bytes:  # type: ignore[no-untyped-def]
+        """The WS-Security signature's children rearranged (its value unchanged)."""
+        root = etree.fromstring(data)
+        change(root.find(f".//{{{WSSE}}}Security/{{{DS}}}Signature"))
+        return etree.tostring(root)
+
+    def second_signed_info(signature: etree._Element) -> None:  # signxml would verify the first one only
+        signature.insert(1, copy.deepcopy(signature[0]))
+
+    def an_object(signature: etree._Element) -> None:  # nothing in a ds:Object is covered
+        etree.SubElement(signature, f"{{{DS}}}Object").text = "unsigned"
+
     tampered = data.replace(b"Robusta", b"Arabica")
     cases = {
+        "EBMS:0103 two SignedInfo": (signature_children(second_signed_info), "ds:Signature holds ['SignedInfo', 'SignedInfo'"),
+        "EBMS:0103 object": (signature_children(an_object), "expected, in this order: SignedInfo, SignatureValue, KeyInfo?"),
         "EBMS:0101 empty value": (signature_value(""), "ds:SignatureValue is empty"),
         "EBMS:0101 not base64": (signature_value("Siam-Highland!é"), "the signature cannot be processed"),
         "EBMS:0101 digest": (tampered, "changed after signing"),

@@ -61,6 +61,30 @@ def test_route_to_unknown_agency(tmp_path: Path) -> None:
     assert "routes[0].deliver[0].agency" in info.value.key and "did you mean 'TH-ASW'" in info.value.reason
 
 
+@pytest.mark.parametrize(
+    "old, new, key, said",
+    [
+        ('from = "VN-MOIT"', 'from = "VN-MOTI"', "routes[0].from", "unknown agency 'VN-MOTI'; did you mean 'VN-MOIT'?"),
+        ('to = "TH-ASW"', 'to = "TH-ASWX"', "routes[0].to", "'TH-ASWX' is neither an agency nor this hub ('VN-NSW'); did you mean 'TH-ASW'?"),
+    ],
+)
+def test_a_route_between_unknown_parties_is_a_typo_not_a_route_that_never_matches(
+    tmp_path: Path, old: str, new: str, key: str, said: str
+) -> None:
+    path = edit(write_config(tmp_path), old, new)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.key, info.value.reason) == (str(path), key, said)
+    load_config(edit(path, new, 'to = "VN-NSW"' if "to" in key else 'from = "*"'))  # the hub itself, or any sender
+
+
+def test_an_unsupported_store_is_named_in_the_file_checked(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), f'store = "sqlite:///{tmp_path}/hub.db"', 'store = "mysql://db1/hub"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.key) == (str(path), "hub.store") and "unsupported store URL 'mysql://db1/hub'" in info.value.reason
+
+
 def test_unknown_adapter_alias(tmp_path: Path) -> None:
     path = edit(write_config(tmp_path), 'adapter = "http"', 'adapter = "htp"')
     errors, _ = check(path)

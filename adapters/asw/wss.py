@@ -184,11 +184,25 @@ def verify(envelope: etree._Element, policy: CertificatePolicy, who: str) -> Ver
     return Verified(signed["messaging"], signed["body"], cert, references)
 
 
+# each XML-DSig element's children, in order: (name, least, most); no ds:Object (the signature
+# covers eb:Messaging and the body, nothing an Object could hold)
 _SHAPE = {
-    "Signature": ("SignedInfo", "SignatureValue", "KeyInfo"),
-    "SignedInfo": ("CanonicalizationMethod", "SignatureMethod", "Reference"),
-    "Reference": ("Transforms", "DigestMethod", "DigestValue"),
+    "Signature": (("SignedInfo", 1, 1), ("SignatureValue", 1, 1), ("KeyInfo", 0, 1)),
+    "SignedInfo": (("CanonicalizationMethod", 1, 1), ("SignatureMethod", 1, 1), ("Reference", 1, None)),
+    "Reference": (("Transforms", 0, 1), ("DigestMethod", 1, 1), ("DigestValue", 1, 1)),
 }
+
+
+def _in_order(names: list[str], shape: tuple[tuple[str, int, int | None], ...]) -> bool:
+    """Whether ``names`` is the sequence ``shape`` describes."""
+    at = 0
+    for name, least, most in shape:
+        count = 0
+        while at < len(names) and names[at] == name:
+            at, count = at + 1, count + 1
+        if count < least or (most is not None and count > most):
+            return False
+    return at == len(names)
 
 
 def _check_shape(signature: etree._Element) -> None:
@@ -205,8 +219,9 @@ def _check_shape(signature: etree._Element) -> None:
     for parent, allowed in _SHAPE.items():
         for element in ([signature] if parent == "Signature" else signature.iter(f"{{{DS}}}{parent}")):
             names = [etree.QName(c).localname if c.tag.startswith(f"{{{DS}}}") else c.tag for c in element if isinstance(c.tag, str)]
-            if any(n not in allowed for n in names) or allowed[0] not in names:
-                raise refuse(f"ds:{parent} holds {names}; expected {list(allowed)}")
+            if not _in_order(names, allowed):
+                expected = ", ".join(name + ("" if least == most == 1 else "?" if most == 1 else "+") for name, least, most in allowed)
+                raise refuse(f"line {element.sourceline}: ds:{parent} holds {names}; expected, in this order: {expected}")
     for alg in signature.iter(f"{{{DS}}}SignatureMethod", f"{{{DS}}}DigestMethod"):
         if alg.get("Algorithm") not in _ALLOWED_URIS:
             raise refuse(f"the algorithm {alg.get('Algorithm')} is not allowed; use RSA or ECDSA with SHA-256 or stronger")

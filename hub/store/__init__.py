@@ -32,9 +32,7 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
             return PostgresStore(conninfo, **pool, wait=False, migrate_on_connect=migrate)
         store = PostgresStore(conninfo, **pool)
     else:
-        raise ConfigError(
-            "hub.toml", "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://HOST/DATABASE"
-        )
+        raise unsupported_store(url, "hub.toml")
     if migrate:
         try:
             store.migrate()
@@ -45,6 +43,10 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
 
 
 __all__ = ["Accepted", "Acceptance", "Attempt", "Hold", "MessageRecord", "Original", "OutboxItem", "OutboxRow", "State", "Store", "Trace", "open_store"]
+
+
+def unsupported_store(url: str, file: str) -> ConfigError:
+    return ConfigError(file, "hub.store", f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://HOST/DATABASE")
 
 
 def sqlite_options(rest: str, file: str = "hub.toml") -> tuple[str, float]:
