@@ -150,8 +150,10 @@ class _Table:
     def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self._read.add(key)
         if key not in self.data:
-            if default is _REQUIRED:
-                raise ConfigError(self.file, self._key(key), "is required")
+            if default is _REQUIRED:  # perhaps given under a misspelt name
+                hint = difflib.get_close_matches(key, [k for k in self.data if k not in self._read], n=1)
+                given = f"; '{hint[0]}' is given: did you mean '{key}'?" if hint else ""
+                raise ConfigError(self.file, self._key(key), "is required" + given)
             return default
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):

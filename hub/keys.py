@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ConfigError
-from .trust import PrivateKey, load_certificates, load_private_key, subject_of
+from .trust import PrivateKey, load_certificates, load_private_key, same_key, subject_of
 
 if TYPE_CHECKING:
     from .config import Config
@@ -255,6 +255,9 @@ def init_keys(config: "Config", kind: str = "rsa", days: int = 365) -> list[str]
 # -- inventory and expiry warnings -------------------------------------------------------------------
 
 
+KEY_ROLES = frozenset({"signing key", "next key"})
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     """One certificate or CRL the hub relies on, for ``hub keys`` and the expiry warnings."""
@@ -266,15 +269,23 @@ class KeyEntry:
     expires: datetime | None  # notAfter, or a CRL's nextUpdate; None when unknown (unreadable)
     problem: str | None = None
     serial: str | None = None  # a certificate's serial number in hex (the metrics' label)
+    note: str | None = None  # needs a look without being unusable (a private key others can read)
 
     def days_left(self, now: datetime) -> int | None:
         return None if self.expires is None else (self.expires - now) // timedelta(days=1)
 
     def status(self, now: datetime, window_days: int) -> str:
-        """ok, WARNING (within the window; a CRL past nextUpdate but within its grace), EXPIRED or PROBLEM."""
+        """ok, WARNING (within the window; a CRL past nextUpdate but within its grace; a note),
+        EXPIRED or PROBLEM."""
         days = self.days_left(now)
-        if self.problem or days is None or self.expires is None:
+        if self.problem:
             return "PROBLEM"
+        if self.role in KEY_ROLES:  # a private key does not expire; its certificate says when
+            return "WARNING" if self.note else "ok"
+        if days is None or self.expires is None:
+            return "PROBLEM"
+        if self.note:
+            return "WARNING" if self.expires >= now else "EXPIRED"
         if self.role == "CRL":  # a CRL is short-lived by design: only an overdue one needs a look
             return "WARNING" if self.expires < now else "ok"
         if self.expires < now:
@@ -298,10 +309,37 @@ def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEn
             out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc,
                                 serial=f"{cert.serial_number:x}"))
 
+    def key(owner: str, role: str, path: Path | None, cert_paths: Sequence[Path]) -> None:
+        """A private key: readable, one of ``cert_paths``' certificates' (when any), not readable by others."""
+        if path is None:
+            return
+        try:
+            loaded = load_private_key(path, role)
+            certificates = [c for p in cert_paths for c in load_certificates(p)]
+        except ConfigError as exc:
+            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason))
+            return
+        kind = f"RSA-{loaded.key_size}" if isinstance(loaded, rsa.RSAPrivateKey) else f"EC {loaded.curve.name}"
+        if certificates and not any(same_key(loaded, c) for c in certificates):
+            where = ", ".join(str(p) for p in cert_paths)
+            out.append(KeyEntry(owner, role, str(path), kind, None, f"it belongs to no certificate in {where}"))
+            return
+        mode = path.stat().st_mode & 0o777
+        note = f"readable by other users (mode {mode:04o}): chmod 600 {path}" if mode & 0o077 else None
+        out.append(KeyEntry(owner, role, str(path), kind, None, note=note))
+
     h = config.hub
+    key("hub", "signing key", h.key, [h.certificate])
     certs("hub", "signing certificate", h.certificate, "chain")
+    key("hub", "next key", h.next_key, [h.next_certificate] if h.next_certificate else [])
     certs("hub", "next certificate", h.next_certificate, "chain")
+    current, upcoming = _first(out, "signing certificate"), _first(out, "next certificate")
+    if current is not None and upcoming is not None and upcoming.expires < current.expires:  # type: ignore[operator]
+        out[out.index(upcoming)] = replace(
+            upcoming, note=f"it expires before the signing certificate ({current.expires:%Y-%m-%d}): it cannot replace it"
+        )
     for agency in config.agencies.values():
+        key(agency.id, "signing key", agency.signing_key, agency.certificates)
         for path in agency.certificates:
             certs(agency.id, "pinned certificate", path)
         for path in agency.trust_anchors:
@@ -311,6 +349,11 @@ def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEn
     if trust is not None:
         out.extend(crl_entries(trust))
     return out
+
+
+def _first(entries: list[KeyEntry], role: str) -> KeyEntry | None:
+    """The hub's first certificate in ``role`` that could be read."""
+    return next((e for e in entries if e.owner == "hub" and e.role == role and e.expires is not None), None)
 
 
 def crl_entries(trust: "TrustStore", now: datetime | None = None) -> list[KeyEntry]:
@@ -338,8 +381,8 @@ def warn_expiring(entries: Sequence[KeyEntry], window_days: int, now: datetime |
         if status == "ok":
             continue
         days = e.days_left(now)
-        if e.problem:
-            when = e.problem
+        if e.problem or e.note:
+            when = e.problem or e.note
         elif e.role == "CRL":
             when = f"its next update was due {e.expires:%Y-%m-%d %H:%M} UTC; it is used only within the grace period"
         else:

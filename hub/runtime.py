@@ -30,7 +30,7 @@ from .events import StatusEvents
 from .httpio import Gate
 from .pipeline import Pipeline
 from .store import State, Store, open_store
-from .keys import CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
+from .keys import KEY_ROLES, CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
 from .metrics import Counters, metrics_route
 from .trust import Signer, Verifier, in_date, load_certificates, subject_of
 from .truststore import TrustJobs, TrustStore
@@ -262,6 +262,10 @@ class Runtime:
                                f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})")
                 elif cert.not_valid_after_utc - now < timedelta(days=warn_days):
                     out.append(f"{path}: {key}: warning: certificate {subject_of(cert)} expires on {cert.not_valid_after_utc:%Y-%m-%d}")
+        for entry in self.keys:  # private keys: readable by others, or (an agency's demo key) not its certificate's
+            if entry.role in KEY_ROLES and (entry.note or entry.problem):
+                key = ("hub.key" if entry.role == "signing key" else "hub.next_key") if entry.owner == "hub" else f"agencies[{entry.owner}].signing_key"
+                out.append(f"{entry.location}: {key}: warning: {entry.note or entry.problem}")
         if self.trust is not None:
             out.extend(f"{file}: agencies[{agency_id}].crl: {reason}" for agency_id, reason in self.trust.problems(now))
         for agency in self.config.agencies.values():

@@ -64,6 +64,8 @@ def load_private_key(path: Path, key: str = "key") -> PrivateKey:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise ConfigError(str(path), key, "the private key file does not exist (run `hub keys init`)") from None
+    except OSError as exc:  # permissions, a directory: the hub's user must be able to read it
+        raise ConfigError(str(path), key, f"cannot read the private key file: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(path), key, f"not a readable PEM private key: {exc}") from None
     if not isinstance(loaded, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
@@ -76,6 +78,8 @@ def load_certificates(path: Path, key: str = "certificate") -> list[x509.Certifi
         certs = x509.load_pem_x509_certificates(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(str(path), key, "the certificate file does not exist") from None
+    except OSError as exc:
+        raise ConfigError(str(path), key, f"cannot read the certificate file: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigError(str(path), key, f"not a readable PEM certificate: {exc}") from None
     return certs

@@ -54,6 +54,13 @@ def test_typo_is_refused_with_did_you_mean(tmp_path: Path) -> None:
     assert info.value.file == str(path)
 
 
+def test_a_required_key_given_under_a_misspelt_name_is_named(tmp_path: Path) -> None:
+    path = edit(write_config(tmp_path), 'party_id = "VN-NSW"', 'partyid = "VN-NSW"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.key, info.value.reason) == ("hub.party_id", "is required; 'partyid' is given: did you mean 'party_id'?")
+
+
 def test_route_to_unknown_agency(tmp_path: Path) -> None:
     path = edit(write_config(tmp_path), '{ agency = "TH-ASW"', '{ agency = "TH-ASV"')
     with pytest.raises(ConfigError) as info:

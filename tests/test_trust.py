@@ -575,6 +575,7 @@ def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, 
     assert (tmp_path / "keys" / "hub-next.key").stat().st_mode & 0o777 == 0o600
     soon = new_key("ec")
     write_certificate(tmp_path / "keys" / "VN-MARD.crt", issue(soon, "VN-MARD", organization="VN-MARD", days=10))
+    write_private_key(tmp_path / "keys" / "VN-MARD.key", soon)  # its demo signing key (`hub keys` checks they belong together)
     with caplog.at_level(logging.WARNING, logger="hub.keys"):
         runtime = Runtime.load(path)
     try:
@@ -597,6 +598,45 @@ def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, 
     assert out.returncode == 0, out.stderr
     assert "next certificate" in out.stdout and "WARNING" in out.stdout and "need attention" in out.stdout
     assert "PRIVATE KEY" not in out.stdout + out.stderr
+
+
+def test_hub_keys_checks_the_private_keys_too(tmp_path: Path) -> None:
+    """A private key others can read, one missing, one that is not its certificate's, and a next
+    certificate that expires before the current one: each said by `hub keys` (and `hub check`)."""
+    path = write_config(tmp_path)
+    keys = tmp_path / "keys"
+
+    def listed(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hub.cli", *args, "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+
+    out = listed("keys")
+    assert out.returncode == 0 and "hub            signing key" in out.stdout and "VN-MOIT        signing key" in out.stdout, out.stdout
+    (keys / "hub.key").chmod(0o644)
+    out, checked = listed("keys"), listed("check")
+    assert out.returncode == 0 and "hub            signing key              -  WARNING" in out.stdout, out.stdout
+    assert f"({keys}/hub.key): readable by other users (mode 0644): chmod 600 {keys}/hub.key" in out.stderr, out.stderr
+    assert checked.returncode == 0 and f"{keys}/hub.key: hub.key: warning: readable by other users (mode 0644)" in checked.stdout, checked.stdout
+    (keys / "hub.key").chmod(0o600)
+    moit = (keys / "VN-MOIT.key").read_bytes()
+    write_private_key(keys / "VN-MOIT.key", new_key("ec"))  # no longer the key of VN-MOIT.crt
+    out = listed("keys")
+    assert out.returncode == 1 and f"it belongs to no certificate in {keys}/VN-MOIT.crt" in out.stdout, out.stdout
+    (keys / "VN-MOIT.key").unlink()
+    out = listed("keys")
+    assert out.returncode == 1 and "PROBLEM" in out.stdout and "the private key file does not exist" in out.stdout, out.stdout
+    assert "PRIVATE KEY" not in out.stdout + out.stderr
+    (keys / "VN-MOIT.key").write_bytes(moit)
+    (keys / "VN-MOIT.key").chmod(0o600)
+
+    next_key = new_key("ec")
+    write_private_key(keys / "hub-next.key", next_key)
+    write_certificate(keys / "hub-next.crt", issue(next_key, "VN-NSW next", organization="VN-NSW", days=10))
+    path.write_text(path.read_text().replace("max_depth = 40\n", f'max_depth = 40\nnext_key = "{keys}/hub-next.key"\n'
+                                             f'next_certificate = "{keys}/hub-next.crt"\n'))
+    out = listed("keys")
+    assert out.returncode == 0, out.stdout
+    assert "hub            next certificate         9  WARNING" in out.stdout, out.stdout
+    assert "WARNING: hub next certificate" in out.stderr and "it expires before the signing certificate" in out.stderr, out.stderr
 
 
 def test_next_key_must_match_its_certificate(tmp_path: Path) -> None:
