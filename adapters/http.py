@@ -130,7 +130,7 @@ class HttpAdapter(Adapter):
         with DEADLINES.deadline(self._timeout, call.expire):
             try:
                 answered = self._post_once(body, headers, call)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException):
                 if not call.expired:
                     raise
                 answered = None

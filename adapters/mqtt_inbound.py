@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -43,6 +42,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.errors import TryAgain
+from hub.throttle import Tally
 
 from .base import InboundSource, Submit
 from .mqtt_client import MqttConnection
@@ -51,23 +51,6 @@ log = logging.getLogger("hub.adapters.mqtt")
 
 QUEUE_LIMIT = 16  # messages waiting for the inbox's worker (each a packet of up to 2 x max_bytes + 64 KiB)
 LOG_SECONDS = 10.0  # dropped QoS 0 messages, and answers with no topic to go to, are logged at most this often
-
-
-class _Tally:
-    """Events of one kind, counted and logged at most once every ``LOG_SECONDS``: a flood of them
-    makes one line per period saying how many, not one line per message."""
-
-    def __init__(self) -> None:
-        self.count, self._logged, self._logged_at = 0, 0, -LOG_SECONDS
-
-    def add(self) -> int:
-        """Counts one event; how many there were since the last line if one is due now, else 0."""
-        self.count += 1
-        now = time.monotonic()
-        if now - self._logged_at < LOG_SECONDS:
-            return 0
-        since, self._logged, self._logged_at = self.count - self._logged, self.count, now
-        return since
 
 
 class MqttInbox(InboundSource):
@@ -80,8 +63,8 @@ class MqttInbox(InboundSource):
         self._thread: threading.Thread | None = None
         self._connection: MqttConnection | None = None
         self.taken = 0  # messages submitted and acknowledged (for tests and logs)
-        self._dropped = _Tally()  # QoS 0 messages that found the queue full
-        self._unanswered = _Tally()  # answers with no topic to be published to
+        self._dropped = Tally(LOG_SECONDS)  # QoS 0 messages that found the queue full
+        self._unanswered = Tally(LOG_SECONDS)  # answers with no topic to be published to
 
     @property
     def dropped(self) -> int:

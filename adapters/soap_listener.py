@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
-from typing import Any, Awaitable, Callable
 from xml.sax.saxutils import escape
 
 from lxml import etree

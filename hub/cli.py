@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--state", choices=[s.value for s in State])
     o.add_argument("--destination")
     o.add_argument("--limit", type=int, default=100)
+    o.add_argument("--newest", action="store_true", help="the latest rows first (default: the oldest first)")
     o = osub.add_parser("show")
     _config_arg(o)
     o.add_argument("row", type=int)
@@ -65,14 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     o = osub.add_parser("resend")
     _config_arg(o)
     o.add_argument("rows", type=int, nargs="*")
-    o.add_argument("--state", choices=["dead"], help="resend every row in this state")
+    o.add_argument("--state", choices=["dead", "pending"],
+                   help="resend every row in this state: dead rows get a new count of attempts; pending rows "
+                        "(waiting out their backoff, e.g. after the partner came back) are due at once and keep theirs")
     o.add_argument("--destination")
     o.add_argument("--force", action="store_true", help="allow resending a delivered row")
 
     p = sub.add_parser("audit", help="the hash-chained audit log")
     _config_arg(p)
     asub = p.add_subparsers(dest="action", required=True)
-    _config_arg(asub.add_parser("verify"))
+    a = asub.add_parser("verify", help="walk the chain, check every message and attempt has its entries, print the head")
+    _config_arg(a)
+    a.add_argument("--expect-head", metavar="SEQ:HASH",
+                   help="fail unless the log still holds entry SEQ with this hash (a head printed earlier, recorded elsewhere)")
 
     p = sub.add_parser("keys", help="list keys, certificates and CRLs with days to expiry, or generate demo ones")
     _config_arg(p)
@@ -129,6 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    scheduler = logging.getLogger("apscheduler")
+    if scheduler.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # apscheduler says INFO at every job run (CRL refresh, expiry warning): half of a quiet
+        # hub's log; its warnings and errors (a job that failed or missed its time) still show.
+        # Logging already set up for DEBUG, or a level set for apscheduler, before main() is kept.
+        scheduler.setLevel(logging.WARNING)
     if args.command != "serve":
         # a one-shot command loads every CRL once: "CRL ... loaded" lines are the running hub's
         # record, not news here; a CRL that cannot be used is still said (WARNING)
@@ -318,7 +330,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     _, store = _open_store(args.config)
     try:
         if args.action == "list":
-            rows = store.rows(State(args.state) if args.state else None, args.destination, args.limit)
+            rows = store.rows(State(args.state) if args.state else None, args.destination, args.limit, newest=args.newest)
             for r in rows:
                 print(_row_line(r))
             more = f" (the first {args.limit}: --limit shows more)" if len(rows) == args.limit else ""
@@ -344,7 +356,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"no {args.state} rows" + (f" to {args.destination}" if args.destination else "") + ": nothing to resend")
             return 0
         if not ids:
-            print("nothing to resend: give row ids or --state dead", file=sys.stderr)
+            print("nothing to resend: give row ids, --state dead or --state pending", file=sys.stderr)
             return 2
         failed = 0
         import getpass
@@ -353,7 +365,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         for row_id in ids:
             try:
                 r = store.resend(row_id, actor, time.time(), force=args.force)
-                print(f"row {r.id} to {r.destination}: pending again (message {r.message_id})")
+                print(f"row {r.id} to {r.destination}: due now (message {r.message_id}, attempts so far {r.attempts})")
             except TransitionError as exc:
                 print(f"row {row_id}: {exc}", file=sys.stderr)
                 failed += 1
@@ -363,17 +375,29 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import verify_chain
+    """The chain entry by entry (``--expect-head``'s entry among them), then what the other tables
+    hold without its audit entry (a cut at the chain's end leaves a chain that fits); one line per problem."""
+    from .audit import parse_head, verify_chain
 
+    expect = None
+    if args.expect_head is not None:
+        try:
+            expect = parse_head(args.expect_head)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     _, store = _open_store(args.config)
     try:
-        report = verify_chain(store.audit_entries())
+        report = verify_chain(store.audit_entries(), expect)
+        gaps = store.audit_gaps()
     finally:
         store.close()
-    if report.ok:
-        print(f"audit chain OK: {report.entries} entries")
+    problems = [*report.problems, *(gap.problem for gap in gaps)]
+    if not problems:
+        print(f"audit chain OK: {report.entries} entries; head seq {report.head_seq} hash {report.head_hash}")
         return 0
-    print(f"audit chain BROKEN: {report.problem}", file=sys.stderr)
+    for problem in problems:
+        print(f"audit chain BROKEN: {problem}", file=sys.stderr)
     return 1
 
 

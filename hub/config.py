@@ -26,6 +26,7 @@ WILDCARD = "*"
 IDENTITY = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 METRICS_FROM = ("127.0.0.1/32", "::1/128")  # [hub] metrics_from by default: loopback only
+READ_FROM = METRICS_FROM  # [hub] read_from by default: loopback only too
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class HubSettings:
     max_connections: int = 512  # HTTP connections and requests at once per process; beyond them a 503
     # client addresses allowed to GET /metrics (403 for others); empty: no /metrics at all (404)
     metrics_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in METRICS_FROM)
+    # client addresses allowed to GET a message's trace, its status and conversations (403 for others)
+    read_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in READ_FROM)
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,7 @@ def load_config(path: str | Path) -> Config:
         pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
         max_connections=h.int("max_connections", HubSettings.max_connections, minimum=1),
         metrics_from=_networks(file, "hub.metrics_from", h.list("metrics_from", list(METRICS_FROM))),
+        read_from=_networks(file, "hub.read_from", h.list("read_from", list(READ_FROM))),
     )
     h.done()
     if hub.store.startswith(("postgresql://", "postgres://")):

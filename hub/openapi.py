@@ -8,6 +8,8 @@ from typing import Any
 XML = {"application/xml": {"schema": {"type": "string", "description": "a hub envelope (urn:sw-hub:envelope:1)"}}}
 
 
+_NOT_A_READER = {"description": "the client's address is not in [hub] read_from (loopback only by default)"}
+
 def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
@@ -84,12 +86,12 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "summary": "A message's trace: every destination, attempt and audit entry",
                 "parameters": [_message_id()],
                 "responses": {"200": {"description": "the trace", "content": {"application/json": {"schema": {"type": "object"}}}},
-                              "404": {"description": "no such message"}},
+                              "404": {"description": "no such message"}, "403": _NOT_A_READER},
             }},
             "/messages/{message_id}/status": {"get": {
                 "summary": "A message's status",
                 "parameters": [_message_id()],
-                "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"}},
+                "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"}, "403": _NOT_A_READER},
             }},
             "/conversations/{key}": {"get": {
                 "summary": "The messages of one conversation",
@@ -100,7 +102,7 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "the conversation, oldest message first", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"conversation": {"type": "string"},
                                                      "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Status"}}}}}}},
-                              "404": {"description": "no such conversation"}},
+                              "404": {"description": "no such conversation"}, "403": _NOT_A_READER},
             }},
             "/health": {"get": {"summary": "Liveness and outbox counts", "responses": {"200": {"description": "ok"}}}},
             "/soap": {

@@ -46,11 +46,18 @@ from .events import StatusEvents
 from .keys import CurrentSigner
 from .metrics import ACCEPTED, DUPLICATE, Counters
 from .store import Acceptance, Hold, Original, OutboxItem, OutboxRow, Store
+from .throttle import Tally
 from .trust import Signer, Verifier
 from .truststore import TrustStore
 from .xml import Schema, XmlParser, canonical_digest
 
 log = logging.getLogger("hub.pipeline")
+
+# One INFO line per refused message (accepted ones are not logged: their volume is the store's
+# business), but a sender can refuse itself at will: at most REFUSALS_LOGGED lines every
+# REFUSALS_SECONDS (a flood of bad messages makes ~2 lines a second, some 35 MB a day at worst),
+# the next line saying how many went unlogged; every refusal is in the audit log and the metrics.
+REFUSALS_LOGGED, REFUSALS_SECONDS = 20, 10.0
 
 
 def party_of(agency: Agency) -> Party:
@@ -104,6 +111,7 @@ class Pipeline:
         self.clock = clock
         self.events = events  # status events for subscribed agencies, recorded with the acceptance
         self.counters = counters or Counters()  # accepted, duplicates, NACKs by code: GET /metrics
+        self._refusals = Tally(REFUSALS_SECONDS, REFUSALS_LOGGED)  # the log lines of NACKs, throttled
         self.party = Party(identity=settings.party_id, country=settings.country, name=settings.name or None)
         self._parties = {a.id: party_of(a) for a in agencies.values()}
         # A gateway (``reissuing``) receives every sender's messages in this hub's name, ids kept:
@@ -363,8 +371,23 @@ class Pipeline:
         if header and actor != header.sender.identity:  # a claim, not an identity: said, not credited
             detail += f" (the envelope names {header.sender.identity} as sender)"
         self.counters.add(rejected.code.value)
+        self._log_refusal(rejected, header, actor)
         try:
             self.store.record(AuditEvent(header.message_id if header else None, actor, "rejected", detail))
         except Exception as exc:  # the NACK is still the right answer; the audit gap is logged
             log.warning("could not record a rejection in the audit log: %s", exc)
         return Ack(xml, False, header.message_id if header else None, errors=(rejected,))
+
+    def _log_refusal(self, rejected: Rejected, header: Header | None, actor: str) -> None:
+        """The INFO line of one NACK (throttled: ``REFUSALS_LOGGED``), whatever the transport."""
+        since = self._refusals.add()
+        if not since:
+            return
+        if header is None:
+            who = "a message (no envelope header read)"
+        else:
+            claimed = "" if actor == header.sender.identity else " (not authenticated)"
+            who = f"message {header.message_id} from {header.sender.identity}{claimed}"
+        sentence = " ".join(rejected.message.split())[:500]  # one line, whatever the fault quotes
+        unlogged = f" [{since - 1} more refused since the last such line, not logged]" if since > 1 else ""
+        log.info("refused %s: %s %s%s", who, rejected.code.value, sentence, unlogged)

@@ -7,21 +7,66 @@
 Submitting is ``POST /messages`` (hub.server); status changes are pushed to subscribed agencies
 (webhook, MQTT) through the outbox (hub.events). Event rows (route ``@events``) are part of a
 message's trace but not of its status.
+
+These and ``GET /messages/{id}`` (hub.server) tell anyone who knows a message id its senders,
+destinations and delivery details: only clients in ``[hub] read_from`` (loopback by default, the
+same syntax as ``metrics_from``) get them, others a 403 (``readers_only``). What they return
+carries no absolute file system path of the hub (``without_paths``: e.g. the file adapter's
+"written to /srv/..." becomes "written to …/NAME.xml"); ``hub trace`` keeps the full text.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Awaitable, Callable, Iterable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .config import HubSettings, Network
 from .events import EVENTS_ROUTE
+from .metrics import scraper_allowed
 from .openapi import openapi_document
 from .store import MessageRecord, State, Store, Trace
 from .tracing import ts
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def readers_only(allowed: Iterable[Network], endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` for clients in ``allowed`` (``[hub] read_from``, checked as ``metrics_from``:
+    ``hub.metrics.scraper_allowed``); a 403 saying which setting allows it for the others."""
+    networks = tuple(allowed)
+
+    async def guarded(request: Request) -> Response:
+        host = request.client.host if request.client else None
+        if not scraper_allowed(host, networks):
+            return JSONResponse({"error": f"forbidden: message traces, status and conversations are not served to "
+                                          f"{host or 'an unknown address'} (hub.toml: [hub] read_from)"}, status_code=403)
+        return await endpoint(request)
+
+    return guarded
+
+
+# An absolute path of two parts or more, standing alone or in quotes ("/srv/hub/in", '/a/b.xml',
+# file:///etc/x.crl), but not the path of a URL (http://host/a/b: after a word character or "//")
+# nor an XPath with prefixes (/co:A/co:B stops at the ":")
+_ABSOLUTE_PATH = re.compile(r"(?:\bfile://|(?<![\w.:/~-]))(?:/[^\s/:'\"<>()\[\]{},;|]+){2,}/?")
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` (a JSON answer) with every absolute file system path in its strings cut to
+    ``…/`` and its last part: the hub's folders are not the partners' business."""
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], value) if "/" in value else value
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return value
 
 
 def message_status(trace: Trace) -> dict[str, Any] | None:
@@ -55,15 +100,17 @@ def _summary(m: MessageRecord) -> dict[str, Any]:
     }
 
 
-def portal_routes(store: Store, party_id: str) -> list[Route]:
+def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | None = None) -> list[Route]:
+    """``read_from``: the clients that may read status and conversations (default: loopback)."""
     document = openapi_document(party_id)
+    readers = tuple(read_from) if read_from is not None else HubSettings.read_from
 
     async def status(request: Request) -> Response:
         message_id = request.path_params["message_id"].lower()
         found = message_status(await run_in_threadpool(store.trace, message_id))
         if found is None:
             return JSONResponse({"error": f"no message {message_id}"}, status_code=404)
-        return JSONResponse(found)
+        return JSONResponse(without_paths(found))
 
     def conversation_of(key: str) -> dict[str, Any] | None:
         records = store.conversation(key)
@@ -86,7 +133,7 @@ def portal_routes(store: Store, party_id: str) -> list[Route]:
         return JSONResponse(document)
 
     return [
-        Route("/messages/{message_id}/status", status, methods=["GET"]),
-        Route("/conversations/{key}", conversation, methods=["GET"]),
+        Route("/messages/{message_id}/status", readers_only(readers, status), methods=["GET"]),
+        Route("/conversations/{key}", readers_only(readers, conversation), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -23,6 +23,10 @@ every byte waiting and reloads once, and starts only after the scheduled jobs do
 came while the hub was loading is honoured then, once. Message counters for ``GET /metrics`` live
 in memory the workers share.
 
+Two hubs never share a port: the listen address is claimed before anything starts (``_claim``),
+and a port held by another hub or program stops ``hub serve`` with one line (``PortInUse``, exit
+status 1), before the store is opened or the dispatcher started.
+
 A store that can never be used (``Store.when_failed``: e.g. a PostgreSQL schema newer than this
 code, or no permission to create it, found once the database came up) stops ``hub serve`` with
 exit status 78 (``EXIT_UNUSABLE``, EX_CONFIG) and the reason in the log.
@@ -30,17 +34,20 @@ exit status 78 (``EXIT_UNUSABLE``, EX_CONFIG) and the reason in the log.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
 import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 
 import uvicorn
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, HubError, StoreError
 from .metrics import Counters
 from .runtime import Runtime
 from .server import create_app
@@ -53,22 +60,46 @@ log = logging.getLogger("hub.serve")
 EXIT_UNUSABLE = 78
 
 
+class PortInUse(HubError):
+    """The listen address is held by another hub or program (the command line says so in one line)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port}: address already in use (another hub or program holds it)")
+
+
 def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *,
           sock: socket.socket | None = None, worker: int = 0, counters: Counters | None = None) -> int:
     # from the start: a SIGHUP that arrives while the hub is loading is not lost (nor fatal); it
     # waits in the pipe until the reloader starts
     wake_read, wake_write = _wakeup_pipe()
-    signal.signal(signal.SIGHUP, lambda *_: _poke(wake_write))
+    before = signal.signal(signal.SIGHUP, lambda *_: _poke(wake_write))
+    in_worker = sock is not None
+    claim: socket.socket | None = None
     if sock is None:
         from .config import load_config
 
-        count = workers if workers is not None else load_config(config_path).hub.workers
+        own = load_config(config_path).hub
+        count = workers if workers is not None else own.workers
         if count > 1:
             # the parent reloads nothing (_supervise passes SIGHUP on to the workers, which load afresh)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             os.close(wake_read)
             os.close(wake_write)
             return _supervise(config_path, dispatch, count)
+        try:  # before anything starts: a port in use stops the hub here, with nothing to undo
+            claim = _claim(own.listen_host, own.listen_port)
+            try:
+                sock = _bind(own.listen_host, own.listen_port, reuse_port=False)  # none may share it
+            except BaseException:
+                if claim is not None:
+                    claim.close()
+                raise
+        except BaseException:
+            signal.signal(signal.SIGHUP, before)
+            os.close(wake_read)
+            os.close(wake_write)
+            raise
     if counters is not None:
         counters.use_row(worker)
     runtime = Runtime.load(config_path, wait_for_store=False, counters=counters)  # a database down at start: 503 until it is up
@@ -108,12 +139,16 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
         dispatcher.start()
     for source in sources:
         source.start()
-    reload_by = "SIGHUP reloads keys and trust" if sock is None else f"worker {worker} of parent {os.getppid()} (SIGHUP to the parent reloads every worker)"
+    reload_by = f"worker {worker} of parent {os.getppid()} (SIGHUP to the parent reloads every worker)" if in_worker else "SIGHUP reloads keys and trust"
     log.info("hub %s listening on http://%s:%s (dispatcher %s); pid %s, %s",
              h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off", os.getpid(), reload_by)
     try:
-        server.run(sockets=[sock] if sock is not None else None)
+        server.run(sockets=[sock])
     finally:
+        if not in_worker:  # no longer listening: the address is free for the next hub (a worker's is its parent's)
+            sock.close()
+            if claim is not None:
+                claim.close()
         for source in sources:
             source.stop()
         if dispatcher:
@@ -184,17 +219,74 @@ def _reloader(runtime: Runtime, fd: int) -> threading.Thread:
 _REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
 
 
-def _listen(host: str, port: int, *, listen: bool = True) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (and listening); ``PortInUse`` if the address is held."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if _REUSE_PORT is not None:
-        sock.setsockopt(socket.SOL_SOCKET, _REUSE_PORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of the last run in TIME_WAIT do not hold it up
+        if reuse_port and _REUSE_PORT is not None:
+            sock.setsockopt(socket.SOL_SOCKET, _REUSE_PORT, 1)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise
+    return sock
+
+
+def _listen(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A worker's socket, shared with its siblings through SO_REUSEPORT (where it exists)."""
+    sock = _bind(host, port, reuse_port=True, listen=listen)
     sock.set_inheritable(True)
     return sock
+
+
+def _claim(host: str, port: int) -> socket.socket | None:
+    """Makes sure no other hub or program holds ``host:port``; ``PortInUse`` if one does. Returns
+    the lock to hold as long as the hub listens there (None where there is none: not Linux).
+
+    The kernel refuses a second socket on a port, except that Linux lets any process of the same
+    user bind a port whose sockets all have SO_REUSEPORT, as the workers' have, and then splits
+    the connections between them: a second ``hub serve --workers N`` on the port of a running one
+    started without an error and answered 17 of 40 requests. Hence two checks, before the hub's
+    own sockets are bound:
+
+    - a lock per listen address, taken by every hub (one worker or many): an abstract Unix socket
+      named after the address. Binding it is atomic (of two hubs started at the same moment, one
+      gets it); the kernel lets it go when the last process holding it ends, even by SIGKILL (the
+      workers inherit it), so no stale lock file is ever left to remove by hand; and it lives in
+      the network namespace, as the port does (a container with a network of its own has its own,
+      a service with a private /tmp does not). A lock file could be in none of these.
+    - a probe: binding the address without SO_REUSEPORT (with SO_REUSEADDR, so connections of an
+      earlier run in TIME_WAIT do not count) fails if any socket listens there, with SO_REUSEPORT
+      or not: another program (which takes no hub's lock) is found too. It is closed at once.
+    """
+    lock = None
+    if sys.platform.startswith("linux"):
+        try:
+            name = ipaddress.ip_address(host).compressed
+        except ValueError:
+            name = host.lower()
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            lock.bind(f"\0sw-hub:listen:{name}:{port}")
+        except OSError as exc:
+            lock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            log.warning("no lock on the listen address %s:%s (%s); relying on the kernel's own check", host, port, exc)
+            lock = None
+    try:
+        _bind(host, port, reuse_port=False, listen=False).close()
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return lock
 
 
 def _die_with_parent() -> None:
@@ -214,7 +306,9 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
 
     h = load_config(config_path).hub
     # the parent holds the port (bound, not listening: it takes no connections) so that a port in
-    # use fails here, once; with SO_REUSEPORT each worker then listens on a socket of its own
+    # use fails here, once; with SO_REUSEPORT each worker then listens on a socket of its own. The
+    # claim first: SO_REUSEPORT alone would let this hub share a port with another (``_claim``)
+    claim = _claim(h.listen_host, h.listen_port)
     sock = _listen(h.listen_host, h.listen_port, listen=_REUSE_PORT is None)
     parent = os.getpid()
     counters = Counters(count)  # made before the forks: every worker counts into it
@@ -300,4 +394,6 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
         time.sleep(0.5)
         spawn(index)
     sock.close()
+    if claim is not None:
+        claim.close()
     return status

@@ -2,10 +2,11 @@
 
     POST /messages        an envelope; 200 + signed receipt, 400 + signed NACK, 413 too large,
                           503 + "try again" NACK (ERR50) when the store cannot record it
-    GET  /messages/{id}   the message's trace as JSON
+    GET  /messages/{id}   the message's trace as JSON (clients in [hub] read_from only; no file paths)
     GET  /health          outbox counts; 503 "not ready" while the store cannot be reached
     POST /soap, GET /soap?wsdl            SOAP 1.1/1.2 operation Submit (adapters.soap_listener)
-    GET  /messages/{id}/status, /conversations/{key}, /openapi.json   the portal's API (hub.portal)
+    GET  /messages/{id}/status, /conversations/{key}, /openapi.json   the portal's API (hub.portal;
+                          the first two, as the trace, for clients in [hub] read_from only)
     GET  /keys, /metrics  the hub's published certificates (hub.keys), Prometheus metrics (hub.metrics)
     ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
 """
@@ -25,7 +26,7 @@ from adapters.soap_listener import soap_routes
 
 from .errors import TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from .httpio import Gate, read_bounded
-from .portal import portal_routes
+from .portal import portal_routes, readers_only, without_paths
 from .pipeline import Pipeline
 from .store import Store
 from .tracing import trace_dict
@@ -62,7 +63,7 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
         found = await run_in_threadpool(store.trace, message_id)
         if found.message is None and not found.audit:
             return JSONResponse({"error": f"no message {message_id}"}, status_code=404)
-        return JSONResponse(trace_dict(found))
+        return JSONResponse(without_paths(trace_dict(found)))  # `hub trace` shows the paths to the operator
 
     async def health(request: Request) -> Response:
         try:
@@ -77,9 +78,9 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
     return Starlette(
         routes=[
             Route("/messages", submit, methods=["POST"]),
-            Route("/messages/{message_id}", trace, methods=["GET"]),
+            Route("/messages/{message_id}", readers_only(pipeline.settings.read_from, trace), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
-            *portal_routes(store, pipeline.settings.party_id),
+            *portal_routes(store, pipeline.settings.party_id, pipeline.settings.read_from),
             *soap_routes(pipeline.submit, pipeline.settings.limits, run=in_pipeline),
             *extra_routes,
         ]

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from hub.audit import AuditEvent, verify_chain
+from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import TransitionError, TryAgain
 from hub.store import Acceptance, Hold, OutboxItem, State, Store
 
@@ -40,6 +40,16 @@ def acceptance(message_id: str = "m-1", sender: str = "VN-MOIT", destinations: t
         items=tuple(OutboxItem(d, "r", f"payload-{d}-{message_id}".encode()) for d in destinations),
         audit=(AuditEvent(message_id, sender, "received", "r"),),
     )
+
+
+def accepted_and_delivered(store: Store, count: int, start: int = 0) -> None:
+    """``count`` messages ``m-{start}``... to TH-ASW, each delivered before the next is accepted:
+    audit entries 2i+1 (received) and 2i+2 (delivered) for message i, oldest first."""
+    base = time.time() - 1000
+    for i in range(start, start + count):
+        store.accept(acceptance(f"m-{i}", destinations=("TH-ASW",), at=base + i))
+        (row,) = store.lease("node-a", "TH-ASW", 1, time.time(), 30)
+        store.complete(row.id, "node-a", State.DELIVERED, "HTTP 200", base + i, base + i + 0.5)
 
 
 class StoreContract:
@@ -228,6 +238,27 @@ class StoreContract:
             store.resend(a.id, "op", now + 4)
         assert store.resend(a.id, "op", now + 4, force=True).state is State.PENDING
 
+    def test_a_pending_row_resent_is_due_now_and_keeps_its_count(self, store: Store) -> None:
+        now = time.time()
+        store.accept(acceptance(at=now))
+        (row,) = store.lease("a", "TH-ASW", 1, now, 30)
+        store.complete(row.id, "a", State.PENDING, "HTTP 503", now, now + 1, next_attempt_at=now + 600)
+        assert store.lease("a", "TH-ASW", 1, now + 2, 30) == []  # waiting out its backoff
+        again = store.resend(row.id, "operator:test", now + 2)
+        assert (again.state, again.attempts, again.next_attempt_at) == (State.PENDING, 1, now + 2)
+        (leased,) = store.lease("a", "TH-ASW", 1, now + 2, 30)
+        assert leased.id == row.id and leased.attempts == 2
+        with pytest.raises(TransitionError, match="being delivered now"):
+            store.resend(row.id, "op", now + 3)
+        assert [e.event for e in store.trace("m-1").audit].count("resend") == 1
+
+    def test_rows_oldest_or_newest_first(self, store: Store) -> None:
+        now = time.time()
+        for i in range(3):
+            store.accept(acceptance(f"m-{i}", at=now))
+        assert [r.message_id for r in store.rows(destination="TH-ASW", limit=2)] == ["m-0", "m-1"]
+        assert [r.message_id for r in store.rows(destination="TH-ASW", limit=2, newest=True)] == ["m-2", "m-1"]
+
     def test_release_gives_rows_back_without_counting_an_attempt(self, store: Store) -> None:
         now = time.time()
         store.accept(acceptance(at=now))
@@ -285,6 +316,34 @@ class StoreContract:
         store.record(AuditEvent(None, "unknown", "rejected", "ERR02 MALFORMED_XML"))
         report = verify_chain(store.audit_entries())
         assert report.ok and report.entries == 4
+
+    def test_audit_gaps_none_while_every_message_and_attempt_has_its_entries(self, store: Store) -> None:
+        now = time.time()
+        accepted_and_delivered(store, 2)
+        store.accept(acceptance("m-9", at=now))
+        store.accept(acceptance("m-9", at=now))  # a duplicate: nothing written
+        store.accept(acceptance("m-9", sender="VN-MARD", at=now))  # the same id from another sender
+        a, = store.lease("a", "TH-ASW", 1, now + 1, 30)
+        store.complete(a.id, "a", State.PENDING, "HTTP 503", now, now + 0.1, next_attempt_at=now)
+        a, = store.lease("a", "TH-ASW", 1, now + 1, 30)
+        store.complete(a.id, "a", State.DEAD, "HTTP 400", now, now + 0.2)
+        store.resend(a.id, "operator:test", now + 0.3)
+        store.record(AuditEvent(None, "unknown", "rejected", "ERR02 MALFORMED_XML"))
+        assert store.audit_gaps() == []
+        assert verify_chain(store.audit_entries()).ok
+
+    def test_audit_gaps_name_messages_accepted_without_their_entry(self, store: Store) -> None:
+        """The store records what it is given; a message recorded without its ``received`` entry
+        (here: written so; in a real store: its entry deleted) is named, oldest first, and the
+        entry must be the sender's own."""
+        now = time.time()
+        store.accept(acceptance("m-1", at=now))
+        store.accept(replace(acceptance("m-3", at=now + 2), audit=()))
+        store.accept(replace(acceptance("m-2", at=now + 1), audit=()))
+        mard = acceptance("m-1", sender="VN-MARD", at=now + 3)
+        store.accept(replace(mard, audit=(AuditEvent("m-1", "VN-MOIT", "received", "r"),)))  # another sender's entry
+        assert store.audit_gaps() == [AuditGap("message", 3, "m-2")]
+        assert "audit entries missing for 3 messages (first: m-2): the log was cut or entries deleted" == store.audit_gaps()[0].problem
 
     def test_counts(self, store: Store) -> None:
         store.accept(acceptance())

@@ -14,6 +14,7 @@ from hub.envelope import read_errors, read_header
 from hub.receiver import Receiver
 
 from .pki import pki_config
+from .store_contract import accepted_and_delivered
 from .support import EXAMPLES, REPO, HubProcess, Sender, free_port, wait_until, write_config
 
 
@@ -102,7 +103,7 @@ def test_resend_of_a_state_with_no_rows_is_not_an_error(tmp_path: Path) -> None:
     out = hub("outbox", "resend", "--config", config, "--state", "dead")
     assert out.returncode == 0 and "no dead rows: nothing to resend" in out.stdout
     out = hub("outbox", "resend", "--config", config)
-    assert out.returncode == 2 and "give row ids or --state dead" in out.stderr
+    assert out.returncode == 2 and "give row ids, --state dead or --state pending" in out.stderr
 
 
 def test_inbound_folder_through_serve(tmp_path: Path) -> None:
@@ -150,6 +151,89 @@ def test_one_shot_commands_are_quiet_about_crls_loaded_but_not_about_crl_problem
         assert serving.terminate() == 0
     log = serving.log.read_text()
     assert f"INFO hub.trust: CRL {pki.folder}/gov-root.crl loaded" in log and "WARNING hub.trust: CRL" in log, log[-2000:]
+
+
+def _audit_log(tmp_path: Path, messages: int) -> tuple[str, Path]:
+    """A hub.toml and its SQLite store holding ``messages`` messages, each accepted and delivered
+    (audit entries 2i+1 and 2i+2 of m-i)."""
+    from hub.store import open_store
+
+    config = write_config(tmp_path)
+    loaded = load_config(config)
+    store = open_store(loaded.hub.store, loaded.base)
+    try:
+        accepted_and_delivered(store, messages)
+    finally:
+        store.close()
+    return str(config), tmp_path / "hub.db"
+
+
+def _sql(db: Path, statement: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(statement)
+    conn.close()
+
+
+def test_audit_verify_fails_when_the_end_of_the_log_was_cut(tmp_path: Path) -> None:
+    """The review's case: the tail deleted, the chain of what is left still fits; the messages and
+    attempts left without their entries are named, one line each, and the exit status is 1."""
+    config, db = _audit_log(tmp_path, 20)
+    before = hub("audit", "verify", "--config", config)
+    assert before.returncode == 0 and before.stdout.startswith("audit chain OK: 40 entries"), before.stdout + before.stderr
+    _sql(db, "DELETE FROM audit WHERE seq > 30")  # m-15 .. m-19 cut, received and delivered
+    out = hub("audit", "verify", "--config", config)
+    assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[0] == "audit chain BROKEN: audit entries missing for 5 messages (first: m-15): the log was cut or entries deleted"
+    assert lines[1].startswith("audit chain BROKEN: audit entries missing for 5 delivery attempts (first: message m-15, outbox row ")
+    assert lines[1].endswith(" attempt 1): the log was cut or entries deleted") and len(lines) == 2, out.stderr
+
+
+def test_audit_verify_prints_the_head_and_checks_an_expected_one(tmp_path: Path) -> None:
+    from hub.store import open_store
+
+    config, db = _audit_log(tmp_path, 5)
+    ok = hub("audit", "verify", "--config", config)
+    assert ok.returncode == 0, ok.stderr
+    loaded = load_config(config)
+    store = open_store(loaded.hub.store, loaded.base)
+    entries = list(store.audit_entries())
+    store.close()
+    assert ok.stdout == f"audit chain OK: 10 entries; head seq 10 hash {entries[-1].hash}\n"
+    head = ok.stdout.split("head seq ")[1].strip().replace(" hash ", ":")
+    assert head == f"10:{entries[-1].hash}"
+    # the head recorded, or any earlier entry, is still there
+    for expected in (head, f"4:{entries[3].hash}", f"4:{entries[3].hash.upper()}"):
+        out = hub("audit", "verify", "--config", config, "--expect-head", expected)
+        assert out.returncode == 0 and out.stdout == ok.stdout, out.stderr
+    # entries of no other record (rejections) cut at the end: only the recorded head shows it
+    store = open_store(loaded.hub.store, loaded.base)
+    from hub.audit import AuditEvent
+
+    store.record(AuditEvent(None, "unknown", "rejected", "ERR02 MALFORMED_XML"))
+    store.close()
+    head = hub("audit", "verify", "--config", config).stdout.split("head seq ")[1].strip().replace(" hash ", ":")
+    assert head.startswith("11:")
+    _sql(db, "DELETE FROM audit WHERE seq = 11")
+    assert hub("audit", "verify", "--config", config).returncode == 0
+    cut = hub("audit", "verify", "--config", config, "--expect-head", head)
+    assert cut.returncode == 1 and cut.stdout == "", cut.stdout
+    assert cut.stderr == ("audit chain BROKEN: entry 11 (--expect-head) is not in the log, which ends at entry 10: "
+                          "the log was cut or rewritten\n")
+    # ... and written on since: entry 11 is there again, another one
+    store = open_store(loaded.hub.store, loaded.base)
+    store.record(AuditEvent(None, "unknown", "rejected", "ERR02 MALFORMED_XML"))
+    store.close()
+    again = hub("audit", "verify", "--config", config, "--expect-head", head)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert again.stderr.startswith("audit chain BROKEN: entry 11 has hash ") and f"not the expected {head[3:]}" in again.stderr
+    # a head that is not SEQ:HASH: one line, exit status 2
+    for bad in ("11", "x:" + "0" * 64, "11:abc"):
+        out = hub("audit", "verify", "--config", config, "--expect-head", bad)
+        assert out.returncode == 2 and out.stderr.startswith(f"error: --expect-head {bad!r} is not SEQ:HASH"), out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
 def test_demo_on_a_copy_of_the_shipped_config(tmp_path: Path) -> None:

@@ -265,3 +265,18 @@ def test_adapter_settings_errors_name_the_file_checked(tmp_path: Path) -> None:
     assert len(errors) == 1 and errors[0].startswith(str(prod)) and "agencies[" in errors[0], errors
     out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(prod)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0 and str(prod) in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+def test_read_from_is_loopback_by_default_and_parsed_and_checked_as_metrics_from(tmp_path: Path) -> None:
+    import ipaddress
+
+    path = write_config(tmp_path)
+    assert [str(n) for n in load_config(path).hub.read_from] == ["127.0.0.1/32", "::1/128"]
+    edit(path, "max_depth = 40", 'max_depth = 40\nread_from = ["10.0.0.0/8", "192.168.1.7"]')
+    hub = load_config(path).hub
+    assert hub.read_from == tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "192.168.1.7/32"))
+    assert [str(n) for n in hub.metrics_from] == ["127.0.0.1/32", "::1/128"]  # each its own
+    edit(path, 'read_from = ["10.0.0.0/8", "192.168.1.7"]', 'read_from = ["10.0.0.1/8"]')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "hub.read_from" and "has host bits set; did you mean '10.0.0.0/8'?" in info.value.reason

@@ -386,3 +386,40 @@ def test_at_most_pipeline_threads_messages_at_once(tmp_path: Path, threads: int)
         assert most[0] == threads
     finally:
         runtime.close()
+
+
+def test_each_refused_message_is_logged_once_and_accepted_ones_are_not(env: tuple[Runtime, Sender], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    runtime, moit = env
+    unsigned = moit.message(sign=False)
+    with caplog.at_level(logging.INFO, logger="hub.pipeline"):
+        assert runtime.pipeline.submit(moit.message()).accepted
+        assert not runtime.pipeline.submit(unsigned).accepted
+        assert not runtime.pipeline.submit(b"<Envelope><unclosed></Envelope>").accepted
+    lines = [r for r in caplog.records if r.name == "hub.pipeline"]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO], [r.getMessage() for r in lines]
+    first, second = (r.getMessage() for r in lines)
+    assert first.startswith(f"refused message {message_id_of(unsigned)} from VN-MOIT (not authenticated): {Code.SIGNATURE_MISSING.value} ")
+    assert "VN-MOIT" in first.split(": ", 1)[1] and "\n" not in first  # the NACK's sentence
+    assert second.startswith(f"refused a message (no envelope header read): {Code.MALFORMED_XML.value} ")
+
+
+def test_a_flood_of_refused_messages_logs_a_few_lines_and_counts_the_rest(env: tuple[Runtime, Sender], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from hub.throttle import Tally
+
+    runtime, _ = env
+    now = [0.0]
+    runtime.pipeline._refusals = Tally(10.0, 3, clock=lambda: now[0])  # 3 lines every 10 s, on a clock of the test's
+    with caplog.at_level(logging.INFO, logger="hub.pipeline"):
+        for _ in range(50):
+            runtime.pipeline.submit(b"<not-xml")
+        now[0] = 10.0
+        runtime.pipeline.submit(b"<not-xml")
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.pipeline"]
+    assert len(lines) == 4, lines
+    assert all(line.startswith(f"refused a message (no envelope header read): {Code.MALFORMED_XML.value} ") for line in lines)
+    assert lines[-1].endswith("[47 more refused since the last such line, not logged]"), lines[-1]
+    assert "more refused" not in "".join(lines[:3])

@@ -291,3 +291,93 @@ def test_a_fault_inside_the_hub_gets_a_nack_and_the_next_message_goes_through(tm
         assert second.status_code == 200, second.text
     finally:
         runtime.close()
+
+
+# -- who may read, and what ----------------------------------------------------------------------
+
+
+def _get_as(app: Any, client: str, paths: list[str]) -> list[httpx.Response]:
+    """GETs against the app in process, as seen from the address ``client``."""
+    import asyncio
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=(client, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            return [await http.get(p) for p in paths]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("read_from", "client", "status"),
+    [
+        (None, "127.0.0.1", 200),  # the default: loopback only
+        (None, "::1", 200),
+        (None, "10.1.2.3", 403),
+        ('["10.0.0.0/8"]', "10.1.2.3", 200),
+        ('["10.0.0.0/8"]', "127.0.0.1", 403),  # loopback too is refused once it is not listed
+        ("[]", "127.0.0.1", 403),
+    ],
+)
+def test_traces_status_and_conversations_are_served_only_to_the_clients_in_read_from(
+    tmp_path: Path, read_from: str | None, client: str, status: int
+) -> None:
+    config = write_config(tmp_path)
+    if read_from is not None:
+        config.write_text(config.read_text().replace("max_depth = 40\n", f"max_depth = 40\nread_from = {read_from}\n"))
+    runtime = Runtime.load(config)
+    try:
+        message = Sender(runtime.config, "VN-MOIT").message()
+        assert runtime.pipeline.submit(message).accepted
+        mid = message_id_of(message)
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
+        answers = _get_as(app, client, [f"/messages/{mid}", f"/messages/{mid}/status", f"/conversations/{mid}", "/health", "/openapi.json"])
+        for r in answers[:3]:
+            assert r.status_code == status, (r.request.url, r.text)
+            if status == 403:
+                assert "[hub] read_from" in r.json()["error"] and mid not in r.text and "VN-MOIT" not in r.text
+            else:
+                assert mid in r.text
+        assert [r.status_code for r in answers[3:]] == [200, 200]  # the rest of the listener is not affected
+    finally:
+        runtime.close()
+
+
+def test_the_trace_and_status_over_http_carry_no_file_system_paths_of_the_hub(tmp_path: Path) -> None:
+    """The file adapter's "cannot write into /srv/..." and "written to /srv/.../X.xml" stay in
+    `hub trace`; the HTTP answers say only the last part of the path."""
+    from hub.portal import without_paths
+    from hub.tracing import trace_text
+
+    runtime = Runtime.load(write_config(tmp_path))
+    customs = tmp_path / "customs-inbox"
+    customs.write_text("a file where the agency's folder should be")  # the first delivery fails
+    dispatcher = runtime.dispatcher()
+    try:
+        message = Sender(runtime.config, "VN-MOIT").message()
+        assert runtime.pipeline.submit(message).accepted
+        mid = message_id_of(message)
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
+        dispatcher.start()
+
+        def customs_row() -> dict[str, Any]:
+            status = _get_as(app, "127.0.0.1", [f"/messages/{mid}/status"])[0].json()
+            return next(d for d in status["destinations"] if d["agency"] == "VN-CUSTOMS")
+
+        assert wait_until(lambda: customs_row()["last_error"] is not None, 20)
+        assert customs_row()["last_error"] == "cannot write into …/customs-inbox: File exists"
+        customs.unlink()
+        assert wait_until(lambda: customs_row()["state"] == "delivered", 20)
+        trace = _get_as(app, "127.0.0.1", [f"/messages/{mid}"])[0]
+        assert str(tmp_path) not in trace.text
+        attempts = next(d for d in trace.json()["deliveries"] if d["destination"] == "VN-CUSTOMS")["attempts"]
+        *failed, delivered = [a["detail"] for a in attempts]  # one failed attempt or more, as the retries went
+        assert failed and set(failed) == {"cannot write into …/customs-inbox: File exists"}
+        assert delivered == f"written to …/VN-MOIT_{mid}.xml"
+        assert f"written to {customs}/VN-MOIT_{mid}.xml" in trace_text(runtime.store.trace(mid), mid)  # the operator's view keeps it
+    finally:
+        dispatcher.stop()
+        runtime.close()
+    assert without_paths({"a": ["see '/etc/hub/keys/x.crl' and file:///var/lib/hub/y.crl"]}) == {"a": ["see '…/x.crl' and …/y.crl"]}
+    kept = ["HTTP 400 from http://10.0.0.5:8080/asw/inbox", "at /co:Certificate/co:Goods", "POST /as4", "CO-FORMD/01 via route r", "text/xml"]
+    assert [without_paths(s) for s in kept] == kept

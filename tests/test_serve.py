@@ -133,7 +133,7 @@ def test_down_then_up_and_dead_letter_resend_through_the_cli(tmp_path: Path, rec
         assert "HTTP 400" in listing and "5 row(s)" in listing
         receiver.status = 200
         out = hub_cli(config, "outbox", "resend", "--state", "dead")
-        assert out.returncode == 0 and out.stdout.count("pending again") == 5
+        assert out.returncode == 0 and out.stdout.count(": due now (message") == 5
         assert receiver.wait_for(5, 20)
         assert {mid for _, mid in receiver.deliveries} == set(ids)
         assert hub_cli(config, "outbox", "resend", "1").returncode == 1  # delivered rows need --force
@@ -236,3 +236,46 @@ def test_a_trickling_body_gets_a_408_and_connections_beyond_the_limit_a_503(tmp_
             for sock in slow:
                 sock.close()
         assert httpx.get(serving.url + "/health", timeout=10).status_code == 200  # the next ones are served
+
+
+def _serve_briefly(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hub serve`` expected to stop by itself at once; a hub that starts after all is stopped
+    after a few seconds (the timeout kills the parent; its workers die with it)."""
+    return subprocess.run([sys.executable, "-m", "hub.cli", "serve", "--config", str(config), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=15)
+
+
+def _refused_at_once(out: subprocess.CompletedProcess[str], port: int) -> None:
+    said = (out.stdout + out.stderr).strip()
+    assert out.returncode == 1, said
+    assert said == f"error: cannot listen on 127.0.0.1:{port}: address already in use (another hub or program holds it)", said
+
+
+@pytest.mark.parametrize(("holder", "workers"), [("plain", ()), ("plain", ("--workers", "2")), ("reuseport", ("--workers", "2"))])
+def test_a_port_held_by_another_program_stops_serve_with_one_line_before_anything_starts(tmp_path: Path, holder: str, workers: tuple[str, ...]) -> None:
+    """One line and exit status 1: no "listening", no dispatcher, no "stopped cleanly". A program
+    whose socket has SO_REUSEPORT (which Linux would let the workers' sockets share) counts too."""
+    import socket
+
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    with socket.socket() as held:
+        if holder == "reuseport":
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", port))
+        held.listen()
+        _refused_at_once(_serve_briefly(config, *workers), port)
+
+
+def test_a_second_hub_with_workers_does_not_share_the_port_of_a_running_one(tmp_path: Path) -> None:
+    """Workers' sockets have SO_REUSEPORT, and Linux lets a second process of the same user bind
+    such a port and take part of its connections: a second `hub serve --workers 2` must refuse."""
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    with HubProcess(config, "--workers", "2") as running:
+        _refused_at_once(_serve_briefly(config, "--workers", "2"), port)
+        _refused_at_once(_serve_briefly(config), port)  # nor a hub of one worker
+        assert httpx.get(running.url + "/health", timeout=10).status_code == 200
+        assert running.terminate() == 0
+    with HubProcess(config) as again:  # once it stopped, the address is free at once
+        assert again.terminate() == 0

@@ -11,13 +11,13 @@ from typing import Iterator
 
 import pytest
 
-from hub.audit import verify_chain
+from hub.audit import AuditGap, verify_chain
 from hub.errors import TryAgain
 from hub.store import State, Store, open_store
 from hub.store.postgres import PostgresStore
 
 from .pg import Cluster, pg_cluster  # noqa: F401 (the fixture)
-from .store_contract import StoreContract, accept_once_it_can, acceptance
+from .store_contract import StoreContract, accept_once_it_can, accepted_and_delivered, acceptance
 
 
 @pytest.fixture
@@ -79,6 +79,17 @@ def test_audit_chain_is_one_chain_under_concurrent_writers(pg_url: str, tmp_path
     finally:
         for s in nodes:
             s.close()
+
+
+def test_a_cut_at_the_end_of_the_audit_log_is_found_by_the_messages_and_attempts_left(pg_cluster: Cluster, pg_url: str,  # noqa: F811
+                                                                                      store: Store) -> None:
+    """As in SQLite: the chain of what is left still fits; the records left without entries show the cut."""
+    accepted_and_delivered(store, 10)  # entries 2i+1 received and 2i+2 delivered of m-i
+    pg_cluster.sql("DELETE FROM audit WHERE seq > 13", pg_url.rsplit("/", 1)[1])
+    assert verify_chain(store.audit_entries()).ok
+    gaps = store.audit_gaps()
+    assert gaps == [AuditGap("message", 3, "m-7"), AuditGap("delivery attempt", 4, gaps[1].first)]
+    assert gaps[1].first.startswith("message m-6, outbox row ") and gaps[1].first.endswith(" attempt 1")
 
 
 def test_notify_wakes_a_waiting_store_of_another_node(pg_url: str, tmp_path: Path) -> None:

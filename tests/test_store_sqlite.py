@@ -7,11 +7,11 @@ from typing import Iterator
 
 import pytest
 
-from hub.audit import AuditEvent, verify_chain
+from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import ConfigError, TryAgain
 from hub.store import Store, open_store
 
-from .store_contract import StoreContract, accept_once_it_can, acceptance
+from .store_contract import StoreContract, accept_once_it_can, accepted_and_delivered, acceptance
 from .support import LockHolder, write_config
 
 
@@ -50,6 +50,25 @@ def test_tampering_with_the_audit_log_is_detected(tmp_path: Path) -> None:
     store = open_store("sqlite:///hub.db", tmp_path)
     assert not verify_chain(store.audit_entries()).ok
     store.close()
+
+
+def test_a_cut_at_the_end_of_the_audit_log_is_found_by_the_messages_and_attempts_left(tmp_path: Path) -> None:
+    """The chain of what is left still fits: only the records left without their entries show the cut."""
+    store = open_store("sqlite:///hub.db", tmp_path)
+    accepted_and_delivered(store, 10)  # entries 2i+1 received and 2i+2 delivered of m-i
+    store.close()
+    db = sqlite3.connect(tmp_path / "hub.db")
+    db.execute("DELETE FROM audit WHERE seq > 13")  # m-6 received kept, its delivery and m-7 .. m-9 cut
+    db.commit()
+    db.close()
+    store = open_store("sqlite:///hub.db", tmp_path)
+    try:
+        assert verify_chain(store.audit_entries()).ok
+        gaps = store.audit_gaps()
+        assert gaps == [AuditGap("message", 3, "m-7"), AuditGap("delivery attempt", 4, gaps[1].first)]
+        assert gaps[1].first.startswith("message m-6, outbox row ") and gaps[1].first.endswith(" attempt 1")
+    finally:
+        store.close()
 
 
 def test_absolute_sqlite_url(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from this partner is kept as non-repudiation evidence). Unknown options are conf
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterator, NamedTuple, Sequence
 
-from ..audit import AuditEntry, AuditEvent
+from ..audit import AuditEntry, AuditEvent, AuditGap
 from ..errors import StoreError, TransitionError
 
 
@@ -245,13 +245,16 @@ class Store(ABC):
 
     @abstractmethod
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
-        """An operator's explicit new attempt of a dead row (or, with ``force``, a delivered one)."""
+        """An operator's explicit new attempt, due at ``now``: of a dead row (a new count of
+        attempts), of a pending row waiting out its backoff (the count goes on), or with ``force``
+        of a delivered one. A leased row is being delivered: ``TransitionError``."""
 
     @abstractmethod
     def get(self, row_id: int) -> OutboxRow | None: ...
 
     @abstractmethod
-    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]: ...
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100, newest: bool = False) -> list[OutboxRow]:
+        """Rows by id, oldest first (``newest``: latest first), at most ``limit``."""
 
     @abstractmethod
     def counts(self) -> dict[tuple[str, State], int]:
@@ -268,6 +271,16 @@ class Store(ABC):
     @abstractmethod
     def audit_entries(self) -> Iterator[AuditEntry]:
         """Every audit entry, oldest first."""
+
+    @abstractmethod
+    def audit_gaps(self) -> list[AuditGap]:
+        """What the other tables hold without its audit entry, found by the database (anti-joins,
+        nothing held in memory): accepted messages without their ``received`` entry (by the sender,
+        as the pipeline writes it with the acceptance) and recorded attempts without the outcome
+        entry ``complete`` writes with them (same message, owner, time, event and detail). One
+        ``AuditGap`` per kind with any missing, oldest first; empty when none is. The hash chain
+        cannot show a cut at its end; this can, unless only entries of no other record
+        (rejections, duplicates, resends) were cut."""
 
     @abstractmethod
     def close(self) -> None: ...

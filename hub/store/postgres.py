@@ -47,7 +47,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from ..audit import GENESIS, AuditEntry, AuditEvent, chain
+from ..audit import GENESIS, AuditEntry, AuditEvent, AuditGap, chain
 from ..errors import ConfigError, StoreError, TransitionError, TryAgain
 from .base import (
     Accepted,
@@ -64,7 +64,19 @@ from .base import (
     check_version,
     held_by,
 )
-from .sql import MESSAGE_COLUMNS, OUTCOME_EVENTS, ROW_COLUMNS, message_record, outbox_row, resend_event, resendable_row, row_filter
+from .sql import (
+    MESSAGE_COLUMNS,
+    OUTCOME_EVENTS,
+    ROW_COLUMNS,
+    attempts_after_resend,
+    message_record,
+    outbox_row,
+    resend_event,
+    resendable_row,
+    row_filter,
+    row_order,
+    unaudited,
+)
 
 log = logging.getLogger("hub.store.postgres")
 
@@ -573,9 +585,9 @@ class PostgresStore(Store):
             current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
             row = resendable_row(current, row_id, force)
             updated = cur.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s, updated_at = %s WHERE id = %s "
+                "UPDATE outbox SET state = 'pending', attempts = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s "
                 f"RETURNING {ROW_COLUMNS}",
-                (now, now, row_id),
+                (attempts_after_resend(row), now, now, row_id),
             ).fetchone()
             cur.execute(f"NOTIFY {CHANNEL}")
             self._append_audit(cur, (resend_event(row, actor),), now)
@@ -586,10 +598,10 @@ class PostgresStore(Store):
             r = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s", (row_id,)).fetchone()
         return outbox_row(r) if r else None
 
-    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100, newest: bool = False) -> list[OutboxRow]:
         where, params = row_filter(state, destination, "%s")
         with self._tx(transaction=False) as cur:
-            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
+            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} {row_order(newest)} LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
         return [outbox_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
@@ -643,6 +655,10 @@ class PostgresStore(Store):
             for r in batch:
                 yield AuditEntry(*r)
             after = batch[-1][0]
+
+    def audit_gaps(self) -> list[AuditGap]:
+        with self._tx(transaction=False) as cur:
+            return unaudited(cur)
 
     # -- LISTEN/NOTIFY -----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ they apply the same way. Only what differs (placeholders, locking, notifications
 
 from __future__ import annotations
 
-from ..audit import AuditEvent
+from ..audit import AuditEvent, AuditGap
 from ..errors import TransitionError
 from .base import MessageRecord, OutboxRow, State
 
@@ -43,6 +43,11 @@ def outbox_row(r: tuple) -> OutboxRow:
     )
 
 
+def row_order(newest: bool) -> str:
+    """``Store.rows``' order: oldest first, or with ``newest`` the latest rows first."""
+    return "ORDER BY id DESC" if newest else "ORDER BY id"
+
+
 def row_filter(state: State | None, destination: str | None, mark: str) -> tuple[str, list]:
     """``Store.rows``' WHERE clause (empty for no filter) and its parameters; ``mark`` is the
     backend's placeholder."""
@@ -57,16 +62,55 @@ def row_filter(state: State | None, destination: str | None, mark: str) -> tuple
 
 
 def resendable_row(current: tuple | None, row_id: int, force: bool) -> OutboxRow:
-    """The row ``Store.resend`` may make pending again: a dead one, or with ``force`` a delivered
-    one; ``TransitionError`` naming why not otherwise."""
+    """The row ``Store.resend`` may send again: a dead one, a pending one (waiting for its next
+    attempt), or with ``force`` a delivered one; ``TransitionError`` naming why not otherwise."""
     if current is None:
         raise TransitionError(f"outbox row {row_id} does not exist")
     row = outbox_row(current)
-    if not (row.state is State.DEAD or (force and row.state is State.DELIVERED)):
+    if not (row.state in (State.DEAD, State.PENDING) or (force and row.state is State.DELIVERED)):
         hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
-        raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead row can be resent{hint}")
+        if row.state is State.LEASED:
+            hint = " (it is being delivered now)"
+        raise TransitionError(f"outbox row {row_id} is {row.state.value}; only a dead or pending row can be resent{hint}")
     return row
 
 
 def resend_event(row: OutboxRow, actor: str) -> AuditEvent:
     return AuditEvent(row.message_id, actor, "resend", f"{row.destination}: row {row.id} was {row.state.value}")
+
+
+def attempts_after_resend(row: OutboxRow) -> int:
+    """A pending row sent now keeps its count (its retry budget goes on); a dead or delivered one
+    starts a new count."""
+    return row.attempts if row.state is State.PENDING else 0
+
+
+# ``Store.audit_gaps``: records whose audit entry is missing (anti-joins on the index audit_message).
+# A message's ``received`` entry is the sender's; an attempt's outcome entry is the one ``complete``
+# writes with it: same message, owner, time, event and detail.
+_OUTCOME_EVENT = "CASE t.outcome " + " ".join(f"WHEN '{s.value}' THEN '{e}'" for s, e in OUTCOME_EVENTS.items()) + " END"
+_UNAUDITED_MESSAGES = (
+    "FROM messages m WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.message_id = m.message_id "
+    "AND a.event = 'received' AND a.actor = m.sender)"
+)
+_UNAUDITED_ATTEMPTS = (
+    "FROM attempts t JOIN outbox o ON o.id = t.row_id WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE "
+    f"a.message_id = o.message_id AND a.event = {_OUTCOME_EVENT} AND a.actor = t.owner AND a.at = t.finished_at "
+    "AND a.detail = o.destination || ': ' || t.detail)"
+)
+
+
+def unaudited(cur) -> list[AuditGap]:  # type: ignore[no-untyped-def]
+    """``Store.audit_gaps`` on an open cursor of either backend (the SQL is the same in both)."""
+    gaps = []
+    first = cur.execute(f"SELECT m.message_id {_UNAUDITED_MESSAGES} ORDER BY m.received_at, m.message_id LIMIT 1").fetchone()
+    if first is not None:
+        count = cur.execute(f"SELECT COUNT(*) {_UNAUDITED_MESSAGES}").fetchone()[0]
+        gaps.append(AuditGap("message", count, first[0]))
+    first = cur.execute(
+        f"SELECT o.message_id, t.row_id, t.number {_UNAUDITED_ATTEMPTS} ORDER BY t.finished_at, t.row_id, t.number LIMIT 1"
+    ).fetchone()
+    if first is not None:
+        count = cur.execute(f"SELECT COUNT(*) {_UNAUDITED_ATTEMPTS}").fetchone()[0]
+        gaps.append(AuditGap("delivery attempt", count, f"message {first[0]}, outbox row {first[1]} attempt {first[2]}"))
+    return gaps

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..audit import GENESIS, AuditEntry, AuditEvent, chain
+from ..audit import GENESIS, AuditEntry, AuditEvent, AuditGap, chain
 from ..errors import StoreError, TryAgain
 from .base import (
     Accepted,
@@ -40,7 +40,19 @@ from .base import (
     check_version,
     held_by,
 )
-from .sql import MESSAGE_COLUMNS, OUTCOME_EVENTS, ROW_COLUMNS, message_record, outbox_row, resend_event, resendable_row, row_filter
+from .sql import (
+    MESSAGE_COLUMNS,
+    OUTCOME_EVENTS,
+    ROW_COLUMNS,
+    attempts_after_resend,
+    message_record,
+    outbox_row,
+    resend_event,
+    resendable_row,
+    row_filter,
+    row_order,
+    unaudited,
+)
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -624,8 +636,8 @@ class SQLiteStore(Store):
             current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
             row = resendable_row(current, row_id, force)
             cur.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (now, now, row_id),
+                "UPDATE outbox SET state = 'pending', attempts = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (attempts_after_resend(row), now, now, row_id),
             )
             self._append_audit(cur, (resend_event(row, actor),), now)
             updated = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
@@ -636,10 +648,10 @@ class SQLiteStore(Store):
             r = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
         return outbox_row(r) if r else None
 
-    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100) -> list[OutboxRow]:
+    def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100, newest: bool = False) -> list[OutboxRow]:
         where, params = row_filter(state, destination, "?")
         with self._tx(write=False) as cur:
-            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} {row_order(newest)} LIMIT ?", (*params, limit)).fetchall()
         return [outbox_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
@@ -694,6 +706,10 @@ class SQLiteStore(Store):
             for r in batch:
                 yield AuditEntry(*r)
             after = batch[-1][0]
+
+    def audit_gaps(self) -> list[AuditGap]:
+        with self._tx(write=False) as cur:
+            return unaudited(cur)
 
     def close(self) -> None:
         with self._lock:
