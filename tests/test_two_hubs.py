@@ -133,8 +133,11 @@ def test_a_form_d_and_its_acceptance_travel_between_two_hubs(tmp_path: Path, bro
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     """``hub demo --two-hubs`` with its temporary folder made under ``tmp_path``."""
+    # Ctrl-C reaches the demo as it would from a terminal, even when the tests run as a background
+    # job (whose shell ignores SIGINT in its children: Python then installs no KeyboardInterrupt)
     return subprocess.Popen([sys.executable, "-m", "hub.cli", "demo", "--two-hubs", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)})
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _folder_of(first_line: str) -> Path:
