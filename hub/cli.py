@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="every hop and attempt of a message")
     _config_arg(p)
     p.add_argument("message_id")
-    p.add_argument("--json", action="store_true")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--receipt", action="store_true", help="print the signed receipt the hub answered with, byte for byte")
 
     p = sub.add_parser("outbox", help="list, show and resend outbox rows")
     _config_arg(p)
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(waiting out their backoff, e.g. after the partner came back) are due at once and keep theirs")
     o.add_argument("--destination")
     o.add_argument("--force", action="store_true", help="allow resending a delivered row")
+
+    p = sub.add_parser("purge", help="retention: drop the payloads of delivered messages older than DAYS")
+    _config_arg(p)
+    p.add_argument("--older-than", type=int, required=True, metavar="DAYS",
+                   help="messages received more than DAYS days ago (at least 1) whose rows are all delivered")
+    p.add_argument("--dry-run", action="store_true", help="count what would be purged; change nothing")
 
     p = sub.add_parser("audit", help="the hash-chained audit log")
     _config_arg(p)
@@ -149,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        for fault in exc.faults:
+            print(f"configuration error: {fault}", file=sys.stderr)
         return 2
     except HubError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -310,6 +319,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     finally:
         store.close()
     found = bool(trace.message or trace.audit)
+    if args.receipt:
+        if trace.message is None:
+            print(f"no receipt for {args.message_id}: " + ("the hub did not accept it (`hub trace` says why)" if found else "no such message"),
+                  file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(trace.message.receipt)  # as given: its signature still verifies (`hub verify`)
+        sys.stdout.flush()
+        return 0
     if args.json:
         print(json.dumps(trace_dict(trace), indent=2))
     else:
@@ -345,7 +362,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(f"{name:>16}: {getattr(r, name).value if name == 'state' else getattr(r, name)}")
             for name in ("next_attempt_at", "lease_until", "created_at", "updated_at"):
                 print(f"{name:>16}: {ts(getattr(r, name))}")
-            if args.payload:
+            if r.purged_at is not None:
+                print(f"{'payload':>16}: purged by retention at {ts(r.purged_at)}")
+            elif args.payload:
                 print(r.payload.decode("utf-8"))
             return 0
         # resend
@@ -372,6 +391,27 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         store.close()
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Retention by hand (``[retention] delivered_days`` has ``hub serve`` run it daily); one
+    ``purged`` audit entry per batch of rows purged."""
+    import getpass
+
+    from .retention import cutoff, report_lines
+
+    if args.older_than < 1:
+        print(f"--older-than {args.older_than}: give a number of days of at least 1; the payloads of the last day's "
+              "deliveries are always kept", file=sys.stderr)
+        return 2
+    config, store = _open_store(args.config)
+    try:
+        report = store.purge(cutoff(args.older_than), dry_run=args.dry_run, actor=f"operator:{getpass.getuser()}")
+    finally:
+        store.close()
+    for line in report_lines(report, sqlite=config.hub.store.startswith("sqlite:")):
+        print(line)
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -560,6 +600,7 @@ COMMANDS = {
     "send": cmd_send,
     "trace": cmd_trace,
     "outbox": cmd_outbox,
+    "purge": cmd_purge,
     "audit": cmd_audit,
     "keys": cmd_keys,
     "sign": cmd_sign,

@@ -2,7 +2,8 @@
 
 Relative paths are relative to the folder of the configuration file. Every fault names the file,
 the key and what is wrong; unknown keys are faults too (with a did-you-mean), so a typo never
-silently falls back to a default.
+silently falls back to a default. Loading goes on past a fault and refuses the file with all of
+them (``ConfigError.faults``), leaving out what only follows from another (``_FAULTY``, ``_Names``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class HubSettings:
     envelope_schema: Path
     next_key: Path | None = None  # key rotation: the successor key, loaded and checked but not used yet
     next_certificate: Path | None = None  # published ahead of time (`hub keys`, GET /keys)
+    previous_certificate: Path | None = None  # after a rotation: still published (GET /keys) until it expires
     workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
     pipeline_threads: int = 2  # messages in the pipeline at once in one process (more wait for a turn)
     max_connections: int = 512  # HTTP connections and requests at once per process; beyond them a 503
@@ -59,6 +61,11 @@ class DispatcherSettings:
     poll_interval: float = 0.2  # seconds between looks at the outbox when idle
     lease_seconds: float = 60.0  # how long a leased row stays ours before another node may take it
     delivery_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    delivered_days: int = 0  # `hub serve` purges delivered messages' payloads older than this once a day; 0: kept forever
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class Config:
     routes: tuple[Route, ...]
     trust: TrustSettings = field(default_factory=TrustSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # [retry]: rows of no route (status events)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def base(self) -> Path:
@@ -139,31 +147,45 @@ class Config:
 
 
 _REQUIRED = object()
+# What the read of a faulty key gives: its fault is recorded (``_Table.faults``) and loading goes
+# on to find the file's other faults; a check that needs the value skips it rather than fault again.
+_FAULTY: Any = object()
 
 
 class _Table:
-    """Typed reads from one TOML table, remembering which keys were read."""
+    """Typed reads from one TOML table, remembering which keys were read. A fault is recorded in
+    ``faults`` (shared by every table of the file) and the read gives ``_FAULTY``."""
 
-    def __init__(self, file: str, prefix: str, data: Any, base: Path) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(file, prefix, "must be a table")
-        self.file, self.prefix, self.data, self.base = file, prefix, data, base
+    def __init__(self, file: str, prefix: str, data: Any, base: Path, faults: list[ConfigError]) -> None:
+        self.file, self.prefix, self.base, self.faults = file, prefix, base, faults
+        self.failed = not isinstance(data, dict)  # then every read gives _FAULTY: one fault for the table, not one per key
+        if self.failed and data is not _FAULTY:  # a table inside a faulty one is no fault of its own
+            self.fault("", "must be a table")
+        self.data: dict[str, Any] = {} if self.failed else data
         self._read: set[str] = set()
+
+    def fault(self, key: str, reason: str) -> Any:
+        """Records a fault of ``key`` (this table itself when empty); gives ``_FAULTY``."""
+        self.faults.append(ConfigError(self.file, self._key(key) if key else self.prefix, reason))
+        return _FAULTY
 
     def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self._read.add(key)
+        if self.failed:
+            return _FAULTY
         if key not in self.data:
             if default is _REQUIRED:  # perhaps given under a misspelt name
                 hint = difflib.get_close_matches(key, [k for k in self.data if k not in self._read], n=1)
                 given = f"; '{hint[0]}' is given: did you mean '{key}'?" if hint else ""
-                raise ConfigError(self.file, self._key(key), "is required" + given)
+                self._read.update(hint)  # said here: not an unknown key as well
+                return self.fault(key, "is required" + given)
             return default
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ConfigError(self.file, self._key(key), f"must be {names}, not {value!r}")
+            return self.fault(key, f"must be {names}, not {value!r}")
         return value
 
     def _key(self, key: str) -> str:
@@ -172,26 +194,26 @@ class _Table:
     def str(self, key: str, default: Any = _REQUIRED, allow_empty: bool = False) -> Any:
         value = self._get(key, str, default)
         if value is not default and isinstance(value, str) and not value.strip() and not allow_empty:
-            raise ConfigError(self.file, self._key(key), "must not be empty")
+            return self.fault(key, "must not be empty")
         return value
 
     def identity(self, key: str) -> Any:
         value = self.str(key)
-        if not re.fullmatch(IDENTITY, value):
-            raise ConfigError(self.file, self._key(key), f"{value!r} cannot stand in an envelope: an identity must match "
-                                                         f"{IDENTITY} (Identity in xsd/envelope/envelope.xsd)")
+        if isinstance(value, str) and not re.fullmatch(IDENTITY, value):
+            return self.fault(key, f"{value!r} cannot stand in an envelope: an identity must match "
+                                   f"{IDENTITY} (Identity in xsd/envelope/envelope.xsd)")
         return value
 
     def int(self, key: str, default: Any = _REQUIRED, minimum: int = 0) -> Any:
         value = self._get(key, int, default)
         if isinstance(value, int) and value < minimum:
-            raise ConfigError(self.file, self._key(key), f"must be at least {minimum}")
+            return self.fault(key, f"must be at least {minimum}")
         return value
 
-    def float(self, key: str, default: Any = _REQUIRED) -> Any:
+    def float(self, key: str, default: Any = _REQUIRED, minimum: float = 0.0) -> Any:
         value = self._get(key, float, default)
-        if isinstance(value, float) and value < 0:
-            raise ConfigError(self.file, self._key(key), "must not be negative")
+        if isinstance(value, float) and value < minimum:
+            return self.fault(key, f"must be at least {minimum:g}" if minimum else "must not be negative")
         return value
 
     def bool(self, key: str, default: Any = _REQUIRED) -> Any:
@@ -202,23 +224,31 @@ class _Table:
         return self.base / value if isinstance(value, str) else value
 
     def list(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A tuple of strings (one string given alone stands for a list of it)."""
         value = self._get(key, (list, str), default)
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.file, self._key(key), "must be a list of strings")
-        return value
+            return self.fault(key, "must be a list of strings")
+        return tuple(value) if isinstance(value, list) else value
+
+    def paths(self, key: str) -> Any:
+        """A list of paths (default: none)."""
+        value = self.list(key, ())
+        return value if value is _FAULTY else tuple(self.base / p for p in value)
 
     def table(self, key: str) -> _Table:
         self._read.add(key)
-        return _Table(self.file, self._key(key), self.data.get(key, {}), self.base)
+        return _Table(self.file, self._key(key), _FAULTY if self.failed else self.data.get(key, {}), self.base, self.faults)
 
     def tables(self, key: str) -> list[_Table]:
+        """The tables of an array of tables; none when it is faulty (the fault is recorded)."""
         self._read.add(key)
         items = self.data.get(key, [])
         if not isinstance(items, list):
-            raise ConfigError(self.file, self._key(key), "must be an array of tables ([[...]])")
-        return [_Table(self.file, f"{self._key(key)}[{i}]", item, self.base) for i, item in enumerate(items)]
+            self.fault(key, "must be an array of tables ([[...]])")
+            return []
+        return [_Table(self.file, f"{self._key(key)}[{i}]", item, self.base, self.faults) for i, item in enumerate(items)]
 
     def raw(self, key: str) -> Any:
         self._read.add(key)
@@ -228,12 +258,27 @@ class _Table:
         """Refuses keys that nothing read: a typo must not fall back to a default silently."""
         for key in self.data:
             if key not in self._read:
-                raise ConfigError(self.file, self._key(key), "unknown key" + _did_you_mean(key, sorted(self._read)))
+                self.fault(key, "unknown key" + _did_you_mean(key, sorted(self._read)))
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
     hint = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean '{hint[0]}'?" if hint else ""
+
+
+class _Names:
+    """The names a section defines, for the references to them. A name not among them is unknown
+    only if the section was ``listed`` and every entry in it named: an entry whose name is missing
+    may be the one meant, and a fault for the reference would only echo the entry's own."""
+
+    def __init__(self, given: Iterable[Any], listed: bool) -> None:
+        names = list(given)
+        self.names = {n for n in names if isinstance(n, str)}
+        self.complete = listed and all(isinstance(n, str) for n in names)
+
+    def unknown(self, name: Any) -> bool:
+        """Whether ``name`` (a read value: not ``_FAULTY``, not None) names nothing in the section."""
+        return isinstance(name, str) and self.complete and name not in self.names
 
 
 def _retry(table: _Table, default: RetryPolicy) -> RetryPolicy:
@@ -248,8 +293,12 @@ def _retry(table: _Table, default: RetryPolicy) -> RetryPolicy:
     return policy
 
 
-def _networks(file: str, key: str, entries: list[str]) -> tuple[Network, ...]:
-    """Client addresses or CIDR networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1/128``)."""
+def _networks(table: _Table, key: str, default: tuple[str, ...]) -> Any:
+    """Client addresses or CIDR networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1/128``): each entry
+    that is not one is a fault of its own."""
+    entries = table.list(key, default)
+    if entries is _FAULTY:
+        return _FAULTY
     out = []
     for entry in entries:
         text = entry.strip()
@@ -274,15 +323,44 @@ def _networks(file: str, key: str, entries: list[str]) -> tuple[Network, ...]:
                 except ValueError:
                     pass
         extra = f"; did you mean '{hint}'?" if hint else " (e.g. '10.0.0.5' or '10.0.0.0/8')"
-        raise ConfigError(file, key, f"{entry!r} {what}{extra}")
-    return tuple(out)
+        table.fault(key, f"{entry!r} {what}{extra}")
+    return tuple(out) if len(out) == len(entries) else _FAULTY
 
 
-def _listen(file: str, value: str) -> tuple[str, int]:
+def _listen(table: _Table) -> tuple[Any, Any]:
+    """``[hub] listen``: (host, port), both ``_FAULTY`` when it is faulty."""
+    value = table.str("listen", "127.0.0.1:8480")
+    if value is _FAULTY:
+        return value, value
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(file, "hub.listen", f"must be HOST:PORT, not {value!r}")
+        return table.fault("listen", f"must be HOST:PORT, not {value!r}"), _FAULTY
     return host.strip("[]"), int(port)
+
+
+def _store(table: _Table) -> Any:
+    """``[hub] store``, its URL checked now (pool options, libpq parameters, SQLite's
+    ``lock_timeout``), not at the first connection."""
+    url = table.str("store", "sqlite:///var/hub.db")
+    if url is _FAULTY:
+        return url
+    try:
+        if url.startswith(("postgresql://", "postgres://")):
+            from .store.postgres import parse_url
+
+            parse_url(url, table.file)
+        elif url.startswith("sqlite://"):
+            from .store import sqlite_options
+
+            sqlite_options(url[len("sqlite://") :], table.file)
+        else:
+            from .store import unsupported_store
+
+            raise unsupported_store(url, table.file)
+    except ConfigError as exc:
+        table.faults.append(exc)
+        return _FAULTY
+    return url
 
 
 def _utf8(file: str, raw: bytes) -> str:
@@ -306,15 +384,16 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(file, "", "the configuration file does not exist (run from the folder of hub.toml, or give --config PATH)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
-    top = _Table(file, "", data, path.parent)
+    faults: list[ConfigError] = []  # every fault found; the file is refused with all of them at the end
+    top = _Table(file, "", data, path.parent, faults)
 
     h = top.table("hub")
-    host, port = _listen(file, h.str("listen", "127.0.0.1:8480"))
+    host, port = _listen(h)
     hub = HubSettings(
         party_id=h.identity("party_id"),
         name=h.str("name", ""),
         country=h.str("country"),
-        store=h.str("store", "sqlite:///var/hub.db"),
+        store=_store(h),
         listen_host=host,
         listen_port=port,
         key=h.path("key"),
@@ -328,38 +407,26 @@ def load_config(path: str | Path) -> Config:
         envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
         next_key=h.path("next_key", None),
         next_certificate=h.path("next_certificate", None),
+        previous_certificate=h.path("previous_certificate", None),
         workers=h.int("workers", 1, minimum=1),
         pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
         max_connections=h.int("max_connections", HubSettings.max_connections, minimum=1),
-        metrics_from=_networks(file, "hub.metrics_from", h.list("metrics_from", list(METRICS_FROM))),
-        read_from=_networks(file, "hub.read_from", h.list("read_from", list(READ_FROM))),
+        metrics_from=_networks(h, "metrics_from", METRICS_FROM),
+        read_from=_networks(h, "read_from", READ_FROM),
     )
     h.done()
-    if hub.store.startswith(("postgresql://", "postgres://")):
-        from .store.postgres import parse_url
-
-        parse_url(hub.store, file)  # its pool options and libpq parameters are checked now, not at the first connection
-    elif hub.store.startswith("sqlite://"):
-        from .store import sqlite_options
-
-        sqlite_options(hub.store[len("sqlite://") :], file)
-    else:
-        from .store import unsupported_store
-
-        raise unsupported_store(hub.store, file)
-    if (hub.next_key is None) != (hub.next_certificate is None):
-        raise ConfigError(file, "hub.next_key", "next_key and next_certificate go together: name both or neither")
+    if _FAULTY not in (hub.next_key, hub.next_certificate) and (hub.next_key is None) != (hub.next_certificate is None):
+        h.fault("next_key", "next_key and next_certificate go together: name both or neither")
 
     t = top.table("trust")
+    crl_cache = t.str("crl_cache", TrustSettings.crl_cache, allow_empty=True)
     trust = TrustSettings(
-        crl_refresh_seconds=t.float("crl_refresh_seconds", TrustSettings.crl_refresh_seconds),
+        crl_refresh_seconds=t.float("crl_refresh_seconds", TrustSettings.crl_refresh_seconds, minimum=1),
         crl_grace_seconds=t.float("crl_grace_seconds", TrustSettings.crl_grace_seconds),
         expiry_warning_days=t.int("expiry_warning_days", TrustSettings.expiry_warning_days),
-        crl_cache=t.str("crl_cache", TrustSettings.crl_cache, allow_empty=True).strip(),
+        crl_cache=crl_cache.strip() if isinstance(crl_cache, str) else crl_cache,
     )
     t.done()
-    if trust.crl_refresh_seconds < 1:
-        raise ConfigError(file, "trust.crl_refresh_seconds", "must be at least 1")
 
     d = top.table("dispatcher")
     dispatcher = DispatcherSettings(
@@ -370,65 +437,76 @@ def load_config(path: str | Path) -> Config:
     )
     d.done()
 
+    kept = top.table("retention")
+    retention = RetentionSettings(delivered_days=kept.int("delivered_days", RetentionSettings.delivered_days))
+    kept.done()
+
     default_retry = _retry(top.table("retry"), RetryPolicy())
 
     s = top.table("schemas")
     schemas = {name: s.path(name) for name in list(s.data)}
     s.done()
+    schema_names = _Names(schemas, listed=not s.failed)
 
     m = top.table("mappings")
     mappings: dict[str, MappingSpec] = {}
     for name in list(m.data):
         spec = m.table(name)
         mappings[name] = MappingSpec(name=name, stylesheet=spec.path("stylesheet"), output=spec.str("output", None))
-        if mappings[name].output is not None and mappings[name].output not in schemas:
-            raise ConfigError(file, f"mappings.{name}.output", f"names no schema in [schemas]: {mappings[name].output!r}")
+        if schema_names.unknown(mappings[name].output):
+            spec.fault("output", f"names no schema in [schemas]: {mappings[name].output!r}")
         spec.done()
     m.done()
+    mapping_names = _Names(mappings, listed=not m.failed)
 
     agencies: dict[str, Agency] = {}
     positions: dict[str, int] = {}  # agency id -> its place among the [[agencies]], for an id used twice
-    for i, a in enumerate(top.tables("agencies")):
+    listed = top.tables("agencies")
+    for i, a in enumerate(listed):
         agency_id = a.identity("id")  # a missing or unusable id is named by the index: agencies[3].id
-        a.prefix = f"agencies[{agency_id}]"  # every other fault by the id, as `hub check` and the adapters name it
+        if agency_id is not _FAULTY:
+            a.prefix = f"agencies[{agency_id}]"  # every other fault by the id, as `hub check` and the adapters name it
         options = a.raw("options") or {}
         if not isinstance(options, dict):
-            raise ConfigError(file, f"{a.prefix}.options", "must be a table")
+            options = a.fault("options", "must be a table")
         agency = Agency(
             id=agency_id,
             name=a.str("name", ""),
             country=a.str("country"),
             adapter=a.str("adapter"),
             endpoint=a.str("endpoint", ""),
-            certificates=tuple(path.parent / p for p in a.list("certificates", [])),
+            certificates=a.paths("certificates"),
             ministry=a.str("ministry", None),
             signing_key=a.path("signing_key", None),
-            options=MappingProxyType(dict(options)),
-            trust_anchors=tuple(path.parent / p for p in a.list("trust_anchors", [])),
-            intermediates=tuple(path.parent / p for p in a.list("intermediates", [])),
-            crl=tuple(a.list("crl", [])),
+            options=MappingProxyType(dict(options)) if options is not _FAULTY else _FAULTY,
+            trust_anchors=a.paths("trust_anchors"),
+            intermediates=a.paths("intermediates"),
+            crl=a.list("crl", ()),
             subject=a.str("subject", None),
         )
         a.done()
-        if agency.id == hub.party_id:
-            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is the hub's own party_id")
-        if agency.id in agencies:
-            raise ConfigError(file, f"{a.prefix}.id", f"agency id {agency.id!r} is used twice "
-                                                      f"(agencies[{positions[agency.id]}] and agencies[{i}], counted from 0)")
-        agencies[agency.id] = agency
-        positions[agency.id] = i
+        if agency_id is not _FAULTY:
+            if agency_id == hub.party_id:
+                a.fault("id", f"agency id {agency_id!r} is the hub's own party_id")
+            if agency_id in agencies:
+                a.fault("id", f"agency id {agency_id!r} is used twice (agencies[{positions[agency_id]}] and agencies[{i}], counted from 0)")
+            else:
+                agencies[agency_id] = agency
+                positions[agency_id] = i
+    # an agency whose id is missing may be the one a route names: only named ones are checked for then
+    agency_names = _Names((a.raw("id") for a in listed), listed=isinstance(data.get("agencies", []), list))
 
     routes: list[Route] = []
     for r in top.tables("routes"):
         destinations = []
         for t in r.tables("deliver"):
-            dest = Destination(agency=t.str("agency"), mappings=tuple(t.list("mapping", [])))
+            dest = Destination(agency=t.str("agency"), mappings=t.list("mapping", ()))
             t.done()
-            if dest.agency not in agencies:
-                raise ConfigError(file, f"{t.prefix}.agency", f"unknown agency {dest.agency!r}" + _did_you_mean(dest.agency, agencies))
-            for name in dest.mappings:
-                if name not in mappings:
-                    raise ConfigError(file, f"{t.prefix}.mapping", f"unknown mapping {name!r}")
+            if agency_names.unknown(dest.agency):
+                t.fault("agency", f"unknown agency {dest.agency!r}" + _did_you_mean(dest.agency, agencies))
+            for name in () if dest.mappings is _FAULTY else dest.mappings:
+                if mapping_names.unknown(name):
+                    t.fault("mapping", f"unknown mapping {name!r}")
             destinations.append(dest)
         route = Route(
             name=r.str("name"),
@@ -443,25 +521,25 @@ def load_config(path: str | Path) -> Config:
             require_signature=r.bool("require_signature", None),
         )
         r.done()
-        if not route.destinations:
-            raise ConfigError(file, f"{r.prefix}.deliver", "a route needs at least one [[routes.deliver]]")
-        if route.schema is not None and route.schema not in schemas:
-            raise ConfigError(file, f"{r.prefix}.schema", f"names no schema in [schemas]: {route.schema!r}")
-        if route.sender != WILDCARD and route.sender not in agencies:
-            raise ConfigError(file, f"{r.prefix}.from", f"unknown agency {route.sender!r}" + _did_you_mean(route.sender, agencies))
+        if not route.destinations and not r.failed and isinstance(r.data.get("deliver", []), list):  # else a fault of its own
+            r.fault("deliver", "a route needs at least one [[routes.deliver]]")
+        if schema_names.unknown(route.schema):
+            r.fault("schema", f"names no schema in [schemas]: {route.schema!r}")
+        if route.sender != WILDCARD and agency_names.unknown(route.sender):
+            r.fault("from", f"unknown agency {route.sender!r}" + _did_you_mean(route.sender, agencies))
         # a recipient is an agency or the hub itself: any other name is a typo the route would never match
-        if route.recipient not in (WILDCARD, hub.party_id) and route.recipient not in agencies:
+        if route.recipient not in (WILDCARD, hub.party_id) and hub.party_id is not _FAULTY and agency_names.unknown(route.recipient):
             known = [*agencies, hub.party_id]
-            raise ConfigError(
-                file, f"{r.prefix}.to", f"{route.recipient!r} is neither an agency nor this hub ({hub.party_id!r})" + _did_you_mean(route.recipient, known)
-            )
+            r.fault("to", f"{route.recipient!r} is neither an agency nor this hub ({hub.party_id!r})" + _did_you_mean(route.recipient, known))
         # outbox rows carry the route's name, and a retry takes its policy from it
-        if any(other.name == route.name for other in routes):
-            raise ConfigError(file, f"{r.prefix}.name", f"route name {route.name!r} is used twice; each route needs its own")
-        if route.name.startswith("@"):
-            raise ConfigError(file, f"{r.prefix}.name", f"{route.name!r}: names starting with @ are the hub's own (status events)")
+        if isinstance(route.name, str) and any(other.name == route.name for other in routes):
+            r.fault("name", f"route name {route.name!r} is used twice; each route needs its own")
+        if isinstance(route.name, str) and route.name.startswith("@"):
+            r.fault("name", f"{route.name!r}: names starting with @ are the hub's own (status events)")
         routes.append(route)
     top.done()
+    if faults:
+        raise ConfigError.all_of(faults)
 
     return Config(
         path=path,
@@ -473,4 +551,5 @@ def load_config(path: str | Path) -> Config:
         routes=tuple(routes),
         trust=trust,
         retry=default_retry,
+        retention=retention,
     )

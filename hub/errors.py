@@ -1,7 +1,7 @@
 """The hub's exceptions and the error codes it answers with.
 
     HubError                      anything the hub raises on purpose
-    ├── ConfigError               hub.toml or a file it names is wrong (file, key, reason)
+    ├── ConfigError               hub.toml or a file it names is wrong (file, key, reason; faults: all of hub.toml's)
     ├── Rejected                  an inbound message is refused: answered with a NACK (code, sentence)
     ├── TryAgain                  the hub cannot take the message now (store down): no receipt, retry
     └── StoreError                a store operation failed
@@ -14,6 +14,7 @@ Library errors (lxml, signxml, sqlite3, httpx) are mapped to these at the module
 from __future__ import annotations
 
 from enum import Enum
+from typing import Sequence
 
 
 class Code(str, Enum):
@@ -63,11 +64,25 @@ class HubError(Exception):
 
 
 class ConfigError(HubError):
-    """A fault in the configuration: names the file, the key and what is wrong."""
+    """A fault in the configuration: names the file, the key and what is wrong.
 
-    def __init__(self, file: str, key: str, reason: str) -> None:
+    Loading hub.toml reports every independent fault of the file at once (``all_of``), so an
+    operator fixes them in one round: ``faults`` holds each fault (a single one: just this error),
+    ``file``, ``key`` and ``reason`` are the first's, and the message has one line per fault."""
+
+    def __init__(self, file: str, key: str, reason: str, faults: Sequence[ConfigError] = ()) -> None:
         self.file, self.key, self.reason = file, key, reason
-        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+        self.faults: tuple[ConfigError, ...] = tuple(faults) or (self,)
+        line = f"{file}: {key}: {reason}" if key else f"{file}: {reason}"
+        super().__init__("\n".join(str(f) for f in faults) if faults else line)
+
+    @classmethod
+    def all_of(cls, faults: Sequence[ConfigError]) -> ConfigError:
+        """One error for ``faults`` (at least one): the fault itself when it is the only one."""
+        found = [one for fault in faults for one in fault.faults]
+        if len(found) == 1:
+            return found[0]
+        return cls(found[0].file, found[0].key, found[0].reason, found)
 
 
 class Rejected(HubError):

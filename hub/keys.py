@@ -256,6 +256,7 @@ def init_keys(config: "Config", kind: str = "rsa", days: int = 365) -> list[str]
 
 
 KEY_ROLES = frozenset({"signing key", "next key"})
+PREVIOUS = "previous certificate"  # the hub's certificate before its last rotation, published until it expires
 
 
 @dataclass(frozen=True)
@@ -263,13 +264,14 @@ class KeyEntry:
     """One certificate or CRL the hub relies on, for ``hub keys`` and the expiry warnings."""
 
     owner: str  # "hub", or an agency id
-    role: str  # signing certificate, next certificate, chain, pinned, trust anchor, intermediate, CRL
+    role: str  # signing certificate, next certificate, previous certificate, chain, pinned, trust anchor, intermediate, CRL
     location: str
     subject: str
     expires: datetime | None  # notAfter, or a CRL's nextUpdate; None when unknown (unreadable)
     problem: str | None = None
     serial: str | None = None  # a certificate's serial number in hex (the metrics' label)
     note: str | None = None  # needs a look without being unusable (a private key others can read)
+    setting: str = ""  # the hub.toml key that names it (`hub check` names it so)
 
     def days_left(self, now: datetime) -> int | None:
         return None if self.expires is None else (self.expires - now) // timedelta(days=1)
@@ -284,6 +286,8 @@ class KeyEntry:
             return "WARNING" if self.note else "ok"
         if days is None or self.expires is None:
             return "PROBLEM"
+        if self.role == PREVIOUS:  # retired by a rotation: its end is expected; once expired it is no longer published
+            return "ok" if self.expires >= now else "WARNING"
         if self.note:
             return "WARNING" if self.expires >= now else "EXPIRED"
         if self.role == "CRL":  # a CRL is short-lived by design: only an overdue one needs a look
@@ -292,60 +296,79 @@ class KeyEntry:
             return "EXPIRED"
         return "WARNING" if days < window_days else "ok"
 
+    def concern(self, now: datetime) -> str:
+        """What needs a look, in words, for an entry whose status is not ok."""
+        said = self.problem or self.note
+        if said:
+            return said
+        days = self.days_left(now)
+        if self.role == "CRL":
+            return f"its next update was due {self.expires:%Y-%m-%d %H:%M} UTC; it is used only within the grace period"
+        if days is not None and days < 0:
+            expired = f"expired {-days} day(s) ago"
+            return f"{expired}: no longer published (GET /keys); remove hub.previous_certificate" if self.role == PREVIOUS else expired
+        return f"expires in {days} day(s)"
+
 
 def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEntry]:
     """Every certificate the configuration names (read from its file) and every CRL (from ``trust``)."""
     out: list[KeyEntry] = []
 
-    def certs(owner: str, role: str, path: Path | None, rest: str | None = None) -> None:
+    def setting(owner: str, name: str) -> str:
+        return f"hub.{name}" if owner == "hub" else f"agencies[{owner}].{name}"
+
+    def certs(owner: str, role: str, name: str, path: Path | None, rest: str | None = None) -> None:
         if path is None:
             return
+        named = setting(owner, name)
         try:
             loaded = load_certificates(path)
         except ConfigError as exc:
-            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason))
+            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason, setting=named))
             return
         for i, cert in enumerate(loaded):
             out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc,
-                                serial=f"{cert.serial_number:x}"))
+                                serial=f"{cert.serial_number:x}", setting=named))
 
-    def key(owner: str, role: str, path: Path | None, cert_paths: Sequence[Path]) -> None:
+    def key(owner: str, role: str, name: str, path: Path | None, cert_paths: Sequence[Path]) -> None:
         """A private key: readable, one of ``cert_paths``' certificates' (when any), not readable by others."""
         if path is None:
             return
+        named = setting(owner, name)
         try:
             loaded = load_private_key(path, role)
             certificates = [c for p in cert_paths for c in load_certificates(p)]
         except ConfigError as exc:
-            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason))
+            out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason, setting=named))
             return
         kind = f"RSA-{loaded.key_size}" if isinstance(loaded, rsa.RSAPrivateKey) else f"EC {loaded.curve.name}"
         if certificates and not any(same_key(loaded, c) for c in certificates):
             where = ", ".join(str(p) for p in cert_paths)
-            out.append(KeyEntry(owner, role, str(path), kind, None, f"it belongs to no certificate in {where}"))
+            out.append(KeyEntry(owner, role, str(path), kind, None, f"it belongs to no certificate in {where}", setting=named))
             return
         mode = path.stat().st_mode & 0o777
         note = f"readable by other users (mode {mode:04o}): chmod 600 {path}" if mode & 0o077 else None
-        out.append(KeyEntry(owner, role, str(path), kind, None, note=note))
+        out.append(KeyEntry(owner, role, str(path), kind, None, note=note, setting=named))
 
     h = config.hub
-    key("hub", "signing key", h.key, [h.certificate])
-    certs("hub", "signing certificate", h.certificate, "chain")
-    key("hub", "next key", h.next_key, [h.next_certificate] if h.next_certificate else [])
-    certs("hub", "next certificate", h.next_certificate, "chain")
+    key("hub", "signing key", "key", h.key, [h.certificate])
+    certs("hub", "signing certificate", "certificate", h.certificate, "chain")
+    key("hub", "next key", "next_key", h.next_key, [h.next_certificate] if h.next_certificate else [])
+    certs("hub", "next certificate", "next_certificate", h.next_certificate, "chain")
+    certs("hub", PREVIOUS, "previous_certificate", h.previous_certificate, "chain")
     current, upcoming = _first(out, "signing certificate"), _first(out, "next certificate")
     if current is not None and upcoming is not None and upcoming.expires < current.expires:  # type: ignore[operator]
         out[out.index(upcoming)] = replace(
             upcoming, note=f"it expires before the signing certificate ({current.expires:%Y-%m-%d}): it cannot replace it"
         )
     for agency in config.agencies.values():
-        key(agency.id, "signing key", agency.signing_key, agency.certificates)
+        key(agency.id, "signing key", "signing_key", agency.signing_key, agency.certificates)
         for path in agency.certificates:
-            certs(agency.id, "pinned certificate", path)
+            certs(agency.id, "pinned certificate", "certificates", path)
         for path in agency.trust_anchors:
-            certs(agency.id, "trust anchor", path)
+            certs(agency.id, "trust anchor", "trust_anchors", path)
         for path in agency.intermediates:
-            certs(agency.id, "intermediate", path)
+            certs(agency.id, "intermediate", "intermediates", path)
     if trust is not None:
         out.extend(crl_entries(trust))
     return out
@@ -361,14 +384,15 @@ def crl_entries(trust: "TrustStore", now: datetime | None = None) -> list[KeyEnt
     now = now or trust.clock()
     out = []
     for source in trust.sources.values():
-        owners = ", ".join(a.id for a in trust.agencies.values() if source in a.crls)
+        using = [a.id for a in trust.agencies.values() if source in a.crls]
+        owners, setting = ", ".join(using), ", ".join(f"agencies[{a}].crl" for a in using)
         loaded = source.loaded
         unusable = source.unusable(now, trust.crl_grace)
         if loaded is None:
-            out.append(KeyEntry(owners, "CRL", source.location, "-", None, unusable))
+            out.append(KeyEntry(owners, "CRL", source.location, "-", None, unusable, setting=setting))
         else:
             problem = unusable or (f"last refresh failed: {source.error}" if source.error else None)
-            out.append(KeyEntry(owners, "CRL", source.location, loaded.crl.issuer.rfc4514_string(), loaded.next_update, problem))
+            out.append(KeyEntry(owners, "CRL", source.location, loaded.crl.issuer.rfc4514_string(), loaded.next_update, problem, setting=setting))
     return out
 
 
@@ -378,16 +402,8 @@ def warn_expiring(entries: Sequence[KeyEntry], window_days: int, now: datetime |
     lines = []
     for e in entries:
         status = e.status(now, window_days)
-        if status == "ok":
-            continue
-        days = e.days_left(now)
-        if e.problem or e.note:
-            when = e.problem or e.note
-        elif e.role == "CRL":
-            when = f"its next update was due {e.expires:%Y-%m-%d %H:%M} UTC; it is used only within the grace period"
-        else:
-            when = f"expired {-days} day(s) ago" if days is not None and days < 0 else f"expires in {days} day(s)"
-        lines.append(f"{status}: {e.owner} {e.role} {e.subject} ({e.location}): {when}")
+        if status != "ok":
+            lines.append(f"{status}: {e.owner} {e.role} {e.subject} ({e.location}): {e.concern(now)}")
     for line in lines:
         log.warning("%s", line)
     return lines
@@ -399,14 +415,16 @@ class CurrentSigner:
     The pipeline, the adapters and ``GET /keys`` hold this object rather than a ``Signer``. Every
     use reads ``current`` once, so a document is signed with one key and that key's own
     certificate, never the old key with the new certificate; a signature under way during a swap
-    finishes with the key it started with. Swapping is one attribute store, so nothing is locked
-    on the message path.
+    finishes with the key it started with. Swapping the signer is one attribute store, so nothing is
+    locked on the message path. ``previous`` (``[hub] previous_certificate``) is only published, never
+    used to sign.
     """
 
-    def __init__(self, signer: "Signer") -> None:
-        self.current = signer
+    def __init__(self, signer: "Signer", previous: x509.Certificate | None = None) -> None:
+        self.current, self.previous = signer, previous
 
-    def swap(self, signer: "Signer") -> None:
+    def swap(self, signer: "Signer", previous: x509.Certificate | None = None) -> None:
+        self.previous = previous
         self.current = signer
 
     def sign(self, element: Any) -> Any:
@@ -426,13 +444,19 @@ class CurrentSigner:
 
     @property
     def published(self) -> tuple[x509.Certificate, ...]:
-        return self.current.published
+        """The current certificate and the next one, then the previous one until it expires: outbox
+        rows signed before the rotation are still delivered, to partners who trust what GET /keys says."""
+        previous = self.previous
+        if previous is None or previous.not_valid_after_utc < datetime.now(timezone.utc):
+            return self.current.published
+        return (*self.current.published, previous)
 
 
 def published_route(signer: "Signer | CurrentSigner") -> Any:
     """``GET /keys``: the hub's current certificate, then the next one (published ahead of a
-    rotation), as a PEM bundle, so that partners can trust the next key before it signs. Read
-    at each request, so that it shows the certificates of the last reload."""
+    rotation), then the previous one (until it expires), as a PEM bundle, so that partners can
+    trust the next key before it signs and the old one while messages it signed are delivered.
+    Read at each request, so that it shows the certificates of the last reload."""
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route

@@ -93,6 +93,14 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "parameters": [_message_id()],
                 "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"}, "403": _NOT_A_READER},
             }},
+            "/messages/{message_id}/receipt": {"get": {
+                "summary": "The signed receipt the hub answered with when it accepted the message, byte for byte",
+                "description": "Its signature verifies with the hub's certificate (`GET /keys`). A message id that several "
+                "senders used: the receipt of the message received first, as `GET /messages/{message_id}` shows.",
+                "parameters": [_message_id()],
+                "responses": {"200": {"description": "the receipt (function 99)", "content": XML},
+                              "404": {"description": "no such message, or it was not accepted (a NACK is no receipt)"}, "403": _NOT_A_READER},
+            }},
             "/conversations/{key}": {"get": {
                 "summary": "The messages of one conversation",
                 "description": "A message joins the conversation of the message its Subject/preReference names (by "
@@ -114,7 +122,8 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                                        "500": {"description": "SOAP fault (1.1: any; 1.2: Receiver)"}}},
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/keys": {"get": {"summary": "The hub's current certificate, then the next one published ahead of a rotation",
+            "/keys": {"get": {"summary": "The hub's current certificate, then the next one published ahead of a rotation, "
+                                      "then the previous one until it expires",
                               "responses": {"200": {"description": "PEM bundle", "content": {"application/x-pem-file": {}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics: certificate expiry, messages accepted and rejected by code, outbox rows",
                                  "responses": {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}},

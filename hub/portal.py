@@ -1,12 +1,16 @@
 """The portal's read side of the listener: a message's status, a conversation, the OpenAPI document.
 
     GET /messages/{id}/status   delivered | failed | in_progress | rejected, per destination
+    GET /messages/{id}/receipt  the signed receipt the hub answered with, byte for byte
     GET /conversations/{key}    the messages of one exchange (key: conversation id, reference or message id)
     GET /openapi.json           the listener's API, including the status webhook (hub.openapi)
 
 Submitting is ``POST /messages`` (hub.server); status changes are pushed to subscribed agencies
 (webhook, MQTT) through the outbox (hub.events). Event rows (route ``@events``) are part of a
 message's trace but not of its status.
+
+The receipt of a message id that several senders used is that of the message received first,
+the one ``GET /messages/{id}`` describes (``Store.trace``).
 
 These and ``GET /messages/{id}`` (hub.server) tell anyone who knows a message id its senders,
 destinations and delivery details: only clients in ``[hub] read_from`` (loopback by default, the
@@ -44,7 +48,7 @@ def readers_only(allowed: Iterable[Network], endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         host = request.client.host if request.client else None
         if not scraper_allowed(host, networks):
-            return JSONResponse({"error": f"forbidden: message traces, status and conversations are not served to "
+            return JSONResponse({"error": f"forbidden: message traces, status, receipts and conversations are not served to "
                                           f"{host or 'an unknown address'} (hub.toml: [hub] read_from)"}, status_code=403)
         return await endpoint(request)
 
@@ -122,6 +126,13 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
             messages.append({**_summary(m), "status": state.get("status")})
         return {"conversation": records[0].conversation, "messages": messages}
 
+    async def receipt(request: Request) -> Response:
+        message_id = request.path_params["message_id"].lower()
+        m = (await run_in_threadpool(store.trace, message_id)).message
+        if m is None:  # never seen, or refused: a NACK is no receipt
+            return JSONResponse({"error": f"no receipt for message {message_id}: not accepted"}, status_code=404)
+        return Response(m.receipt, media_type="application/xml")  # as given: its signature still verifies
+
     async def conversation(request: Request) -> Response:
         key = request.path_params["key"]
         found = await run_in_threadpool(conversation_of, key)
@@ -134,6 +145,7 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
 
     return [
         Route("/messages/{message_id}/status", readers_only(readers, status), methods=["GET"]),
+        Route("/messages/{message_id}/receipt", readers_only(readers, receipt), methods=["GET"]),
         Route("/conversations/{key}", readers_only(readers, conversation), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from adapters import Adapter, AdapterSettings, adapter_class, create_adapter, listener_routes
+from cryptography import x509
 
 from .catalogue import SchemaCatalogue, load_mappings
 from .config import Config, HubSettings, load_config
@@ -38,8 +39,10 @@ from .xml import Schema, XmlParser
 
 log = logging.getLogger("hub.runtime")
 
+# the certificates whose dates `hub check` judges itself (an expired one is a fault, not a warning)
+DATED = ("signing certificate", "next certificate", "pinned certificate")
 # what a reload takes from the new hub.toml: the hub's keys, and each agency's trust
-RELOADED_HUB = ("key", "certificate", "next_key", "next_certificate")
+RELOADED_HUB = ("key", "certificate", "next_key", "next_certificate", "previous_certificate")
 RELOADED_AGENCY = ("certificates", "trust_anchors", "intermediates", "crl", "subject", "signing_key")
 
 
@@ -50,6 +53,21 @@ def hub_signer(config: Config) -> Signer:
     if h.next_key is not None and h.next_certificate is not None:
         upcoming = Signer.from_files(h.next_key, h.next_certificate, "hub.next_key", "hub.next_certificate").certificate
     return Signer.from_files(h.key, h.certificate, "hub.key", "hub.certificate", upcoming)
+
+
+def previous_certificate(config: Config, current: x509.Certificate) -> x509.Certificate | None:
+    """The hub's certificate before its last rotation (the first in ``[hub] previous_certificate``),
+    published until it expires. Naming the current certificate there is refused: the rotation was
+    not made, or the wrong file is named, and GET /keys would not publish the old certificate."""
+    path = config.hub.previous_certificate
+    if path is None:
+        return None
+    previous = load_certificates(path, "hub.previous_certificate")[0]  # a file with none is not readable PEM
+    if previous == current:
+        raise ConfigError(str(path), "hub.previous_certificate",
+                          f"it is the current certificate ({subject_of(current)}, serial {current.serial_number:x}, as hub.certificate): "
+                          "name the certificate the hub signed with before the rotation, or remove previous_certificate")
+    return previous
 
 
 def with_keys_and_trust(running: Config, new: Config) -> Config:
@@ -70,7 +88,7 @@ def with_keys_and_trust(running: Config, new: Config) -> Config:
 def needs_restart(applied: Config, new: Config) -> list[str]:
     """The keys of ``new`` that differ from the configuration a reload applied."""
     out = [f"hub.{f.name}" for f in fields(HubSettings) if getattr(applied.hub, f.name) != getattr(new.hub, f.name)]
-    out += [f"[{name}]" for name in ("dispatcher", "retry", "schemas", "mappings") if getattr(applied, name) != getattr(new, name)]
+    out += [f"[{name}]" for name in ("dispatcher", "retry", "retention", "schemas", "mappings") if getattr(applied, name) != getattr(new, name)]
     for agency_id in applied.agencies.keys() | new.agencies.keys():
         was, now = applied.agencies.get(agency_id), new.agencies.get(agency_id)
         if was is None or now is None:
@@ -116,7 +134,8 @@ class Runtime:
         store answers "try again" until it connects (``open_store(wait=False)``)."""
         file = str(config.path)
         h = config.hub
-        signer = CurrentSigner(hub_signer(config))
+        current = hub_signer(config)
+        signer = CurrentSigner(current, previous_certificate(config, current.certificate))
         trust = TrustStore.from_config(config)
         schemas = SchemaCatalogue.from_config(config)
         mappings = load_mappings(config, schemas)
@@ -145,9 +164,9 @@ class Runtime:
             counters=counters,
             reissuing=frozenset(reissuing),
         )
-        runtime = cls(config, pipeline, store, signer, schemas, trust=trust, keys=inventory(config))
-        runtime.warn_expiring()
-        return runtime
+        # no expiry warning logged here: `hub check` states each itself, and `hub serve` logs them
+        # at start-up through its daily job (``start_jobs``), which runs at once
+        return cls(config, pipeline, store, signer, schemas, trust=trust, keys=inventory(config))
 
     def reload(self) -> bool:
         """Reads hub.toml again and swaps in its keys and trust (``hub serve`` on SIGHUP).
@@ -166,22 +185,25 @@ class Runtime:
                 new = load_config(file)
                 applied = with_keys_and_trust(self.config, new)
                 signer = hub_signer(applied)
+                previous = previous_certificate(applied, signer.certificate)
                 trust = TrustStore.from_config(applied)
                 keys = inventory(applied)
             except Exception as exc:  # noqa: BLE001 (ConfigError names file, key and reason; OSError: e.g. a key it may not read)
                 self.reload_ok = False
-                reason = str(exc) if isinstance(exc, ConfigError) else f"{file}: {type(exc).__name__}: {exc}"
+                reason = "; ".join(map(str, exc.faults)) if isinstance(exc, ConfigError) else f"{file}: {type(exc).__name__}: {exc}"
                 log.error("reload refused, still serving with the keys and trust loaded before: %s", reason)
                 return False
             if self.trust is not None:
                 self.trust.adopt(trust)  # in place: the pipeline and the adapters hold this store
             else:
                 self.trust = trust
-            self.signer.swap(signer)
+            self.signer.swap(signer, previous)
             self.config, self.keys = applied, keys
             self.loaded_at, self.reload_ok = time.time(), True
             cert = signer.certificate
             upcoming = f", next certificate {subject_of(signer.next_certificate)}" if signer.next_certificate is not None else ""
+            if previous is not None:
+                upcoming += f", previous certificate serial {previous.serial_number:x} (published until {previous.not_valid_after_utc:%Y-%m-%d})"
             log.info("reloaded keys and trust from %s: the hub signs as %s (serial %x)%s; trust for %s agencies",
                      file, subject_of(cert), cert.serial_number, upcoming, len(applied.agencies))
             left = needs_restart(applied, new)
@@ -197,10 +219,13 @@ class Runtime:
                 self.warn_expiring()
             return True
 
+    def key_entries(self, now: datetime | None = None) -> list[KeyEntry]:
+        """Every key and certificate as last loaded, and every CRL as the trust store holds it now."""
+        return self.keys + (crl_entries(self.trust, now) if self.trust else [])
+
     def warn_expiring(self) -> list[str]:
         """Logs every certificate or CRL expired, stale or within ``trust.expiry_warning_days``."""
-        entries = self.keys + (crl_entries(self.trust) if self.trust else [])
-        return warn_expiring(entries, self.config.trust.expiry_warning_days)
+        return warn_expiring(self.key_entries(), self.config.trust.expiry_warning_days)
 
     def start_jobs(self) -> None:
         """Starts the scheduled CRL refresh and the daily expiry warning (``hub serve``), once."""
@@ -262,12 +287,16 @@ class Runtime:
                                f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})")
                 elif cert.not_valid_after_utc - now < timedelta(days=warn_days):
                     out.append(f"{path}: {key}: warning: certificate {subject_of(cert)} expires on {cert.not_valid_after_utc:%Y-%m-%d}")
-        for entry in self.keys:  # private keys: readable by others, or (an agency's demo key) not its certificate's
-            if entry.role in KEY_ROLES and (entry.note or entry.problem):
-                key = ("hub.key" if entry.role == "signing key" else "hub.next_key") if entry.owner == "hub" else f"agencies[{entry.owner}].signing_key"
-                out.append(f"{entry.location}: {key}: warning: {entry.note or entry.problem}")
-        if self.trust is not None:
-            out.extend(f"{file}: agencies[{agency_id}].crl: {reason}" for agency_id, reason in self.trust.problems(now))
+        refused = self.trust.problems(now) if self.trust is not None else []
+        out.extend(f"{file}: agencies[{agency_id}].crl: {reason}" for agency_id, reason in refused)
+        # what else `hub keys` and the daily log warn about (private keys, chains, CAs, the previous
+        # certificate, a CRL within its grace), each once: not what the loop above dated or the CRLs just refused
+        said = {reason for _, reason in refused}
+        for entry in self.key_entries(now):
+            if (entry.role in DATED and not entry.note) or entry.problem in said or entry.status(now, warn_days) == "ok":
+                continue
+            what = "" if entry.role in KEY_ROLES or entry.role == "CRL" else f"{entry.role} {entry.subject}: "
+            out.append(f"{entry.location}: {entry.setting}: warning: {what}{entry.concern(now)}")
         for agency in self.config.agencies.values():
             if agency.trust_anchors and not agency.crl:
                 out.append(f"{file}: agencies[{agency.id}].crl: warning: certificates chain to a CA but no CRL is named; revocation is not checked")
@@ -315,12 +344,12 @@ def check(path: str | Path) -> tuple[list[str], list[str]]:
     """Loads everything the configuration names: (errors, warnings), both empty when all is fine."""
     try:
         runtime = Runtime.load(path)
-    except ConfigError as exc:
-        return [str(exc)], []
+    except ConfigError as exc:  # every fault of hub.toml, one line each
+        return [str(fault) for fault in exc.faults], []
     try:
         found = runtime.problems()
     except ConfigError as exc:  # an adapter's own settings (they are read when the adapters are made)
-        return [str(exc)], []
+        return [str(fault) for fault in exc.faults], []
     finally:
         runtime.close()
     return [p for p in found if ": warning: " not in p], [p for p in found if ": warning: " in p]

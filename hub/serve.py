@@ -6,10 +6,10 @@ message is already in the store, so stopping at any point loses nothing.
 
 With ``workers`` > 1 (``[hub] workers`` or ``--workers``) the process forks that many workers,
 each a whole hub (listener, pipeline, dispatcher) on the same port and the shared store, so every
-core works; inbound folder sources run in the first worker only. Each worker listens on a socket
-of its own with SO_REUSEPORT, so the kernel spreads connections evenly over the workers (one
-shared socket would let the first worker awake take a whole burst of connections); where
-SO_REUSEPORT does not exist, the workers share the parent's socket.
+core works; inbound folder sources and the daily retention purge run in the first worker only.
+Each worker listens on a socket of its own with SO_REUSEPORT, so the kernel spreads connections
+evenly over the workers (one shared socket would let the first worker awake take a whole burst of
+connections); where SO_REUSEPORT does not exist, the workers share the parent's socket.
 The parent only supervises: it passes SIGTERM/SIGINT/SIGHUP on, restarts a worker that dies, and
 workers stop by themselves if the parent is killed.
 
@@ -49,6 +49,7 @@ import uvicorn
 
 from .errors import ConfigError, HubError, StoreError
 from .metrics import Counters
+from .retention import RetentionJob
 from .runtime import Runtime
 from .server import create_app
 
@@ -106,6 +107,10 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
     h = runtime.config.hub
     dispatcher = runtime.dispatcher() if dispatch else None
     runtime.start_jobs()  # CRL refresh and the daily expiry warning
+    days = runtime.config.retention.delivered_days
+    retention = RetentionJob(runtime.store, days, h.party_id) if days and worker == 0 else None  # one process per node
+    if retention is not None:
+        retention.start()
     # only now: a reload restarts the jobs, so it must not run before (or while) they are started
     _reloader(runtime, wake_read)
     sources = [s for s in (a.inbound(runtime.pipeline.submit) for a in runtime.create_adapters().values()) if s] if worker == 0 else []
@@ -153,6 +158,8 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             source.stop()
         if dispatcher:
             dispatcher.stop()
+        if retention is not None:
+            retention.stop()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # before the pipe closes: no write to a closed (or reused) fd
         os.close(wake_write)  # the reloader reads the end of the pipe and stops
         runtime.close()

@@ -5,8 +5,9 @@
     GET  /messages/{id}   the message's trace as JSON (clients in [hub] read_from only; no file paths)
     GET  /health          outbox counts; 503 "not ready" while the store cannot be reached
     POST /soap, GET /soap?wsdl            SOAP 1.1/1.2 operation Submit (adapters.soap_listener)
-    GET  /messages/{id}/status, /conversations/{key}, /openapi.json   the portal's API (hub.portal;
-                          the first two, as the trace, for clients in [hub] read_from only)
+    GET  /messages/{id}/status, /messages/{id}/receipt, /conversations/{key}, /openapi.json
+                          the portal's API (hub.portal; all but the last, as the trace, for
+                          clients in [hub] read_from only)
     GET  /keys, /metrics  the hub's published certificates (hub.keys), Prometheus metrics (hub.metrics)
     ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
 """

@@ -34,6 +34,7 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
             "document_type": m.document_type,
             "function": m.function,
             "route": m.route,
+            "receipt_bytes": len(m.receipt),  # the signed receipt given: GET /messages/{id}/receipt, `hub trace ID --receipt`
         },
         "deliveries": [
             {
@@ -53,6 +54,7 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
                 ],
                 "last_error": r.last_error,
                 "next_attempt_at": ts(r.next_attempt_at) if r.state.value == "pending" else None,
+                "payload_purged_at": ts(r.purged_at) if r.purged_at is not None else None,  # retention dropped it
             }
             for r in trace.rows
         ],
@@ -70,6 +72,8 @@ def trace_text(trace: Trace, message_id: str) -> str:
     if m is not None:
         lines.append(f"message {m.message_id} from {m.sender}: {m.document_type}/{m.function}, route {m.route}")
         lines.append(f"  {ts(m.received_at)}  received and recorded")
+        lines.append(f"  {ts(m.received_at)}  answered with a signed receipt ({len(m.receipt)} bytes; "
+                     f"`hub trace {m.message_id} --receipt` prints it)")
     else:
         lines.append(f"message {message_id}: not accepted")
     for e in trace.audit:
@@ -87,4 +91,6 @@ def trace_text(trace: Trace, message_id: str) -> str:
                 lines.append(f"       attempt {a.number} at {ts(a.started_at)} ({took:.0f} ms): {OUTCOME_WORDS[a.outcome]}: {a.detail}")
         if r.state.value == "pending" and r.attempts:
             lines.append(f"       next attempt at {ts(r.next_attempt_at)}")
+        if r.purged_at is not None:
+            lines.append(f"       payload purged by retention at {ts(r.purged_at)}")
     return "\n".join(lines)

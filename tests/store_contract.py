@@ -3,6 +3,7 @@ and provides a ``store`` fixture (a fresh, migrated store)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -11,7 +12,9 @@ import pytest
 
 from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import TransitionError, TryAgain
-from hub.store import Acceptance, Hold, OutboxItem, State, Store
+from hub.store import Acceptance, Hold, OutboxItem, State, Store, sql
+
+DAY = 86400.0
 
 
 def accept_once_it_can(store: Store, a: Acceptance, within: float, interval: float, failing: str) -> bool:
@@ -50,6 +53,40 @@ def accepted_and_delivered(store: Store, count: int, start: int = 0) -> None:
         store.accept(acceptance(f"m-{i}", destinations=("TH-ASW",), at=base + i))
         (row,) = store.lease("node-a", "TH-ASW", 1, time.time(), 30)
         store.complete(row.id, "node-a", State.DELIVERED, "HTTP 200", base + i, base + i + 0.5)
+
+
+def settle(store: Store, ends: dict[str, dict[str, State]]) -> None:
+    """Leases every due row and ends each as ``ends`` says: message id -> destination -> outcome
+    (PENDING: a retry in ten minutes)."""
+    now = time.time()
+    for destination in {d for outcomes in ends.values() for d in outcomes}:
+        for row in store.lease("node-a", destination, 100, now, 30):
+            outcome = ends[row.message_id][destination]
+            detail = "HTTP 200" if outcome is State.DELIVERED else "HTTP 503"
+            store.complete(row.id, "node-a", outcome, detail, now, now, next_attempt_at=now + 600)
+
+
+BOTH_DELIVERED = {"TH-ASW": State.DELIVERED, "VN-CUSTOMS": State.DELIVERED}
+
+# What a store of schema 3 (the release before retention) holds: a message and its delivered row;
+# ``{m}`` is the backend's placeholder.
+SCHEMA_3_ROWS = (
+    ("INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt, conversation, "
+     "content_digest) VALUES ('VN-MOIT', 'old-1', 1.0, 'CO-FORMD', '9', 'r', {m}, 'old-1', {m})", (b"\x00", b"\x01")),
+    ("INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, created_at, updated_at, "
+     "payload) VALUES ('old-1', 'VN-MOIT', 'TH-ASW', 'r', 'delivered', 1, 1.0, 1.0, 2.0, {m})", (b"\xab\xcd",)),
+)
+
+
+def purged_after_migration(store: Store) -> None:
+    """A store migrated from schema 3 with ``SCHEMA_3_ROWS``: the row written before is kept (not
+    purged) and found by the first purge; the message's receipt and digest stay."""
+    (row,) = store.rows()
+    assert (row.state, row.payload, row.purged_at) == (State.DELIVERED, b"\xab\xcd", None)
+    report = store.purge(time.time())
+    assert (report.rows, report.freed, report.messages) == (1, 2, 1)
+    assert store.get(row.id).purged_at is not None  # type: ignore[union-attr]
+    assert store.original("VN-MOIT", "old-1") == (b"\x00", b"\x01", 1.0)
 
 
 class StoreContract:
@@ -376,3 +413,71 @@ class StoreContract:
         with pytest.raises(TransitionError):
             store.complete(row.id, "b", State.DELIVERED, "x", now, now, enqueue=(OutboxItem("VN-PORTAL", "@events", b"{}"),))
         assert len(store.rows(destination="VN-PORTAL")) == 1
+
+    # -- retention (Store.purge) ----------------------------------------------------------------
+
+    def test_purge_drops_the_payloads_of_old_messages_whose_rows_are_all_delivered_only(self, store: Store) -> None:
+        now = time.time()
+        old = {"old": BOTH_DELIVERED, "old-dead": {"TH-ASW": State.DELIVERED, "VN-CUSTOMS": State.DEAD},
+               "old-pending": {"TH-ASW": State.DELIVERED, "VN-CUSTOMS": State.PENDING}}
+        for message_id in old:
+            store.accept(acceptance(message_id, at=now - 10 * DAY))
+        store.accept(acceptance("recent", at=now - 3600))
+        settle(store, {**old, "recent": BOTH_DELIVERED})
+        before = {r.id: r for r in store.rows()}
+        report = store.purge(now - DAY)
+        assert (report.rows, report.messages, report.dry_run) == (2, 1, False)
+        assert report.freed == len(b"payload-TH-ASW-old") + len(b"payload-VN-CUSTOMS-old")
+        after = {r.id: r for r in store.rows()}
+        purged = {i for i, r in after.items() if r.purged_at is not None}
+        assert sorted(after[i].message_id for i in purged) == ["old", "old"]
+        for i in purged:  # only the payload went; the row stays delivered with its times and attempts
+            assert now - 5 < after[i].purged_at < time.time() + 5  # type: ignore[operator]
+            assert after[i] == replace(before[i], payload=b"", purged_at=after[i].purged_at)
+        assert all(after[i] == before[i] and after[i].payload for i in after if i not in purged)  # dead, pending, their siblings, recent
+        assert [a.outcome for a in store.trace("old").attempts] == [State.DELIVERED, State.DELIVERED]
+        assert store.purge(now - DAY).rows == 0  # nothing more to purge
+
+    def test_a_purged_message_sent_again_is_a_duplicate_answered_with_its_original_receipt(self, store: Store) -> None:
+        now, digest = time.time(), b"\x01" * 32
+        store.accept(replace(acceptance("m-1", at=now - 10 * DAY), digest=digest))
+        settle(store, {"m-1": BOTH_DELIVERED})
+        assert store.purge(now - DAY).rows == 2
+        again = store.accept(replace(acceptance("m-1", at=now), receipt=b"another receipt", digest=digest))
+        assert again == (False, b"receipt-VN-MOIT-m-1", ())
+        assert store.original("VN-MOIT", "m-1") == (b"receipt-VN-MOIT-m-1", digest, now - 10 * DAY)
+        rows = store.rows()
+        assert len(rows) == 2 and all(r.purged_at is not None and r.payload == b"" for r in rows)
+        with pytest.raises(TransitionError, match=rf"^outbox row {rows[0].id} cannot be resent: its payload was purged by retention on \d{{4}}-\d\d-\d\d$"):
+            store.resend(rows[0].id, "operator:test", now, force=True)
+        assert store.get(rows[0].id) == rows[0]  # the refusal changed nothing
+
+    def test_a_purge_keeps_the_audit_chain_whole_and_says_what_it_did(self, store: Store) -> None:
+        accepted_and_delivered(store, 3)  # received 1000 s ago: entries 1-6
+        report = store.purge(time.time(), actor="operator:test")
+        assert (report.rows, report.messages) == (3, 3)
+        entries = list(store.audit_entries())
+        assert verify_chain(entries).ok and store.audit_gaps() == [] and len(entries) == 7
+        last = entries[-1]
+        assert (last.message_id, last.actor, last.event) == (None, "operator:test", "purged")
+        assert re.match(r"retention: payloads of 3 delivered outbox row\(s\) \(ids \d+-\d+\) of 3 message\(s\) received before ", last.detail)
+        assert last.detail.endswith(f" dropped ({report.freed} bytes)") and report.freed == 3 * len(b"payload-TH-ASW-m-0")
+
+    def test_a_dry_run_counts_what_a_purge_does_in_batches_and_changes_nothing(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(sql, "PURGE_BATCH", 3)  # four batches, two of them splitting a message's rows
+        now = time.time()
+        for i in range(5):
+            store.accept(acceptance(f"m-{i}", at=now - 10 * DAY))
+        settle(store, {f"m-{i}": BOTH_DELIVERED for i in range(5)})
+        rows, entries = store.rows(), list(store.audit_entries())
+        dry = store.purge(now - DAY, dry_run=True)
+        assert (dry.rows, dry.messages, dry.freed, dry.dry_run) == (10, 5, sum(len(r.payload) for r in rows), True)
+        assert store.rows() == rows and list(store.audit_entries()) == entries
+        done = store.purge(now - DAY)
+        assert (done.rows, done.messages, done.freed, done.dry_run) == (dry.rows, dry.messages, dry.freed, False)
+        assert all(r.purged_at is not None for r in store.rows())
+        # one entry per batch, written with its rows: a run cut short leaves no purged row unaudited
+        added = [e.detail for e in store.audit_entries()][len(entries):]
+        ids = sorted(r.id for r in rows)
+        ranges = [(ids[i], ids[min(i + 2, len(ids) - 1)]) for i in range(0, len(ids), 3)]
+        assert [d.split(" of ")[1] for d in added] == [f"{n} delivered outbox row(s) (ids {a}-{b})" for n, (a, b) in zip((3, 3, 3, 1), ranges)]

@@ -106,6 +106,36 @@ def test_resend_of_a_state_with_no_rows_is_not_an_error(tmp_path: Path) -> None:
     assert out.returncode == 2 and "give row ids, --state dead or --state pending" in out.stderr
 
 
+def test_trace_shows_the_receipt_given_and_prints_it_byte_for_byte(tmp_path: Path) -> None:
+    """The sender who lost its receipt, or a dispute: `hub trace ID --receipt` prints the stored
+    receipt exactly as it was given, so its signature still verifies with the hub's certificate."""
+    from hub.runtime import Runtime
+
+    path = write_config(tmp_path)
+    runtime = Runtime.load(path)
+    try:
+        sender = Sender(runtime.config, "VN-MOIT")
+        accepted = runtime.pipeline.submit(sender.message())
+        refused = runtime.pipeline.submit(sender.message(sign=False))
+        stored = runtime.store.trace(accepted.message_id).message.receipt  # type: ignore[arg-type, union-attr]
+    finally:
+        runtime.close()
+    assert accepted.accepted and not refused.accepted and stored == accepted.xml
+    config, mid = str(path), accepted.message_id
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "trace", "--config", config, mid, "--receipt"], capture_output=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout == stored, out.stderr
+    (tmp_path / "receipt.xml").write_bytes(out.stdout)
+    verified = hub("verify", "--cert", str(tmp_path / "keys" / "hub.crt"), str(tmp_path / "receipt.xml"))
+    assert verified.returncode == 0 and "VN-NSW" in verified.stdout, verified.stderr
+    trace = hub("trace", "--config", config, mid)
+    assert f"answered with a signed receipt ({len(stored)} bytes; `hub trace {mid} --receipt` prints it)" in trace.stdout
+    # no receipt for a message refused (its NACK is no receipt) or never seen; --json and --receipt do not go together
+    for unknown, said in ((refused.message_id, "the hub did not accept it"), ("00000000-0000-4000-8000-000000000000", "no such message")):
+        out = hub("trace", "--config", config, unknown, "--receipt")  # type: ignore[arg-type]
+        assert out.returncode == 1 and out.stdout == "" and f"no receipt for {unknown}: {said}" in out.stderr
+    assert hub("trace", "--config", config, mid, "--receipt", "--json").returncode == 2
+
+
 def test_inbound_folder_through_serve(tmp_path: Path) -> None:
     receiver = Receiver(port=free_port()).start()
     try:

@@ -204,6 +204,49 @@ def test_check_exit_status_and_message(tmp_path: Path) -> None:
     assert out.returncode != 0 and str(path) in out.stderr and "routes[0].schema" in out.stderr
 
 
+def test_every_independent_fault_is_reported_at_once(tmp_path: Path) -> None:
+    """Faults in [hub], [dispatcher] and a route: one run of `hub check` (or `hub serve`) names all three."""
+    path = edit(write_config(tmp_path), "max_depth = 40", "max_dept = 40")
+    edit(path, "concurrency = 4", 'concurrency = "four"')
+    edit(path, 'schema = "co"', 'schema = "cox"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [f.key for f in info.value.faults] == ["hub.max_dept", "dispatcher.concurrency", "routes[0].schema"]
+    assert (info.value.file, info.value.key) == (str(path), "hub.max_dept")  # the first, as a single fault's
+    assert str(info.value).splitlines() == [str(f) for f in info.value.faults]
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "check", "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 1 and len(lines) == 4 and lines[3] == f"3 problem(s) in {path}", out.stderr
+    assert lines[0] == f"{path}: hub.max_dept: unknown key; did you mean 'max_depth'?"
+    assert lines[1] == f"{path}: dispatcher.concurrency: must be int, not 'four'"
+    assert lines[2] == f"{path}: routes[0].schema: names no schema in [schemas]: 'cox'"
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "serve", "--config", str(path)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 2 and out.stderr.splitlines() == [f"configuration error: {line}" for line in lines[:3]]
+
+
+def test_a_fault_that_others_depend_on_is_reported_alone(tmp_path: Path) -> None:
+    """A missing agency id and an unusable party_id: the routes that name that agency and the hub
+    are not faulted as well (the agency meant may be the one without an id), nor is the misspelt
+    key named twice (required, then unknown)."""
+    path = edit(write_config(tmp_path, extra='[[routes]]\nname = "to-the-hub"\nfrom = "VN-MOIT"\nto = "VN-NSW"\n'
+                                              'deliver = [{ agency = "VN-CUSTOMS" }]\n'),
+                'id = "VN-MOIT"', 'idd = "VN-MOIT"')
+    edit(path, 'party_id = "VN-NSW"', 'party_id = "VN NSW"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [(f.key, f.reason) for f in info.value.faults] == [
+        ("hub.party_id", "'VN NSW' cannot stand in an envelope: an identity must match [A-Za-z0-9][A-Za-z0-9._\\-]{0,63} "
+                         "(Identity in xsd/envelope/envelope.xsd)"),
+        ("agencies[0].id", "is required; 'idd' is given: did you mean 'id'?"),
+    ]
+    # with every agency named, a route's unknown agency is a fault of its own again
+    edit(path, 'idd = "VN-MOIT"', 'id = "VN-MOIT"')
+    edit(path, 'from = "VN-MOIT"\nto = "VN-NSW"', 'from = "VN-MOTI"\nto = "VN-NSW"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [f.key for f in info.value.faults] == ["hub.party_id", "routes[1].from"]
+
+
 def test_metrics_from_is_loopback_by_default_and_takes_addresses_and_networks(tmp_path: Path) -> None:
     import ipaddress
 

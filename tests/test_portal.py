@@ -235,7 +235,8 @@ def test_openapi_document_covers_the_listener(tmp_path: Path) -> None:
     assert document["openapi"].startswith("3.1")
     paths = set(document["paths"])
     assert paths <= served, paths - served
-    assert {"/messages", "/messages/{message_id}", "/messages/{message_id}/status", "/conversations/{key}", "/soap", "/openapi.json"} <= paths
+    assert {"/messages", "/messages/{message_id}", "/messages/{message_id}/status", "/messages/{message_id}/receipt", "/conversations/{key}",
+            "/soap", "/openapi.json"} <= paths
     signature = document["webhooks"]["status"]["post"]["parameters"][0]
     assert signature["name"] == HEADER and signature["required"]
 
@@ -331,14 +332,42 @@ def test_traces_status_and_conversations_are_served_only_to_the_clients_in_read_
         assert runtime.pipeline.submit(message).accepted
         mid = message_id_of(message)
         app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
-        answers = _get_as(app, client, [f"/messages/{mid}", f"/messages/{mid}/status", f"/conversations/{mid}", "/health", "/openapi.json"])
-        for r in answers[:3]:
+        answers = _get_as(app, client, [f"/messages/{mid}", f"/messages/{mid}/status", f"/messages/{mid}/receipt", f"/conversations/{mid}",
+                                        "/health", "/openapi.json"])
+        for r in answers[:4]:
             assert r.status_code == status, (r.request.url, r.text)
             if status == 403:
                 assert "[hub] read_from" in r.json()["error"] and mid not in r.text and "VN-MOIT" not in r.text
             else:
                 assert mid in r.text
-        assert [r.status_code for r in answers[3:]] == [200, 200]  # the rest of the listener is not affected
+        assert [r.status_code for r in answers[4:]] == [200, 200]  # the rest of the listener is not affected
+    finally:
+        runtime.close()
+
+
+def test_the_receipt_given_is_served_byte_for_byte_and_verifies(tmp_path: Path) -> None:
+    """GET /messages/{id}/receipt: the stored signed receipt as it was given (a sender that lost it,
+    a dispute); none for a message refused or never seen (404, the read API's JSON error)."""
+    from hub.trust import Pinned, Verifier, load_certificates
+    from hub.xml import Limits, XmlParser
+
+    runtime = Runtime.load(write_config(tmp_path))
+    try:
+        sender = Sender(runtime.config, "VN-MOIT")
+        accepted = runtime.pipeline.submit(sender.message())
+        refused = runtime.pipeline.submit(sender.message(sign=False))
+        assert accepted.accepted and not refused.accepted
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
+        found, nack, unknown = _get_as(app, "127.0.0.1", [f"/messages/{m}/receipt" for m in
+                                                          (accepted.message_id, refused.message_id, "00000000-0000-4000-8000-000000000000")])
+        assert found.status_code == 200 and found.headers["content-type"] == "application/xml"
+        assert found.content == accepted.xml == runtime.store.trace(accepted.message_id).message.receipt  # type: ignore[arg-type, union-attr]
+        pinned = Pinned(load_certificates(runtime.config.hub.certificate))
+        assert "VN-NSW" in Verifier().verify(XmlParser(Limits()).parse(found.content), pinned, "the hub").subject
+        for r, mid in ((nack, refused.message_id), (unknown, "00000000-0000-4000-8000-000000000000")):
+            assert r.status_code == 404 and r.json() == {"error": f"no receipt for message {mid}: not accepted"}
+        trace = _get_as(app, "127.0.0.1", [f"/messages/{accepted.message_id}"])[0].json()
+        assert trace["message"]["receipt_bytes"] == len(accepted.xml)
     finally:
         runtime.close()
 

@@ -161,14 +161,16 @@ def test_a_rotated_hub_key_signs_receipts_after_sighup(tmp_path: Path) -> None:
         assert published(hub) == [current, upcoming]
         assert signing_certificate(hub.post(moit.message()).content) == current
 
-        # the rotation: the next key signs from now on
+        # the rotation: the next key signs from now on, the old certificate stays published as the previous one
         text = config.read_text()
-        text = text.replace(f'next_key = "{keys}/hub-next.key"\nnext_certificate = "{keys}/hub-next.crt"\n', "")
+        text = text.replace(f'next_key = "{keys}/hub-next.key"\nnext_certificate = "{keys}/hub-next.crt"\n',
+                            f'previous_certificate = "{keys}/hub.crt"\n')
         config.write_text(text.replace(f'key = "{keys}/hub.key"\ncertificate = "{keys}/hub.crt"',
                                        f'key = "{keys}/hub-next.key"\ncertificate = "{keys}/hub-next.crt"'))
         sighup(hub, RELOADED)
 
-        assert published(hub) == [upcoming]
+        assert published(hub) == [upcoming, current]  # what the outbox still holds signed by the old key stays trusted
+        assert f"previous certificate serial {current.serial_number:x}" in hub.log.read_text()
         receipt = hub.post(moit.message())
         assert receipt.status_code == 200 and signing_certificate(receipt.content) == upcoming
         Verifier().verify(etree.fromstring(receipt.content), [upcoming], "the hub")
@@ -231,6 +233,18 @@ def test_metrics_show_certificates_near_expiry_and_follow_a_reload(tmp_path: Pat
         found = metrics(hub)
         assert sample(found, "swhub_certificate_expiring", owner="VN-MARD", serial=f"{renewed.serial_number:x}") == 0
         assert not [k for k in found if f'serial="{soon.serial_number:x}"' in k]
+
+
+def test_serve_logs_each_expiry_warning_once_at_start_up(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    soon = new_key("ec")
+    write_certificate(tmp_path / "keys" / "VN-MARD.crt", issue(soon, "VN-MARD", organization="VN-MARD", days=10))
+    write_private_key(tmp_path / "keys" / "VN-MARD.key", soon)
+    line = f"WARNING: VN-MARD pinned certificate CN=VN-MARD,O=VN-MARD ({tmp_path}/keys/VN-MARD.crt): expires in 9 day(s)"
+    with HubProcess(config) as hub:
+        assert wait_until(lambda: line in hub.log.read_text(), 20), hub.log.read_text()[-3000:]
+        time.sleep(0.5)  # a second line would follow at once
+        assert hub.log.read_text().count(line) == 1, hub.log.read_text()[-3000:]
 
 
 def test_a_reload_applies_keys_and_trust_and_names_what_needs_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

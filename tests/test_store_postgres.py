@@ -17,7 +17,7 @@ from hub.store import State, Store, open_store
 from hub.store.postgres import PostgresStore
 
 from .pg import Cluster, pg_cluster  # noqa: F401 (the fixture)
-from .store_contract import StoreContract, accept_once_it_can, accepted_and_delivered, acceptance
+from .store_contract import SCHEMA_3_ROWS, StoreContract, accept_once_it_can, accepted_and_delivered, acceptance, purged_after_migration
 
 
 @pytest.fixture
@@ -322,3 +322,26 @@ def test_leases_expire_by_the_servers_clock_not_a_nodes(store: Store) -> None:
     stored = store.get(row.id)
     assert stored is not None and stored.lease_owner == "node-a" and abs(stored.lease_until - (time.time() + 30)) < 2  # type: ignore[operator]
     assert store.complete(row.id, "node-a", State.DELIVERED, "ok", now, now + 1).state is State.DELIVERED
+
+
+def test_a_store_of_schema_3_is_migrated_and_its_delivered_rows_can_be_purged(pg_url: str, tmp_path: Path) -> None:
+    """Schema 4 adds ``outbox.purged_at`` and the partial index outbox_unpurged: rows written
+    before are kept (not purged) and indexed, so the first purge finds them."""
+    import psycopg
+
+    from hub.store.postgres import MIGRATIONS
+
+    with psycopg.connect(pg_url) as conn:  # the schema of the release before retention, with a delivered row
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, script in MIGRATIONS[:3]:
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement.encode())
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        for statement, values in SCHEMA_3_ROWS:
+            conn.execute(statement.format(m="%s"), values)  # type: ignore[arg-type]
+    store = open_store(pg_url, tmp_path)
+    try:
+        assert isinstance(store, PostgresStore) and store.schema_version() == 4
+        purged_after_migration(store)
+    finally:
+        store.close()

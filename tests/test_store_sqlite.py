@@ -11,7 +11,7 @@ from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import ConfigError, TryAgain
 from hub.store import Store, open_store
 
-from .store_contract import StoreContract, accept_once_it_can, accepted_and_delivered, acceptance
+from .store_contract import SCHEMA_3_ROWS, StoreContract, accept_once_it_can, accepted_and_delivered, acceptance, purged_after_migration
 from .support import LockHolder, write_config
 
 
@@ -148,8 +148,30 @@ def test_a_store_of_the_previous_schema_is_migrated_and_its_messages_stay_duplic
     db.close()
     store = open_store("sqlite:///hub.db", tmp_path)
     try:
-        assert store.migrate() == 3
+        assert store.migrate() == MIGRATIONS[-1][0]
         assert store.original("VN-MOIT", "old-1") == (b"\x00", None, 1.0)  # no digest: any copy is a duplicate
+    finally:
+        store.close()
+
+
+def test_a_store_of_schema_3_is_migrated_and_its_delivered_rows_can_be_purged(tmp_path: Path) -> None:
+    """Schema 4 adds ``outbox.purged_at`` and the partial index outbox_unpurged: rows written
+    before are kept (not purged) and indexed, so the first purge finds them."""
+    from hub.store.sqlite import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, script in MIGRATIONS[:3]:
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    for statement, values in SCHEMA_3_ROWS:
+        db.execute(statement.format(m="?"), values)
+    db.close()
+    store = open_store("sqlite:///hub.db", tmp_path)
+    try:
+        assert store.migrate() == 4
+        purged_after_migration(store)
     finally:
         store.close()
 

@@ -566,6 +566,18 @@ def test_an_agency_may_have_an_old_and_a_new_certificate(tmp_path: Path) -> None
         assert Verifier().verify(root, store.policy("VN-MARD"), "agency VN-MARD").certificate == signer.certificate
 
 
+def get_keys(runtime: Runtime) -> httpx.Response:
+    """``GET /keys`` from the route ``hub serve`` mounts."""
+    keys_route = [r for r in runtime.listener_routes() if getattr(r, "path", None) == "/keys"]
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=Starlette(routes=keys_route))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            return await client.get("/keys")
+
+    return asyncio.run(get())
+
+
 def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_config(tmp_path)
     path.write_text(path.read_text().replace("max_depth = 40\n", f'max_depth = 40\nnext_key = "{tmp_path}/keys/hub-next.key"\n'
@@ -576,20 +588,14 @@ def test_the_hub_publishes_its_next_key_and_warns_before_expiry(tmp_path: Path, 
     soon = new_key("ec")
     write_certificate(tmp_path / "keys" / "VN-MARD.crt", issue(soon, "VN-MARD", organization="VN-MARD", days=10))
     write_private_key(tmp_path / "keys" / "VN-MARD.key", soon)  # its demo signing key (`hub keys` checks they belong together)
-    with caplog.at_level(logging.WARNING, logger="hub.keys"):
-        runtime = Runtime.load(path)
+    runtime = Runtime.load(path)
     try:
         assert [c.subject for c in runtime.signer.published] == [runtime.signer.certificate.subject, load_certificates(tmp_path / "keys" / "hub-next.crt")[0].subject]
         assert runtime.signer.next_certificate is not None and runtime.signer.next_certificate != runtime.signer.certificate
-        assert any("VN-MARD" in r.getMessage() and "expires in 9 day(s)" in r.getMessage() for r in caplog.records)
-        keys_route = [r for r in runtime.listener_routes() if getattr(r, "path", None) == "/keys"]
-
-        async def get_keys() -> httpx.Response:
-            transport = httpx.ASGITransport(app=Starlette(routes=keys_route))
-            async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
-                return await client.get("/keys")
-
-        response = asyncio.run(get_keys())
+        with caplog.at_level(logging.WARNING, logger="hub.keys"):
+            runtime.start_jobs()  # `hub serve`: the daily expiry warning runs at once
+            assert wait_until(lambda: any("VN-MARD" in r.getMessage() and "expires in 9 day(s)" in r.getMessage() for r in caplog.records), 10)
+        response = get_keys(runtime)
         assert response.status_code == 200 and response.headers["content-type"] == "application/x-pem-file"
         assert x509.load_pem_x509_certificates(response.content) == list(runtime.signer.published)
     finally:
@@ -647,6 +653,101 @@ def test_next_key_must_match_its_certificate(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         Runtime.load(path)
     assert info.value.key == "hub.next_key" and "does not belong" in info.value.reason
+
+
+def with_previous(path: Path, certificate: x509.Certificate, next_key: bool = True) -> Path:
+    """``hub.toml`` at ``path`` naming ``certificate`` as the hub's previous one (and a next key pair)."""
+    keys = path.parent / "keys"
+    write_certificate(keys / "hub-old.crt", certificate)
+    extra = f'previous_certificate = "{keys}/hub-old.crt"\n'
+    if next_key:
+        extra = f'next_key = "{keys}/hub-next.key"\nnext_certificate = "{keys}/hub-next.crt"\n' + extra
+    path.write_text(path.read_text().replace("max_depth = 40\n", "max_depth = 40\n" + extra, 1))
+    init_keys(load_config(path))
+    return path
+
+
+def hub_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args, "--config", str(path)], capture_output=True, text=True, cwd=REPO)
+
+
+def test_the_previous_certificate_is_published_after_the_current_and_next_until_it_expires(tmp_path: Path) -> None:
+    old_key = new_key("ec")
+    old = issue(old_key, "VN-NSW", organization="VN-NSW", days=100)
+    path = with_previous(write_config(tmp_path), old)
+    runtime = Runtime.load(path)
+    try:
+        current, upcoming = runtime.signer.certificate, load_certificates(tmp_path / "keys" / "hub-next.crt")[0]
+        assert x509.load_pem_x509_certificates(get_keys(runtime).content) == [current, upcoming, old]
+    finally:
+        runtime.close()
+    out = hub_cli(path, "keys")
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = next(line for line in out.stdout.splitlines() if "previous certificate" in line)
+    assert row.startswith("hub            previous certificate    99  ok       CN=VN-NSW,O=VN-NSW"), row
+    assert row.endswith(f"({tmp_path}/keys/hub-old.crt)"), row
+
+    expired = issue(old_key, "VN-NSW", organization="VN-NSW", not_before=datetime.now(timezone.utc) - timedelta(days=400), days=395)
+    write_certificate(tmp_path / "keys" / "hub-old.crt", expired)
+    runtime = Runtime.load(path)
+    try:
+        assert x509.load_pem_x509_certificates(get_keys(runtime).content) == [current, upcoming]
+    finally:
+        runtime.close()
+    out = hub_cli(path, "keys")
+    assert out.returncode == 0, out.stdout + out.stderr  # a note, not a problem
+    assert "hub            previous certificate    -6  WARNING" in out.stdout, out.stdout
+    assert "expired 6 day(s) ago: no longer published (GET /keys); remove hub.previous_certificate" in out.stderr, out.stderr
+    checked = hub_cli(path, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    said = f"{tmp_path}/keys/hub-old.crt: hub.previous_certificate: warning: previous certificate CN=VN-NSW,O=VN-NSW: expired 6 day(s) ago"
+    assert (checked.stdout + checked.stderr).count(said) == 1, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("content, said", [
+    (None, "it is the current certificate (CN=Test hub,O=VN-NSW,C=VN, serial "),
+    (b"", "not a readable PEM certificate"),
+    (b"not a certificate\n", "not a readable PEM certificate"),
+])
+def test_a_previous_certificate_that_is_the_current_one_or_unreadable_is_refused(tmp_path: Path, content: bytes | None, said: str) -> None:
+    path = write_config(tmp_path)
+    current = load_certificates(tmp_path / "keys" / "hub.crt")[0]
+    with_previous(path, current, next_key=False)
+    if content is not None:
+        (tmp_path / "keys" / "hub-old.crt").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        Runtime.load(path)
+    assert info.value.key == "hub.previous_certificate" and info.value.file == f"{tmp_path}/keys/hub-old.crt"
+    assert said in info.value.reason, info.value.reason
+    errors, _ = check(path)
+    assert errors == [str(info.value)]
+
+
+def test_a_missing_previous_certificate_is_refused_like_the_other_certificates(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("max_depth = 40\n", f'max_depth = 40\nprevious_certificate = "{tmp_path}/keys/gone.crt"\n'))
+    errors, _ = check(path)
+    assert errors == [f"{tmp_path}/keys/gone.crt: hub.previous_certificate: the certificate file does not exist"], errors
+
+
+def test_hub_check_states_each_expiry_warning_once(tmp_path: Path) -> None:
+    """Its own line for each, not also the log's: the hub's certificate, an agency's, and a CA in
+    the hub's certificate file (a warning only the expiry log used to give)."""
+    path = write_config(tmp_path)
+    keys = tmp_path / "keys"
+    ca_key, hub_key, mard_key = new_key("ec"), new_key("ec"), new_key("ec")
+    ca = Issuer(ca_key, issue(ca_key, "hub CA", organization="VN-NSW", ca=True, days=8))
+    hub_cert = issue(hub_key, "VN-NSW", organization="VN-NSW", issuer=ca, days=12)
+    (keys / "hub.crt").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in (hub_cert, ca.certificate)))
+    write_private_key(keys / "hub.key", hub_key)
+    write_certificate(keys / "VN-MARD.crt", issue(mard_key, "VN-MARD", organization="VN-MARD", days=10))
+    write_private_key(keys / "VN-MARD.key", mard_key)
+    out = hub_cli(path, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    printed = out.stdout + out.stderr
+    for subject in ("CN=VN-NSW,O=VN-NSW", "CN=VN-MARD,O=VN-MARD", "CN=hub CA,O=VN-NSW"):
+        assert printed.count(subject) == 1, (subject, printed)
+    assert f"{keys}/hub.crt: hub.certificate: warning: chain CN=hub CA,O=VN-NSW: expires in 7 day(s)" in out.stdout, out.stdout
 
 
 def test_keys_init_makes_a_demo_ca_crl_and_issued_certificates(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Accepted, Acceptance, Attempt, Hold, MessageRecord, Original, OutboxItem, OutboxRow, State, Store, Trace
+from .base import Accepted, Acceptance, Attempt, Hold, MessageRecord, Original, OutboxItem, OutboxRow, PurgeReport, State, Store, Trace
 
 
 def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) -> Store:
@@ -42,7 +42,7 @@ def open_store(url: str, base: Path, migrate: bool = True, wait: bool = True) ->
     return store
 
 
-__all__ = ["Accepted", "Acceptance", "Attempt", "Hold", "MessageRecord", "Original", "OutboxItem", "OutboxRow", "State", "Store", "Trace", "open_store"]
+__all__ = ["Accepted", "Acceptance", "Attempt", "Hold", "MessageRecord", "Original", "OutboxItem", "OutboxRow", "PurgeReport", "State", "Store", "Trace", "open_store"]
 
 
 def unsupported_store(url: str, file: str) -> ConfigError:

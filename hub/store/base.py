@@ -10,6 +10,9 @@ Outbox states and the only transitions allowed::
     leased  --release (the owner stops cleanly; no attempt counted)--> pending
     dead | delivered --resend (operator)--> pending
 
+A delivered row may have its payload purged by retention (``Store.purge``): it stays delivered,
+with ``purged_at`` set and an empty payload, and can no longer be resent.
+
 A row may also be written already leased, at acceptance, to the accepting node's dispatcher
 (``Acceptance.held``, ``Hold``); it then goes on as any leased row.
 """
@@ -132,7 +135,21 @@ class OutboxRow:
     last_error: str | None
     created_at: float
     updated_at: float
-    payload: bytes
+    payload: bytes  # empty once purged
+    purged_at: float | None = None  # when retention dropped the payload (``Store.purge``)
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """What one ``Store.purge`` run dropped, or with ``dry_run`` would drop: the payloads of
+    ``rows`` delivered outbox rows (``freed`` bytes) of ``messages`` messages received before
+    ``before`` (epoch seconds)."""
+
+    before: float
+    dry_run: bool = False
+    rows: int = 0
+    freed: int = 0
+    messages: int = 0
 
 
 @dataclass(frozen=True)
@@ -250,6 +267,17 @@ class Store(ABC):
         of a delivered one. A leased row is being delivered: ``TransitionError``."""
 
     @abstractmethod
+    def purge(self, before: float, *, dry_run: bool = False, actor: str = "hub", stop: threading.Event | None = None) -> PurgeReport:
+        """Retention: drops the payloads of delivered rows of messages received before ``before``
+        whose rows are all delivered (a message with a dead, pending or leased row keeps
+        everything), and marks them purged; the message's dedupe key, digest and receipt, its
+        attempts and its audit entries stay, so a copy sent again still gets its original receipt.
+        Works in transactions of a bounded number of rows (``sql.PURGE_BATCH``), so writers are
+        held up briefly at a time; each batch that purges rows appends, in its own transaction, one
+        ``purged`` audit entry by ``actor`` with its counts. ``dry_run``: counts only, nothing
+        written. Once ``stop`` is set (``hub serve`` stopping) no further batch starts."""
+
+    @abstractmethod
     def get(self, row_id: int) -> OutboxRow | None: ...
 
     @abstractmethod
@@ -331,6 +359,7 @@ __all__: Sequence[str] = (
     "MessageRecord",
     "OutboxItem",
     "OutboxRow",
+    "PurgeReport",
     "State",
     "Store",
     "Trace",

@@ -57,6 +57,7 @@ from .base import (
     Original,
     OutboxItem,
     OutboxRow,
+    PurgeReport,
     State,
     Store,
     Trace,
@@ -71,6 +72,7 @@ from .sql import (
     attempts_after_resend,
     message_record,
     outbox_row,
+    purge_rows,
     resend_event,
     resendable_row,
     row_filter,
@@ -173,6 +175,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """
         SET LOCAL lock_timeout = '5s';
         ALTER TABLE messages ADD COLUMN content_digest BYTEA;
+        """,
+    ),
+    (
+        4,
+        # retention (Store.purge): the index holds only delivered rows whose payload is still kept
+        """
+        SET LOCAL lock_timeout = '5s';
+        ALTER TABLE outbox ADD COLUMN purged_at DOUBLE PRECISION;
+        CREATE INDEX outbox_unpurged ON outbox (id) WHERE state = 'delivered' AND purged_at IS NULL;
         """,
     ),
 )
@@ -592,6 +603,11 @@ class PostgresStore(Store):
             cur.execute(f"NOTIFY {CHANNEL}")
             self._append_audit(cur, (resend_event(row, actor),), now)
         return outbox_row(updated)  # type: ignore[arg-type]
+
+    def purge(self, before: float, *, dry_run: bool = False, actor: str = "hub", stop: threading.Event | None = None) -> PurgeReport:
+        stamp = time.time()
+        return purge_rows(self._tx, "%s", before, stamp, dry_run, stop, lambda cur, event: self._append_audit(cur, (event,), stamp),
+                          actor, lock=" FOR UPDATE OF o")
 
     def get(self, row_id: int) -> OutboxRow | None:
         with self._tx(transaction=False) as cur:

@@ -4,14 +4,19 @@ they apply the same way. Only what differs (placeholders, locking, notifications
 
 from __future__ import annotations
 
+import threading
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any, Callable
+
 from ..audit import AuditEvent, AuditGap
 from ..errors import TransitionError
-from .base import MessageRecord, OutboxRow, State
+from .base import MessageRecord, OutboxRow, PurgeReport, State
 
 MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
 ROW_COLUMNS = (
     "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
-    "lease_until, last_error, created_at, updated_at, payload"
+    "lease_until, last_error, created_at, updated_at, payload, purged_at"
 )
 
 # the audit log's word for each outcome of an attempt (``Store.complete``)
@@ -40,6 +45,7 @@ def outbox_row(r: tuple) -> OutboxRow:
         created_at=r[11],
         updated_at=r[12],
         payload=bytes(r[13]),
+        purged_at=r[14],
     )
 
 
@@ -67,6 +73,8 @@ def resendable_row(current: tuple | None, row_id: int, force: bool) -> OutboxRow
     if current is None:
         raise TransitionError(f"outbox row {row_id} does not exist")
     row = outbox_row(current)
+    if row.purged_at is not None:
+        raise TransitionError(f"outbox row {row_id} cannot be resent: its payload was purged by retention on {_utc(row.purged_at)}")
     if not (row.state in (State.DEAD, State.PENDING) or (force and row.state is State.DELIVERED)):
         hint = " (use --force to send a delivered row again)" if row.state is State.DELIVERED else ""
         if row.state is State.LEASED:
@@ -114,3 +122,65 @@ def unaudited(cur) -> list[AuditGap]:  # type: ignore[no-untyped-def]
         count = cur.execute(f"SELECT COUNT(*) {_UNAUDITED_ATTEMPTS}").fetchone()[0]
         gaps.append(AuditGap("delivery attempt", count, f"message {first[0]}, outbox row {first[1]} attempt {first[2]}"))
     return gaps
+
+
+# ``Store.purge``: rows looked at per transaction. A purge of millions of rows never holds the
+# store's writer (SQLite's lock file) for more than one batch; writers go on between batches.
+PURGE_BATCH = 1000
+# The rows of one batch that are purged: delivered, not purged yet, of a message received before the
+# cut-off none of whose rows is anything but delivered (sender and message id: outbox_message, the
+# messages key). The third column says whether the row is the lowest of its message's delivered rows
+# not purged before this run (``purged_at`` NULL, or this run's own stamp): a message whose rows fall
+# in several batches is counted once, in a dry run too.
+_PURGEABLE = (
+    "SELECT o.id, length(o.payload), NOT EXISTS (SELECT 1 FROM outbox p WHERE p.message_id = o.message_id "
+    "AND p.sender = o.sender AND p.state = 'delivered' AND p.id < o.id AND (p.purged_at IS NULL OR p.purged_at = {m})) "
+    "FROM outbox o JOIN messages m ON m.sender = o.sender AND m.message_id = o.message_id "
+    "WHERE o.id IN ({ids}) AND o.state = 'delivered' AND o.purged_at IS NULL AND m.received_at < {m} "
+    "AND NOT EXISTS (SELECT 1 FROM outbox s WHERE s.message_id = o.message_id AND s.sender = o.sender AND s.state <> 'delivered')"
+)
+
+
+def purge_rows(transaction: Callable[[], AbstractContextManager[Any]], mark: str, before: float, stamp: float,
+               dry_run: bool, stop: threading.Event | None, audit: Callable[[Any, AuditEvent], None], actor: str,
+               lock: str = "") -> PurgeReport:
+    """``Store.purge``'s batches on either backend: ``transaction`` opens one (a cursor), ``mark``
+    is the placeholder, ``stamp`` the ``purged_at`` written, ``audit`` appends an entry in the open
+    transaction, ``lock`` what the selection of rows to purge ends with (PostgreSQL: ``FOR UPDATE
+    OF o``, against a concurrent resend or purge). Each batch that purges rows records its own
+    ``purged`` entry in its own transaction, so a run cut short (a crash, a kill) leaves no purged
+    row unaccounted for in the audit log. The candidates are walked by id through the partial index
+    outbox_unpurged, which holds only delivered rows not purged yet, so a run reads the outbox
+    kept, not its purged history."""
+    report = PurgeReport(before, dry_run)
+    after = 0
+    while stop is None or not stop.is_set():
+        with transaction() as cur:
+            ids = [r[0] for r in cur.execute(
+                f"SELECT id FROM outbox WHERE state = 'delivered' AND purged_at IS NULL AND id > {mark} ORDER BY id LIMIT {mark}",
+                (after, PURGE_BATCH),
+            ).fetchall()]
+            if not ids:
+                break
+            after = ids[-1]
+            query = _PURGEABLE.format(m=mark, ids=", ".join([mark] * len(ids))) + ("" if dry_run else lock)
+            found = cur.execute(query, (stamp, *ids, before)).fetchall()
+            batch = PurgeReport(before, dry_run, len(found), sum(r[1] for r in found), sum(1 for r in found if r[2]))
+            if found and not dry_run:
+                purged = [r[0] for r in found]
+                cur.execute(f"UPDATE outbox SET payload = {mark}, purged_at = {mark} WHERE id IN ({', '.join([mark] * len(purged))})",
+                            (b"", stamp, *purged))
+                audit(cur, _purge_event(batch, actor, min(purged), max(purged)))
+        report = PurgeReport(before, dry_run, report.rows + batch.rows, report.freed + batch.freed, report.messages + batch.messages)
+    return report
+
+
+def _purge_event(batch: PurgeReport, actor: str, first: int, last: int) -> AuditEvent:
+    """The audit entry of one batch of a purge run."""
+    return AuditEvent(None, actor, "purged", f"retention: payloads of {batch.rows} delivered outbox row(s) (ids {first}-{last}) of "
+                                             f"{batch.messages} message(s) received before {_utc(batch.before, '%Y-%m-%dT%H:%M:%SZ')} "
+                                             f"dropped ({batch.freed} bytes)")
+
+
+def _utc(t: float, form: str = "%Y-%m-%d") -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime(form)

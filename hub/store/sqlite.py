@@ -33,6 +33,7 @@ from .base import (
     Original,
     OutboxItem,
     OutboxRow,
+    PurgeReport,
     State,
     Store,
     Trace,
@@ -47,6 +48,7 @@ from .sql import (
     attempts_after_resend,
     message_record,
     outbox_row,
+    purge_rows,
     resend_event,
     resendable_row,
     row_filter,
@@ -125,6 +127,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         3,
         """
         ALTER TABLE messages ADD COLUMN content_digest BLOB;
+        """,
+    ),
+    (
+        4,
+        # retention (Store.purge): the index holds only delivered rows whose payload is still kept
+        """
+        ALTER TABLE outbox ADD COLUMN purged_at REAL;
+        CREATE INDEX outbox_unpurged ON outbox (id) WHERE state = 'delivered' AND purged_at IS NULL;
         """,
     ),
 )
@@ -642,6 +652,11 @@ class SQLiteStore(Store):
             self._append_audit(cur, (resend_event(row, actor),), now)
             updated = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
         return outbox_row(updated)
+
+    def purge(self, before: float, *, dry_run: bool = False, actor: str = "hub", stop: threading.Event | None = None) -> PurgeReport:
+        stamp = time.time()
+        return purge_rows(lambda: self._tx(write=not dry_run), "?", before, stamp, dry_run, stop,
+                          lambda cur, event: self._append_audit(cur, (event,), stamp), actor)
 
     def get(self, row_id: int) -> OutboxRow | None:
         with self._tx(write=False) as cur:
