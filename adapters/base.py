@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Mapping, Sequence
 
 from hub.config import Agency
+from hub.errors import ConfigError
 from hub.envelope import Ack, Party
 from hub.xml import Limits
 
@@ -77,6 +78,16 @@ class InboundSource(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+
+def seconds(options: Mapping[str, Any], default: float, file: str, key: str, name: str = "timeout") -> float:
+    """An agency's option ``name`` (``key`` names it in faults), ``default`` when not given: a
+    positive, finite number of seconds, or a ``ConfigError`` that ``hub check`` names (not a
+    ValueError from ``float()`` at start-up, nor a NaN deadline that never ends)."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(file, key, f"must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

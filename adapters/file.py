@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from hub.envelope import Ack
-from hub.errors import Code, Rejected, TryAgain
+from hub.errors import Code, ConfigError, Rejected, TryAgain
 from hub.files import write_durably
 from hub.xml import Limits
 
-from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit
+from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit, seconds
 
 log = logging.getLogger("hub.adapters.file")
 
@@ -67,14 +67,25 @@ class FileAdapter(Adapter):
         return Result(Outcome.DELIVERED, f"written to {path}")
 
     def check(self) -> list[str]:
-        return [] if self.agency.endpoint else ["endpoint: a folder is required for the file adapter"]
+        faults = [] if self.agency.endpoint else ["endpoint: a folder is required for the file adapter"]
+        inbox = self.agency.options.get("inbox")
+        if inbox is not None and not (isinstance(inbox, str) and inbox.strip()):
+            faults.append(f"options.inbox: must be the path of a folder, not {inbox!r}")
+        try:
+            self._interval()
+        except ConfigError as exc:
+            faults.append(f"options.poll_interval: {exc.reason}")
+        return faults
+
+    def _interval(self) -> float:
+        key = f"agencies[{self.agency.id}].options.poll_interval"
+        return seconds(self.agency.options, 0.5, self.settings.config_file, key, "poll_interval")
 
     def inbound(self, submit: Submit) -> InboundSource | None:
         inbox = self.agency.options.get("inbox")
-        if not inbox:
+        if inbox is None:
             return None
-        interval = float(self.agency.options.get("poll_interval", 0.5))
-        return FolderInbox(self.settings.path(str(inbox)), self.agency.id, submit, interval, self.settings.limits.max_bytes,
+        return FolderInbox(self.settings.path(inbox), self.agency.id, submit, self._interval(), self.settings.limits.max_bytes,
                            nack=self._nack())
 
     def _nack(self) -> Nack:

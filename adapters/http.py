@@ -24,7 +24,7 @@ import ssl
 import threading
 from urllib.parse import unquote, urlsplit
 
-from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status, seconds
 
 from hub.config import Agency
 from hub.errors import ConfigError
@@ -62,7 +62,7 @@ class HttpAdapter(Adapter):
 
     def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
         super().__init__(agency, settings)
-        self._timeout = float(agency.options.get("timeout", settings.timeout))
+        self._timeout = seconds(agency.options, settings.timeout, settings.config_file, f"agencies[{agency.id}].options.timeout")
         url = urlsplit(agency.endpoint)
         self._https = url.scheme == "https"
         try:

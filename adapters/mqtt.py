@@ -50,7 +50,7 @@ from paho.mqtt.properties import Properties
 from hub.config import Agency
 from hub.events import EVENTS_ROUTE, event_of
 
-from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit, seconds
 from .mqtt_client import MQTT_CONNECTION_OPTIONS, MqttConnection, MqttOptions
 from .mqtt_inbound import MqttInbox
 
@@ -66,7 +66,7 @@ class MqttAdapter(Adapter):
         self.options = MqttOptions.from_agency(agency, settings)
         self.topic = str(o.get("topic", f"sw-hub/to/{agency.id}"))
         self.status_topic = str(o.get("status_topic", "sw-hub/status")).rstrip("/")
-        self.timeout = float(o.get("timeout", settings.timeout))
+        self.timeout = seconds(o, settings.timeout, settings.config_file, f"agencies[{agency.id}].options.timeout")
         self.require_subscriber = bool(o.get("require_subscriber", True))
         self._connection: MqttConnection | None = None
         self._lock = threading.Lock()

@@ -41,7 +41,7 @@ from hub.errors import ConfigError, Rejected
 from hub.httpio import TooLarge, read_capped
 from hub.xml import XmlParser
 
-from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status, seconds
 
 CLIENT_FAULTS = frozenset({"Client", "Sender", "VersionMismatch", "MustUnderstand", "DataEncodingUnknown"})
 
@@ -151,7 +151,7 @@ class SoapAdapter(Adapter):
         self.wsdl = raw if _is_url(raw) else str(settings.path(raw).resolve())
         self.service, self.port = o.get("service"), o.get("port")
         self.operation, self.argument = str(o["operation"]), str(o.get("argument", "_value_1"))
-        self.timeout = float(o.get("timeout", settings.timeout))
+        self.timeout = seconds(o, settings.timeout, settings.config_file, f"{key}.timeout")
         origins = {_origin(u) for u in (raw, agency.endpoint) if u and _is_url(u)}
         self._origins = frozenset(origins)
         self._folder = None if _is_url(raw) else Path(self.wsdl).parent

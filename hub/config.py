@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -212,6 +213,8 @@ class _Table:
 
     def float(self, key: str, default: Any = _REQUIRED, minimum: float = 0.0) -> Any:
         value = self._get(key, float, default)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML's nan and inf: no number of seconds or ratio
+            return self.fault(key, f"must be a finite number, not {value!r}")
         if isinstance(value, float) and value < minimum:
             return self.fault(key, f"must be at least {minimum:g}" if minimum else "must not be negative")
         return value
@@ -269,7 +272,7 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 class _Names:
     """The names a section defines, for the references to them. A name not among them is unknown
     only if the section was ``listed`` and every entry in it named: an entry whose name is missing
-    may be the one meant, and a fault for the reference would only echo the entry's own."""
+    or unusable may be the one meant, and a fault for the reference would only echo the entry's own."""
 
     def __init__(self, given: Iterable[Any], listed: bool) -> None:
         names = list(given)
@@ -461,13 +464,16 @@ def load_config(path: str | Path) -> Config:
 
     agencies: dict[str, Agency] = {}
     positions: dict[str, int] = {}  # agency id -> its place among the [[agencies]], for an id used twice
-    listed = top.tables("agencies")
-    for i, a in enumerate(listed):
+    ids: list[Any] = []  # as read: _FAULTY for an id missing or unusable
+    for i, a in enumerate(top.tables("agencies")):
         agency_id = a.identity("id")  # a missing or unusable id is named by the index: agencies[3].id
+        ids.append(agency_id)
         if agency_id is not _FAULTY:
             a.prefix = f"agencies[{agency_id}]"  # every other fault by the id, as `hub check` and the adapters name it
-        options = a.raw("options") or {}
-        if not isinstance(options, dict):
+        options = a.raw("options")
+        if options is None:
+            options = {}
+        elif not isinstance(options, dict):
             options = a.fault("options", "must be a table")
         agency = Agency(
             id=agency_id,
@@ -493,8 +499,8 @@ def load_config(path: str | Path) -> Config:
             else:
                 agencies[agency_id] = agency
                 positions[agency_id] = i
-    # an agency whose id is missing may be the one a route names: only named ones are checked for then
-    agency_names = _Names((a.raw("id") for a in listed), listed=isinstance(data.get("agencies", []), list))
+    # an agency whose id is missing or unusable may be the one a route names: only named ones are checked for then
+    agency_names = _Names(ids, listed=isinstance(data.get("agencies", []), list))
 
     routes: list[Route] = []
     for r in top.tables("routes"):

@@ -424,7 +424,7 @@ class CurrentSigner:
         self.current, self.previous = signer, previous
 
     def swap(self, signer: "Signer", previous: x509.Certificate | None = None) -> None:
-        self.previous = previous
+        self.previous = previous  # first: ``published`` reads ``current`` first (see there)
         self.current = signer
 
     def sign(self, element: Any) -> Any:
@@ -446,10 +446,14 @@ class CurrentSigner:
     def published(self) -> tuple[x509.Certificate, ...]:
         """The current certificate and the next one, then the previous one until it expires: outbox
         rows signed before the rotation are still delivered, to partners who trust what GET /keys says."""
+        # ``current`` before ``previous``, the reverse of ``swap``'s order: a reload between the two
+        # reads then publishes the previous certificate it names with the signer before it (in a
+        # rotation, the old certificate twice), never the new signer without its previous one
+        published = self.current.published
         previous = self.previous
         if previous is None or previous.not_valid_after_utc < datetime.now(timezone.utc):
-            return self.current.published
-        return (*self.current.published, previous)
+            return published
+        return (*published, previous)
 
 
 def published_route(signer: "Signer | CurrentSigner") -> Any:

@@ -27,8 +27,11 @@ FIRST_RUN_AFTER = 300.0
 
 
 def cutoff(days: int, now: float | None = None) -> float:
-    """The ``before`` of ``Store.purge`` for messages older than ``days`` days."""
-    return (time.time() if now is None else now) - days * DAY
+    """The ``before`` of ``Store.purge`` for messages older than ``days`` days; never before the
+    epoch, which no message is older than, so days beyond the calendar purge nothing (the report
+    says when ``before`` is, and a datetime cannot be before the year 1)."""
+    now = time.time() if now is None else now
+    return max(0.0, now - min(days, now // DAY + 1) * DAY)
 
 
 def summary(report: PurgeReport) -> str:

@@ -113,6 +113,33 @@ def test_a_misspelt_agency_option_is_an_error_not_ignored(tmp_path: Path, option
     assert len(errors) == 1 and said in errors[0]
 
 
+@pytest.mark.parametrize("timeout", ['"x"', "[]", "nan", "-1", "true"])
+def test_an_adapter_timeout_that_is_no_number_of_seconds_is_a_fault_not_a_traceback(tmp_path: Path, timeout: str) -> None:
+    """`hub check` names it (float() raised ValueError or TypeError out of `hub check`, and a NaN
+    or negative deadline was taken)."""
+    path = edit(write_config(tmp_path), 'adapter = "http"', f'adapter = "http"\noptions = {{ timeout = {timeout} }}')
+    errors, _ = check(path)
+    assert len(errors) == 1 and "agencies[TH-ASW].options.timeout: must be a positive number of seconds, not " in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ('poll_interval = "x"', 'options.poll_interval: must be a positive number of seconds, not \'x\''),
+        ("poll_interval = nan", "options.poll_interval: must be a positive number of seconds, not nan"),
+        ("inbox = []", "options.inbox: must be the path of a folder, not []"),
+        ("inbox = 5", "options.inbox: must be the path of a folder, not 5"),
+    ],
+)
+def test_a_folder_inbox_with_options_that_cannot_work_is_a_fault_in_hub_check(tmp_path: Path, options: str, said: str) -> None:
+    """`hub check` names them (a bad poll_interval used to pass it and stop `hub serve` at start
+    with a traceback; `inbox = []` meant no inbox, `inbox = 5` a folder named "5")."""
+    path = edit(write_config(tmp_path), 'endpoint = "{folder}/moit-outbox"'.format(folder=tmp_path),
+                f'endpoint = "{tmp_path}/moit-outbox"\noptions = {{ {options} }}')
+    errors, _ = check(path)
+    assert errors == [f"{path}: agencies[VN-MOIT].{said}"]
+
+
 @pytest.mark.parametrize(
     ("old", "new", "key", "said"),
     [
@@ -245,6 +272,41 @@ def test_a_fault_that_others_depend_on_is_reported_alone(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert [f.key for f in info.value.faults] == ["hub.party_id", "routes[1].from"]
+
+
+def test_an_agency_whose_id_is_unusable_leaves_the_routes_naming_it_unfaulted(tmp_path: Path) -> None:
+    """An id that cannot stand in an envelope is that agency's fault alone: the routes that name
+    the id meant are not faulted as well (as for a missing id)."""
+    path = edit(write_config(tmp_path), 'id = "VN-MOIT"', 'id = "VN MOIT"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [f.key for f in info.value.faults] == ["agencies[0].id"]
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ("lease_seconds = 5.0", "lease_seconds = nan", "dispatcher.lease_seconds"),
+    ("delivery_timeout = 3", "delivery_timeout = inf", "dispatcher.delivery_timeout"),
+    ("jitter = 0.1", "jitter = nan", "retry.jitter"),
+    ("max_depth = 40", "max_depth = 40\nbody_timeout = inf", "hub.body_timeout"),
+    ("jitter = 0.1", "jitter = 0.1\n[trust]\ncrl_grace_seconds = inf", "trust.crl_grace_seconds"),
+])
+def test_a_number_of_seconds_or_a_ratio_must_be_finite(tmp_path: Path, old: str, new: str, key: str) -> None:
+    """TOML has nan and inf: neither is a time or a fraction (a NaN lease never ends; an infinite
+    CRL grace period crashed `hub check`)."""
+    path = edit(write_config(tmp_path), old, new)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [f.key for f in info.value.faults] == [key] and info.value.reason.startswith("must be a finite number, not ")
+    errors, _ = check(path)
+    assert len(errors) == 1 and f"{key}: must be a finite number, not " in errors[0]
+
+
+@pytest.mark.parametrize("options", ["[]", '""', "false", "0"])
+def test_agency_options_that_are_not_a_table_are_refused_even_when_empty(tmp_path: Path, options: str) -> None:
+    path = edit(write_config(tmp_path), 'endpoint = "http://127.0.0.1:9/inbox"', f'endpoint = "http://127.0.0.1:9/inbox"\noptions = {options}')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.key, info.value.reason) == ("agencies[TH-ASW].options", "must be a table")
 
 
 def test_metrics_from_is_loopback_by_default_and_takes_addresses_and_networks(tmp_path: Path) -> None:

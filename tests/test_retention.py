@@ -95,6 +95,23 @@ def test_hub_purge_dry_run_then_for_real_and_a_purged_row_is_shown_and_refused(t
     assert capsys.readouterr().out.startswith("audit chain OK: 7 entries")
 
 
+def test_a_purge_older_than_the_calendar_purges_nothing_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Days beyond the epoch (or beyond a float) purge nothing; the report, which says when its
+    cut-off is, is still printed (a cut-off before the year 1 raised ValueError, or OverflowError)."""
+    config = _old_deliveries(tmp_path)
+    for days in ("1000000", str(10**400)):
+        assert main(["purge", "--older-than", days, "--config", config]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "outbox rows purged: 0 (delivered, of messages received before 1970-01-01T00:00:00.000Z)", days
+    loaded = load_config(config)
+    store = open_store(loaded.hub.store, loaded.base)
+    try:
+        report = RetentionJob(store, 1_000_000, "VN-NSW").run()  # [retention] delivered_days takes any int
+        assert report is not None and report.rows == 0
+    finally:
+        store.close()
+
+
 def test_the_retention_section_is_checked(tmp_path: Path) -> None:
     assert load_config(write_config(tmp_path)).retention.delivered_days == 0  # by default: kept forever
     assert load_config(write_config(tmp_path, extra="[retention]\ndelivered_days = 30\n")).retention.delivered_days == 30

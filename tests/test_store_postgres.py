@@ -222,6 +222,8 @@ def test_commits_are_synchronous_whatever_the_servers_default(pg_url: str, tmp_p
         ("pool_size=4", "unknown option 'pool_size'"),
         ("pool_max=lots", "pool_max (connections the pool may open) must be a positive whole number, not 'lots'"),
         ("pool_timeout=0", "pool_timeout"),
+        ("pool_timeout=nan", "must be a positive number, not 'nan'"),
+        ("pool_timeout=inf", "must be a positive number, not 'inf'"),
         ("pool_min=5&pool_max=2", "pool_max (2) must not be below pool_min (5)"),
         ("sslmode=require&colour=blue", 'not a valid PostgreSQL URL: invalid URI query parameter: "colour"'),
         ("connect_timeout=soon", "connect_timeout must be a whole number of seconds"),

@@ -704,6 +704,32 @@ def test_the_previous_certificate_is_published_after_the_current_and_next_until_
     assert (checked.stdout + checked.stderr).count(said) == 1, checked.stdout + checked.stderr
 
 
+def test_get_keys_during_a_rotation_reload_still_publishes_the_old_certificate() -> None:
+    """A reload (``swap``) landing between the two reads of ``published`` (a GET /keys while SIGHUP
+    is applied): the old certificate, which the rows signed before the rotation carry, is published
+    by either side of the swap, never left out (with the previous certificate read first, the new
+    signer came without it)."""
+    from types import SimpleNamespace
+
+    from hub.keys import CurrentSigner
+
+    old = SimpleNamespace(not_valid_after_utc=datetime.now(timezone.utc) + timedelta(days=30))
+    before, after = SimpleNamespace(published=(old, "next")), SimpleNamespace(published=("next",))
+
+    class ReloadedMidway(CurrentSigner):
+        swapped = False
+
+        def __getattribute__(self, name: str) -> object:
+            value = super().__getattribute__(name)
+            if name in ("current", "previous") and not super().__getattribute__("swapped"):
+                self.swapped = True
+                self.swap(after, old)  # type: ignore[arg-type]
+            return value
+
+    signer = ReloadedMidway(before)  # type: ignore[arg-type]
+    assert old in signer.published
+
+
 @pytest.mark.parametrize("content, said", [
     (None, "it is the current certificate (CN=Test hub,O=VN-NSW,C=VN, serial "),
     (b"", "not a readable PEM certificate"),

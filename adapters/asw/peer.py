@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from cryptography import x509
 
+from adapters.base import seconds
 from hub.config import Agency
 from hub.errors import ConfigError
 from hub.trust import load_certificates
@@ -71,9 +72,7 @@ def load_peer(agency: Agency, base: Path, default_timeout: float, file: str = "h
     actions = options.get("actions", {})
     if not isinstance(actions, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in actions.items()):
         raise ConfigError(file, f"{prefix}.actions", "must be a table of payload root name = action")
-    timeout = options.get("timeout", default_timeout)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(file, f"{prefix}.timeout", f"must be a positive number of seconds, not {timeout!r}")
+    timeout = seconds(options, default_timeout, file, f"{prefix}.timeout")
     receipts = _str(options, "receipts", None, file, prefix)
     certificates: list[x509.Certificate] = []
     for path in agency.certificates:

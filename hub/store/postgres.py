@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -233,7 +234,7 @@ def parse_url(url: str, file: str = "hub.toml") -> tuple[str, dict[str, Any]]:
             number = kind(value)
         except ValueError:
             number = None
-        if number is None or number <= 0:
+        if number is None or not 0 < number < math.inf:  # nan and inf too: a pool wait that never ends
             raise ConfigError(file, "hub.store", f"{key} ({meaning}) must be a positive {'whole ' if kind is int else ''}number, not {value!r}")
         options[name] = number
     if options.get("max_size", options.get("min_size", 0)) < options.get("min_size", 0):
