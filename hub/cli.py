@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true")
     shown.add_argument("--receipt", action="store_true", help="print the signed receipt the hub answered with, byte for byte")
+    p.add_argument("--sender", metavar="AGENCY", help="with --receipt: the receipt given to this sender (a message id several used)")
 
     p = sub.add_parser("outbox", help="list, show and resend outbox rows")
     _config_arg(p)
@@ -311,20 +312,26 @@ def _routes_said(routes: list, sender: str, tag: str) -> str:  # type: ignore[ty
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from .portal import receipt_of
     from .tracing import trace_dict, trace_text
 
+    if args.sender and not args.receipt:
+        print("--sender goes with --receipt", file=sys.stderr)
+        return 2
     _, store = _open_store(args.config)
     try:
         trace = store.trace(args.message_id.lower())
+        receipt = receipt_of(store, args.message_id.lower(), args.sender) if args.receipt else None
     finally:
         store.close()
     found = bool(trace.message or trace.audit)
     if args.receipt:
-        if trace.message is None:
-            print(f"no receipt for {args.message_id}: " + ("the hub did not accept it (`hub trace` says why)" if found else "no such message"),
+        if receipt is None:
+            whose = f" from {args.sender}" if args.sender else ""
+            print(f"no receipt for {args.message_id}{whose}: " + ("the hub did not accept it (`hub trace` says why)" if found else "no such message"),
                   file=sys.stderr)
             return 1
-        sys.stdout.buffer.write(trace.message.receipt)  # as given: its signature still verifies (`hub verify`)
+        sys.stdout.buffer.write(receipt)  # as given: its signature still verifies (`hub verify`)
         sys.stdout.flush()
         return 0
     if args.json:

@@ -96,8 +96,10 @@ def openapi_document(party_id: str) -> dict[str, Any]:
             "/messages/{message_id}/receipt": {"get": {
                 "summary": "The signed receipt the hub answered with when it accepted the message, byte for byte",
                 "description": "Its signature verifies with the hub's certificate (`GET /keys`). A message id that several "
-                "senders used: the receipt of the message received first, as `GET /messages/{message_id}` shows.",
-                "parameters": [_message_id()],
+                "senders used: the receipt of the message received first, as `GET /messages/{message_id}` shows, "
+                "or with `sender` that sender's own.",
+                "parameters": [_message_id(), {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"},
+                                               "description": "the agency that sent the message"}],
                 "responses": {"200": {"description": "the receipt (function 99)", "content": XML},
                               "404": {"description": "no such message, or it was not accepted (a NACK is no receipt)"}, "403": _NOT_A_READER},
             }},

@@ -10,7 +10,8 @@ Submitting is ``POST /messages`` (hub.server); status changes are pushed to subs
 message's trace but not of its status.
 
 The receipt of a message id that several senders used is that of the message received first,
-the one ``GET /messages/{id}`` describes (``Store.trace``).
+the one ``GET /messages/{id}`` describes (``Store.trace``), or with ``?sender=AGENCY`` that
+sender's own (``receipt_of``).
 
 These and ``GET /messages/{id}`` (hub.server) tell anyone who knows a message id its senders,
 destinations and delivery details: only clients in ``[hub] read_from`` (loopback by default, the
@@ -38,6 +39,16 @@ from .tracing import ts
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def receipt_of(store: Store, message_id: str, sender: str | None = None) -> bytes | None:
+    """The signed receipt given for ``message_id`` (from ``sender``; without one, to the first who
+    used the id), or None when no such message was accepted."""
+    if sender is not None:
+        found = store.original(sender, message_id)
+        return None if found is None else found.receipt
+    m = store.trace(message_id).message
+    return None if m is None else m.receipt
 
 
 def readers_only(allowed: Iterable[Network], endpoint: Endpoint) -> Endpoint:
@@ -127,11 +138,12 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
         return {"conversation": records[0].conversation, "messages": messages}
 
     async def receipt(request: Request) -> Response:
-        message_id = request.path_params["message_id"].lower()
-        m = (await run_in_threadpool(store.trace, message_id)).message
-        if m is None:  # never seen, or refused: a NACK is no receipt
-            return JSONResponse({"error": f"no receipt for message {message_id}: not accepted"}, status_code=404)
-        return Response(m.receipt, media_type="application/xml")  # as given: its signature still verifies
+        message_id, sender = request.path_params["message_id"].lower(), request.query_params.get("sender")
+        found = await run_in_threadpool(receipt_of, store, message_id, sender)
+        if found is None:  # never seen, or refused: a NACK is no receipt
+            whose = f" from {sender}" if sender else ""
+            return JSONResponse({"error": f"no receipt for message {message_id}{whose}: not accepted"}, status_code=404)
+        return Response(found, media_type="application/xml")  # as given: its signature still verifies
 
     async def conversation(request: Request) -> Response:
         key = request.path_params["key"]

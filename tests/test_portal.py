@@ -4,6 +4,8 @@ status webhooks delivered through the durable outbox (a portal outage and a hub 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +24,7 @@ from hub.runtime import Runtime
 from hub.server import create_app
 from adapters.webhook import HEADER, sign, verify  # after hub: the hub package imports the adapters
 
-from .support import HubProcess, Sender, free_port, message_id_of, wait_until, write_config
+from .support import REPO, HubProcess, Sender, free_port, message_id_of, wait_until, write_config
 
 NS = "urn:sw-hub:envelope:1"
 SECRET = b"portal-shared-secret-for-tests-0123456789"
@@ -370,6 +372,32 @@ def test_the_receipt_given_is_served_byte_for_byte_and_verifies(tmp_path: Path) 
         assert trace["message"]["receipt_bytes"] == len(accepted.xml)
     finally:
         runtime.close()
+
+
+def test_the_receipt_of_a_message_id_two_senders_used_is_asked_for_by_sender(tmp_path: Path) -> None:
+    """Without ``sender`` the first sender's receipt (as GET /messages/{id}); with it, that sender's
+    own, which `hub trace --receipt --sender` prints too; a sender that did not use the id: 404."""
+    extra = ('[[routes]]\nname = "mard"\nfrom = "VN-MARD"\nto = "TH-ASW"\ndocument_type = "CO-FORMD"\nschema = "co"\n'
+             'deliver = [{ agency = "TH-ASW", mapping = ["co-to-formd"] }]\n')
+    config = write_config(tmp_path, extra=extra)
+    runtime = Runtime.load(config)
+    try:
+        mid = "6f1c2a9e-0000-4000-8000-000000000001"
+        first = runtime.pipeline.submit(Sender(runtime.config, "VN-MOIT").message(message_id=mid))
+        second = runtime.pipeline.submit(Sender(runtime.config, "VN-MARD").message(message_id=mid))
+        assert first.accepted and second.accepted and first.xml != second.xml
+        app = create_app(runtime.pipeline, runtime.store, runtime.listener_routes(), runtime.gate)
+        plain, moit, mard, other = _get_as(app, "127.0.0.1", [f"/messages/{mid}/receipt", f"/messages/{mid}/receipt?sender=VN-MOIT",
+                                                              f"/messages/{mid}/receipt?sender=VN-MARD", f"/messages/{mid}/receipt?sender=VN-CUSTOMS"])
+        assert (plain.content, moit.content, mard.content) == (first.xml, first.xml, second.xml)
+        assert other.status_code == 404 and other.json() == {"error": f"no receipt for message {mid} from VN-CUSTOMS: not accepted"}
+    finally:
+        runtime.close()
+    cli = [sys.executable, "-m", "hub.cli", "trace", "--config", str(config), mid, "--receipt"]
+    assert subprocess.run([*cli, "--sender", "VN-MARD"], capture_output=True, cwd=REPO).stdout == second.xml
+    assert subprocess.run(cli, capture_output=True, cwd=REPO).stdout == first.xml
+    refused = subprocess.run([*cli[:-1], "--sender", "VN-MARD"], capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 2 and "--sender goes with --receipt" in refused.stderr
 
 
 def test_the_trace_and_status_over_http_carry_no_file_system_paths_of_the_hub(tmp_path: Path) -> None:
