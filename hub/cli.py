@@ -318,13 +318,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.sender and not args.receipt:
         print("--sender goes with --receipt", file=sys.stderr)
         return 2
+    message_id = args.message_id.lower()
     _, store = _open_store(args.config)
     try:
-        trace = store.trace(args.message_id.lower())
-        receipt = receipt_of(store, args.message_id.lower(), args.sender) if args.receipt else None
+        receipt = receipt_of(store, message_id, args.sender) if args.receipt else None
+        trace = store.trace(message_id) if receipt is None else None  # a receipt found needs no trace
     finally:
         store.close()
-    found = bool(trace.message or trace.audit)
+    found = trace is None or bool(trace.message or trace.audit)
     if args.receipt:
         if receipt is None:
             whose = f" from {args.sender}" if args.sender else ""
