@@ -70,7 +70,9 @@ def steps(n: int, folder: Path) -> None:
         result = gateway.judge(status, body, sent)  # type: ignore[attr-defined]
         t3 = time.perf_counter()
         assert result.outcome.value == "delivered", result.detail
-        send.append(t1 - t0), receive.append(t2 - t1), check.append(t3 - t2)
+        send.append(t1 - t0)
+        receive.append(t2 - t1)
+        check.append(t3 - t2)
     print(f"AS4 message {len(data)} bytes, receipt {len(body)} bytes; {n} messages")
     print(f"  send     {_ms(send)}")
     print(f"  receive  {_ms(receive)}")

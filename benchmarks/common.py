@@ -42,7 +42,7 @@ def machine() -> dict:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for lib in LIBRARIES:
         try:
             versions[lib] = metadata.version(lib)

@@ -104,11 +104,11 @@ def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: b
     signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
     if kind == "ec":
         private_op = lambda: key.sign(signed_info_c14n, ec.ECDSA(hashes.SHA256()))  # noqa: E731
-        moit_sig = _moit_signature(config_path, signed_info_c14n, kind)
+        moit_sig = _moit_signature(config_path, signed_info_c14n)
         public_op = lambda: public.verify(moit_sig, signed_info_c14n, ec.ECDSA(hashes.SHA256()))  # noqa: E731
     else:
         private_op = lambda: key.sign(signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())  # noqa: E731
-        moit_sig = _moit_signature(config_path, signed_info_c14n, kind)
+        moit_sig = _moit_signature(config_path, signed_info_c14n)
         public_op = lambda: public.verify(moit_sig, signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())  # noqa: E731
 
     unsigned_in = etree.fromstring(inbound)
@@ -150,7 +150,7 @@ def measure(config_path: Path, kind: str, size: str, inbound: bytes, *, quick: b
     }
 
 
-def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
+def _moit_signature(config_path: Path, data: bytes) -> bytes:
     """A signature by VN-MOIT's key over ``data``, to time the public-key operation alone."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -159,9 +159,9 @@ def _moit_signature(config_path: Path, data: bytes, kind: str) -> bytes:
     from hub.trust import load_private_key
 
     key = load_private_key(load_config(config_path).agencies["VN-MOIT"].signing_key)  # type: ignore[arg-type]
-    if kind == "ec":
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
-    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
 def _signxml_signer(signer):  # type: ignore[no-untyped-def]

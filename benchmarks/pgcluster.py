@@ -91,7 +91,7 @@ class Cluster:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
-            cur = conn.execute(statement)  # type: ignore[arg-type]
+            cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
 
     def new_database(self, prefix: str = "hub_test") -> str:

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": [],
             }
             for k in out_kinds:
-                e = next((r for r in results["e2e"] if r["key"] == k and r["size"] == "10KiB"), {})
+                e: dict = next((r for r in results["e2e"] if r["key"] == k and r["size"] == "10KiB"), {})
                 progress(f"scale-out {KINDS[k]} 10KiB: SQLite 1 node, PostgreSQL 1..{args.scaleout_nodes} nodes")
                 found = scaleout.run(
                     work / k, k, lambda cfg, n: Messages(cfg).make(document, n), nodes=args.scaleout_nodes, senders=senders,

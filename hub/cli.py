@@ -6,18 +6,45 @@ import argparse
 import errno
 import json
 import logging
+import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from .config import MAX_WORKERS
 from .errors import ConfigError, HubError, TransitionError, TryAgain
 from .store import State
 
 log = logging.getLogger("hub")
 # an envelope's messageId (type MessageId in xsd/envelope/envelope.xsd)
 _MESSAGE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+# the largest row id either backend stores (SQLite INTEGER, PostgreSQL BIGINT): a larger number is
+# refused as an argument, not sent to the database (where it overflowed into a traceback)
+_MAX_ID = 2**63 - 1
+# `hub keys init --days`: certificates of at least a day and at most a hundred years
+MAX_DAYS = 36500
+
+
+def _whole(low: int, high: int, what: str):  # type: ignore[no-untyped-def]
+    """An argparse type: a whole number from ``low`` to ``high``, or a usage error naming ``what``."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is not {what} (from {low} to {high})")
+        return number
+
+    return parse
+
+
+_ROW_ID = _whole(1, _MAX_ID, "an outbox row id")
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -33,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the listeners and the dispatcher until SIGTERM")
     _config_arg(p)
     p.add_argument("--no-dispatch", action="store_true", help="accept only; another node delivers")
-    p.add_argument("--workers", type=int, help="processes sharing the port and the store (default: [hub] workers, 1)")
+    p.add_argument("--workers", type=_whole(1, MAX_WORKERS, "a number of worker processes"),
+                   help="processes sharing the port and the store (default: [hub] workers, 1)")
 
     p = sub.add_parser("send", help="submit a document as an agency and print the receipt")
     _config_arg(p)
@@ -60,15 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(o)
     o.add_argument("--state", choices=[s.value for s in State])
     o.add_argument("--destination")
-    o.add_argument("--limit", type=int, default=100)
+    o.add_argument("--limit", type=_whole(1, _MAX_ID, "a number of rows"), default=100)
     o.add_argument("--newest", action="store_true", help="the latest rows first (default: the oldest first)")
     o = osub.add_parser("show")
     _config_arg(o)
-    o.add_argument("row", type=int)
+    o.add_argument("row", type=_ROW_ID)
     o.add_argument("--payload", action="store_true", help="print the signed envelope too")
     o = osub.add_parser("resend")
     _config_arg(o)
-    o.add_argument("rows", type=int, nargs="*")
+    o.add_argument("rows", type=_ROW_ID, nargs="*")
     o.add_argument("--state", choices=["dead", "pending"],
                    help="resend every row in this state: dead rows get a new count of attempts; pending rows "
                         "(waiting out their backoff, e.g. after the partner came back) are due at once and keep theirs")
@@ -93,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("action", nargs="?", choices=["list", "init"], default="list")
     p.add_argument("--kind", choices=["rsa", "ec"], default="rsa")
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--days", type=_whole(1, MAX_DAYS, "a number of days a certificate is valid"), default=365)
 
     p = sub.add_parser("sign", help="sign an XML document (enveloped XML-DSig, exclusive c14n, SHA-256)")
     p.add_argument("--key", required=True, help="PEM private key (RSA or EC)")
@@ -155,8 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # record, not news here; a CRL that cannot be used is still said (WARNING)
         logging.getLogger("hub.trust").setLevel(logging.WARNING)
     handler = COMMANDS[args.command]
+    out = sys.stdout = _Stdout(sys.stdout)
     try:
-        return handler(args)
+        return _finish(handler(args), args, out)
     except ConfigError as exc:
         for fault in exc.faults:
             print(f"configuration error: {fault}", file=sys.stderr)
@@ -170,6 +199,84 @@ def main(argv: Sequence[str] | None = None) -> int:
         said = f"{exc.filename}: {exc.strerror}" if exc.filename else f"{exc.strerror}: a port the command listens on is taken"
         print(f"error: {said}", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout = out.restore()
+
+
+class _Stdout:
+    """Standard output that its reader may close: ``hub outbox list | head -1`` ends the pipe after
+    one line, and a caller may start the hub with standard output closed. A write that finds it
+    gone is dropped (the rest of the output goes nowhere), never a traceback in the middle of the
+    command: the command runs to its end and its exit status still says what happened (``hub send``
+    says 0 for a message it recorded, whose receipt `hub trace ID --receipt` prints again)."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self._stream = stream
+        self.closed = self.lost = stream is None  # started with standard output closed
+        self.dropped = 0  # characters written while it was closed from the start
+
+    def write(self, text: str) -> int:
+        if self.closed:
+            self.dropped += len(text)
+        elif not self.lost:
+            try:
+                self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+                self._lose()
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Bytes as they are (a signed receipt, byte for byte)."""
+        if self.closed:
+            self.dropped += len(data)
+        elif not self.lost:
+            try:
+                self._stream.flush()
+                self._stream.buffer.write(data)
+                self._stream.buffer.flush()
+            except (BrokenPipeError, ValueError):
+                self._lose()
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._lose()
+
+    def _lose(self) -> None:
+        """From now on writes go nowhere; what the stream still buffers goes to /dev/null, so the
+        interpreter's last flush at exit finds nothing to complain about either."""
+        self.lost = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def restore(self):  # type: ignore[no-untyped-def]
+        """The stream it wrapped, flushed (or let go, if its reader is gone)."""
+        self.flush()
+        return self._stream
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._stream, name)
+
+
+def _finish(status: int, args: argparse.Namespace, out: _Stdout) -> int:
+    """``status``, after saying what a standard output closed from the start cost. A reader that
+    stops reading (``| head``) took what it wanted; a command started with nowhere to print did
+    its work, but its answer (a translation, a receipt, a listing) reached nobody: exit status 1,
+    except for ``hub send``, whose message is recorded and whose receipt is kept to print again."""
+    out.flush()
+    if not (out.closed and out.dropped):
+        return status
+    if args.command == "send":
+        print("standard output was closed: the receipt was not printed (`hub trace MESSAGE_ID --receipt` prints it)", file=sys.stderr)
+        return status
+    print(f"standard output was closed: {out.dropped} characters of output were not written", file=sys.stderr)
+    return status or 1
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -191,17 +298,58 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .serve import serve
 
+    h = load_config(args.config).hub
+    problem = _listen_problem(h.listen_host, h.listen_port)
+    if problem is not None:
+        print(f"error: cannot listen on {_address(h.listen_host, h.listen_port)} ([hub] listen in {args.config}): {problem}", file=sys.stderr)
+        return 1
     return serve(args.config, dispatch=not args.no_dispatch, workers=args.workers)
 
 
-def _open_store(config_path: str):  # type: ignore[no-untyped-def]
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why ``hub serve`` could not listen on ``host:port``, found before anything starts: an address
+    that is not this host's, a name that does not resolve, a port it may not take. None when a socket
+    binds there, or when the port is only in use (``hub serve`` says that itself, naming the holder)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"{host!r} is neither an IP address nor a name this host resolves ({getattr(exc, 'strerror', None) or exc})"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return "that address is not one of this host's (Cannot assign requested address)"
+        if exc.errno == errno.EACCES:
+            return f"port {port} is reserved for privileged processes (Permission denied)"
+        return exc.strerror or str(exc)
+    finally:
+        sock.close()
+    return None
+
+
+def _open_store(config_path: str, create: bool = True):  # type: ignore[no-untyped-def]
+    """``create=False``: the commands that only look at what is recorded (`hub trace`, `hub outbox
+    list` and `show`, `hub audit verify`) say that a store does not exist rather than create it
+    empty and report it holds nothing ("no message", "0 row(s)", "audit chain OK: 0 entries")."""
     from .config import load_config
     from .store import open_store
 
     config = load_config(config_path)
-    return config, open_store(config.hub.store, config.base)
+    return config, open_store(config.hub.store, config.base, create=create)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -220,7 +368,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     agency = config.agencies.get(args.agency)
     if agency is None:
-        raise ConfigError(str(config.path), "agencies", f"no agency {args.agency!r}")
+        print(_no_agency("--as", args.agency, config), file=sys.stderr)
+        return 2
     data = Path(args.file).read_bytes()
     document = XmlParser(Limits(config.hub.limits.max_bytes, config.hub.limits.max_depth)).parse(data)
     signer = None
@@ -254,7 +403,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.url:
         return _post(args.url, raw, config.hub.limits)
 
-    runtime = Runtime.build(config)
+    try:
+        runtime = Runtime.build(config)  # a store that is busy or whose server is down: try again too
+    except TryAgain as exc:
+        print(f"not accepted, try again: {exc}", file=sys.stderr)
+        return 75
     try:
         ack = runtime.pipeline.submit(raw, agency.id)
     except TryAgain as exc:
@@ -269,6 +422,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     for err in ack.errors:
         print(f"rejected: {err}", file=sys.stderr)
     return 1
+
+
+def _no_agency(option: str, given: str, config) -> str:  # type: ignore[no-untyped-def]
+    """An agency named on the command line that the configuration does not have: the mistake is the
+    argument's (not "configuration error"), so the sentence names the option and what it may be."""
+    import difflib
+
+    known = sorted(config.agencies)
+    hint = difflib.get_close_matches(given, known, n=1)
+    return (f"{option} {given!r}: no such agency in {config.path}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" (its agencies: {', '.join(known)})")
 
 
 def _post(url: str, raw: bytes, limits) -> int:  # type: ignore[no-untyped-def]
@@ -305,7 +469,7 @@ def _say_refusal(body: bytes, limits) -> None:  # type: ignore[no-untyped-def]
         print(f"rejected: {code}: {message}" + (f" ({location})" if location else ""), file=sys.stderr)
 
 
-def _routes_said(routes: list, sender: str, tag: str) -> str:  # type: ignore[type-arg]
+def _routes_said(routes: list, sender: str, tag: str) -> str:
     if not routes:
         return f"no route takes a {tag.rpartition('}')[2]} from {sender}"
     return "the routes that take it disagree (" + ", ".join(f"{r.name}: {r.document_type}/{r.function} to {r.recipient}" for r in routes) + ")"
@@ -319,7 +483,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print("--sender goes with --receipt", file=sys.stderr)
         return 2
     message_id = args.message_id.lower()
-    _, store = _open_store(args.config)
+    config, store = _open_store(args.config, create=False)
     try:
         receipt = receipt_of(store, message_id, args.sender) if args.receipt else None
         trace = store.trace(message_id) if receipt is None else None  # a receipt found needs no trace
@@ -327,19 +491,34 @@ def cmd_trace(args: argparse.Namespace) -> int:
         store.close()
     found = trace is None or bool(trace.message or trace.audit)
     if args.receipt:
+        if receipt is None and args.sender is not None and args.sender not in config.agencies:
+            # not "the hub did not accept it": the name is wrong (an agency since removed still finds its receipts)
+            print(_no_agency("--sender", args.sender, config), file=sys.stderr)
+            return 2
         if receipt is None:
             whose = f" from {args.sender}" if args.sender else ""
             print(f"no receipt for {args.message_id}{whose}: " + ("the hub did not accept it (`hub trace` says why)" if found else "no such message"),
                   file=sys.stderr)
             return 1
-        sys.stdout.buffer.write(receipt)  # as given: its signature still verifies (`hub verify`)
-        sys.stdout.flush()
+        _write_bytes(receipt)  # as given: its signature still verifies (`hub verify`)
         return 0
+    assert trace is not None  # read whenever no receipt was found
     if args.json:
         print(json.dumps(trace_dict(trace), indent=2))
     else:
         print(trace_text(trace, args.message_id), file=sys.stdout if found else sys.stderr)
     return 0 if found else 1
+
+
+def _write_bytes(data: bytes) -> None:
+    """``data`` on standard output as it is (``_Stdout`` when run by ``main``)."""
+    out = sys.stdout
+    if isinstance(out, _Stdout):
+        out.write_bytes(data)
+    else:
+        out.flush()
+        out.buffer.write(data)
+        out.flush()
 
 
 def _row_line(r) -> str:  # type: ignore[no-untyped-def]
@@ -352,7 +531,7 @@ def _row_line(r) -> str:  # type: ignore[no-untyped-def]
 def cmd_outbox(args: argparse.Namespace) -> int:
     from .tracing import ts
 
-    _, store = _open_store(args.config)
+    _, store = _open_store(args.config, create=args.action == "resend")
     try:
         if args.action == "list":
             rows = store.rows(State(args.state) if args.state else None, args.destination, args.limit, newest=args.newest)
@@ -379,6 +558,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         ids = list(args.rows)
         if args.state:
             ids += [r.id for r in store.rows(State(args.state), args.destination, limit=100000)]
+        ids = list(dict.fromkeys(ids))  # a row named twice (or named and in --state) is resent once: one audit entry
         if not ids and args.state:  # nothing in that state: not a mistake of the operator's
             print(f"no {args.state} rows" + (f" to {args.destination}" if args.destination else "") + ": nothing to resend")
             return 0
@@ -434,7 +614,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    _, store = _open_store(args.config)
+    _, store = _open_store(args.config, create=False)
     try:
         report = verify_chain(store.audit_entries(), expect)
         gaps = store.audit_gaps()
@@ -487,14 +667,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     from lxml import etree
 
-    from .trust import Signer
+    from .trust import Signer, in_date
     from .xml import Limits, XmlParser
 
     signer = Signer.from_files(Path(args.key), Path(args.cert), "--key", "--cert")
     document = XmlParser(Limits()).parse(Path(args.input).read_bytes())
     signed = signer.sign(document)
     Path(args.output).write_bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
-    print(f"signed {args.input} as {signer.certificate.subject.rfc4514_string()} -> {args.output}", file=sys.stderr)
+    cert = signer.certificate
+    print(f"signed {args.input} as {cert.subject.rfc4514_string()} -> {args.output}", file=sys.stderr)
+    if not in_date(cert):  # signed all the same (a test of a receiver's refusal); said, not silent
+        print(f"warning: {args.cert}: the certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+              f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC): a receiver refuses this signature (ERR24)", file=sys.stderr)
     return 0
 
 
@@ -513,7 +697,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         config = load_config(args.config)
         if args.agency not in config.agencies:
-            raise ConfigError(str(config.path), "agencies", f"no agency {args.agency!r}")
+            print(_no_agency("--agency", args.agency, config), file=sys.stderr)
+            return 2
         limits = config.hub.limits
         policy, who = TrustStore.from_config(config).policy(args.agency), f"agency {args.agency}"
     try:

@@ -8,6 +8,7 @@ them (``ConfigError.faults``), leaving out what only follows from another (``_FA
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import ipaddress
 import math
@@ -29,6 +30,11 @@ IDENTITY = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 METRICS_FROM = ("127.0.0.1/32", "::1/128")  # [hub] metrics_from by default: loopback only
 READ_FROM = METRICS_FROM  # [hub] read_from by default: loopback only too
+
+
+# `hub serve` processes at most: one or two per core is the advice; far more is a typo, and each
+# worker is a whole hub (100000 of them took the machine down instead of being refused)
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -198,20 +204,22 @@ class _Table:
             return self.fault(key, "must not be empty")
         return value
 
-    def identity(self, key: str) -> Any:
+    def identity(self, key: builtins.str) -> Any:
         value = self.str(key)
         if isinstance(value, str) and not re.fullmatch(IDENTITY, value):
             return self.fault(key, f"{value!r} cannot stand in an envelope: an identity must match "
                                    f"{IDENTITY} (Identity in xsd/envelope/envelope.xsd)")
         return value
 
-    def int(self, key: str, default: Any = _REQUIRED, minimum: int = 0) -> Any:
+    def int(self, key: builtins.str, default: Any = _REQUIRED, minimum: builtins.int = 0, maximum: builtins.int | None = None) -> Any:
         value = self._get(key, int, default)
         if isinstance(value, int) and value < minimum:
             return self.fault(key, f"must be at least {minimum}")
+        if isinstance(value, int) and maximum is not None and value > maximum:
+            return self.fault(key, f"must be at most {maximum}")
         return value
 
-    def float(self, key: str, default: Any = _REQUIRED, minimum: float = 0.0) -> Any:
+    def float(self, key: builtins.str, default: Any = _REQUIRED, minimum: builtins.float = 0.0) -> Any:
         value = self._get(key, float, default)
         if isinstance(value, float) and not math.isfinite(value):  # TOML's nan and inf: no number of seconds or ratio
             return self.fault(key, f"must be a finite number, not {value!r}")
@@ -219,14 +227,14 @@ class _Table:
             return self.fault(key, f"must be at least {minimum:g}" if minimum else "must not be negative")
         return value
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+    def bool(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         return self._get(key, bool, default)
 
-    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+    def path(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         value = self.str(key, default)
         return self.base / value if isinstance(value, str) else value
 
-    def list(self, key: str, default: Any = _REQUIRED) -> Any:
+    def list(self, key: builtins.str, default: Any = _REQUIRED) -> Any:
         """A tuple of strings (one string given alone stands for a list of it)."""
         value = self._get(key, (list, str), default)
         if isinstance(value, str):
@@ -235,16 +243,16 @@ class _Table:
             return self.fault(key, "must be a list of strings")
         return tuple(value) if isinstance(value, list) else value
 
-    def paths(self, key: str) -> Any:
+    def paths(self, key: builtins.str) -> Any:
         """A list of paths (default: none)."""
         value = self.list(key, ())
         return value if value is _FAULTY else tuple(self.base / p for p in value)
 
-    def table(self, key: str) -> _Table:
+    def table(self, key: builtins.str) -> _Table:
         self._read.add(key)
         return _Table(self.file, self._key(key), _FAULTY if self.failed else self.data.get(key, {}), self.base, self.faults)
 
-    def tables(self, key: str) -> list[_Table]:
+    def tables(self, key: builtins.str) -> builtins.list[_Table]:
         """The tables of an array of tables; none when it is faulty (the fault is recorded)."""
         self._read.add(key)
         items = self.data.get(key, [])
@@ -253,7 +261,7 @@ class _Table:
             return []
         return [_Table(self.file, f"{self._key(key)}[{i}]", item, self.base, self.faults) for i, item in enumerate(items)]
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         self._read.add(key)
         return self.data.get(key)
 
@@ -336,8 +344,12 @@ def _listen(table: _Table) -> tuple[Any, Any]:
     if value is _FAULTY:
         return value, value
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         return table.fault("listen", f"must be HOST:PORT, not {value!r}"), _FAULTY
+    if not 0 < int(port) < 65536:  # 0 would listen on a port nobody is told of; above 65535 is no port
+        return table.fault("listen", f"the port must be from 1 to 65535, not {port} (in {value!r})"), _FAULTY
+    if not host.strip("[]"):  # bind("") listens on every interface: say so by writing 0.0.0.0 or [::]
+        return table.fault("listen", f"give the host to listen on (e.g. 127.0.0.1:{int(port)}), not {value!r}"), _FAULTY
     return host.strip("[]"), int(port)
 
 
@@ -411,7 +423,7 @@ def load_config(path: str | Path) -> Config:
         next_key=h.path("next_key", None),
         next_certificate=h.path("next_certificate", None),
         previous_certificate=h.path("previous_certificate", None),
-        workers=h.int("workers", 1, minimum=1),
+        workers=h.int("workers", 1, minimum=1, maximum=MAX_WORKERS),
         pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
         max_connections=h.int("max_connections", HubSettings.max_connections, minimum=1),
         metrics_from=_networks(h, "metrics_from", METRICS_FROM),

@@ -127,11 +127,11 @@ def _exchange(base: Path, removed: bool) -> int:
             ok &= answer.status_code == 200 and read_header(vn.checked(answer.content)).subject.function == "99"
 
             _wait(lambda: (r := vn.row(formd_id, TH_HUB)) is not None and r.last_error is not None, 20)
-            _say(f"2. {TH_HUB} is not up yet: {vn.row(formd_id, TH_HUB).last_error}")  # type: ignore[union-attr]
+            _say(f"2. {TH_HUB} is not up yet: {vn.row(formd_id, TH_HUB).last_error}")
             ok &= th.start()
             _say(f"   {TH_HUB} comes up; {VN_HUB} resends the AS4 message with the same eb:MessageId")
             delivered = base / "th" / "agencies" / TH_CUSTOMS / "inbox" / f"{VN_HUB}_{formd_id}.xml"
-            ok &= _wait(lambda: delivered.exists() and vn.row(formd_id, TH_HUB).state is State.DELIVERED, 30)  # type: ignore[union-attr]
+            ok &= _wait(lambda: delivered.exists() and vn.row(formd_id, TH_HUB).state is State.DELIVERED, 30)
             _say(f"3. {VN_HUB} -(AS4)-> {TH_HUB}: eb:Receipt: {vn.receipt_detail(formd_id, TH_HUB)}")
             form = content_of(th.checked(delivered.read_bytes())) if delivered.exists() else None
             reference = form.findtext(f"{{{FORMD}}}ReferenceID") if form is not None else None
@@ -140,7 +140,7 @@ def _exchange(base: Path, removed: bool) -> int:
 
             status = etree.parse(str(REPO / "examples" / "formd-status-accepted.xml")).getroot()
             for tag, value in (("ReferenceID", reference or ""), ("IssuingCountryCode", "VN"), ("SenderCountryCode", "TH")):
-                status.find(f"{{{STATUS}}}{tag}").text = value  # type: ignore[union-attr]
+                status.find(f"{{{STATUS}}}{tag}").text = value
             back = envelope_for(status, party_of(th.config.agencies[TH_CUSTOMS]), recipient_for(th.config, VN_HUB),
                                 Outgoing("FORMD-STATUS", reference=formd_id))
             status_id = read_header(back).message_id
@@ -149,7 +149,7 @@ def _exchange(base: Path, removed: bool) -> int:
             ok &= answer.status_code == 200 and read_header(th.checked(answer.content)).subject.function == "99"
 
         returned = base / "vn" / "agencies" / MOIT / "outbox" / f"{TH_HUB}_{status_id}.xml"
-        ok &= _wait(lambda: returned.exists() and th.row(status_id, VN_HUB).state is State.DELIVERED, 30)  # type: ignore[union-attr]
+        ok &= _wait(lambda: returned.exists() and th.row(status_id, VN_HUB).state is State.DELIVERED, 30)
         _say(f"6. {TH_HUB} -(AS4)-> {VN_HUB}: eb:Receipt: {th.receipt_detail(status_id, VN_HUB)}")
         code = content_of(vn.checked(returned.read_bytes())).findtext(f"{{{STATUS}}}StatusCode") if returned.exists() else None  # type: ignore[union-attr]
         _say(f"7. {MOIT} finds status {code} for {reference} in {returned.parent}, signed by {VN_HUB}")

@@ -84,9 +84,18 @@ _SUBJECT_FIELDS = (
 )
 
 
+def _text(element: etree._Element) -> str:
+    """The element's whole text: a comment or processing instruction inside a value
+    (``VN<!-- -->-MOIT``) splits it in the tree but not in the value the schema checked and the
+    signature covers (canonical XML drops comments), so every piece counts, not the first."""
+    if not len(element):
+        return element.text or ""
+    return "".join(element.itertext())
+
+
 def _children_text(element: etree._Element) -> dict[str, str]:
     return {
-        child.tag.rpartition("}")[2]: (child.text or "").strip()  # the local name, without a QName object
+        child.tag.rpartition("}")[2]: _text(child).strip()  # the local name, without a QName object
         for child in element
         if isinstance(child.tag, str)
     }

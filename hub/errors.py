@@ -13,6 +13,7 @@ Library errors (lxml, signxml, sqlite3, httpx) are mapped to these at the module
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Sequence
 
@@ -85,14 +86,28 @@ class ConfigError(HubError):
         return cls(found[0].file, found[0].key, found[0].reason, found)
 
 
+# the characters XML 1.0 cannot carry: C0 controls but tab, LF and CR; lone surrogates; U+FFFE, U+FFFF
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with each character XML cannot carry written as its escape (``\\x07``)."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class Rejected(HubError):
-    """A message refused with a NACK. ``location`` is a line and/or path where one is known."""
+    """A message refused with a NACK. ``location`` is a line and/or path where one is known.
+
+    The sentence quotes what the sender sent (a certificate's subject, a library's complaint about
+    its bytes) and every channel answers it in XML: characters XML cannot carry are escaped here,
+    or building the NACK would fail and the sender get no answer at all."""
 
     # set by the pipeline once the sender is known to be who the envelope says (its signature
     # verified, or the channel authenticated it): only then is a refusal audited under its name
     sender_authenticated: bool = False
 
     def __init__(self, code: Code, message: str, location: str | None = None) -> None:
+        message, location = xml_safe(message), xml_safe(location) if location is not None else None
         self.code, self.message, self.location = code, message, location
         super().__init__(f"{code.value} {code.name}: {message}" + (f" ({location})" if location else ""))
 

@@ -43,8 +43,16 @@ def new_key(kind: str = "rsa") -> PrivateKey:
     raise ValueError(f"unknown key kind {kind!r}; use rsa or ec")
 
 
+def _folder_of(path: Path) -> None:
+    """Makes the folder ``path`` goes in; a file in the way of it is said as such (not "File exists")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(str(path), "", f"cannot be written: {exc.filename or path.parent} is a file, not a folder") from exc
+
+
 def write_private_key(path: Path, key: PrivateKey) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder_of(path)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -55,7 +63,7 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
 
 
 def write_certificate(path: Path, cert: x509.Certificate) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder_of(path)
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -159,7 +167,7 @@ def write_crl(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
         )
     crl = builder.sign(issuer.key, hashes.SHA256())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder_of(path)
     path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     return crl
 
@@ -272,6 +280,7 @@ class KeyEntry:
     serial: str | None = None  # a certificate's serial number in hex (the metrics' label)
     note: str | None = None  # needs a look without being unusable (a private key others can read)
     setting: str = ""  # the hub.toml key that names it (`hub check` names it so)
+    starts: datetime | None = None  # a certificate's notBefore: before it, nobody accepts it
 
     def days_left(self, now: datetime) -> int | None:
         return None if self.expires is None else (self.expires - now) // timedelta(days=1)
@@ -288,6 +297,8 @@ class KeyEntry:
             return "PROBLEM"
         if self.role == PREVIOUS:  # retired by a rotation: its end is expected; once expired it is no longer published
             return "ok" if self.expires >= now else "WARNING"
+        if self.starts is not None and self.starts > now:  # not valid yet: refused as an expired one is (ERR24)
+            return "PROBLEM"
         if self.note:
             return "WARNING" if self.expires >= now else "EXPIRED"
         if self.role == "CRL":  # a CRL is short-lived by design: only an overdue one needs a look
@@ -301,6 +312,8 @@ class KeyEntry:
         said = self.problem or self.note
         if said:
             return said
+        if self.starts is not None and self.starts > now and self.role != PREVIOUS:
+            return f"not valid yet: valid from {self.starts:%Y-%m-%d %H:%M} UTC (its notBefore); until then it is refused as an expired one is"
         days = self.days_left(now)
         if self.role == "CRL":
             return f"its next update was due {self.expires:%Y-%m-%d %H:%M} UTC; it is used only within the grace period"
@@ -328,32 +341,40 @@ def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEn
             return
         for i, cert in enumerate(loaded):
             out.append(KeyEntry(owner, role if i == 0 or rest is None else rest, str(path), subject_of(cert), cert.not_valid_after_utc,
-                                serial=f"{cert.serial_number:x}", setting=named))
+                                serial=f"{cert.serial_number:x}", setting=named, starts=cert.not_valid_before_utc))
 
-    def key(owner: str, role: str, name: str, path: Path | None, cert_paths: Sequence[Path]) -> None:
-        """A private key: readable, one of ``cert_paths``' certificates' (when any), not readable by others."""
+    def key(owner: str, role: str, name: str, path: Path | None, cert_path: Path | None) -> None:
+        """A private key: readable, the key of the first certificate in ``cert_path`` (the one it
+        signs with: the rest of that file is its chain), not readable by others. A certificate file
+        that cannot be read is its own entry's problem, not the key's."""
         if path is None:
             return
         named = setting(owner, name)
         try:
             loaded = load_private_key(path, role)
-            certificates = [c for p in cert_paths for c in load_certificates(p)]
         except ConfigError as exc:
             out.append(KeyEntry(owner, role, str(path), "-", None, exc.reason, setting=named))
             return
+        try:
+            certificates = load_certificates(cert_path) if cert_path is not None else []
+        except ConfigError:
+            certificates = []
         kind = f"RSA-{loaded.key_size}" if isinstance(loaded, rsa.RSAPrivateKey) else f"EC {loaded.curve.name}"
-        if certificates and not any(same_key(loaded, c) for c in certificates):
-            where = ", ".join(str(p) for p in cert_paths)
-            out.append(KeyEntry(owner, role, str(path), kind, None, f"it belongs to no certificate in {where}", setting=named))
+        if certificates and not same_key(loaded, certificates[0]):
+            mine = next((c for c in certificates if same_key(loaded, c)), None)
+            said = (f"it belongs to no certificate in {cert_path}" if mine is None else
+                    f"it belongs to {subject_of(mine)}, not to the first certificate in {cert_path} "
+                    f"({subject_of(certificates[0])}), the one that goes with it")
+            out.append(KeyEntry(owner, role, str(path), kind, None, said, setting=named))
             return
         mode = path.stat().st_mode & 0o777
         note = f"readable by other users (mode {mode:04o}): chmod 600 {path}" if mode & 0o077 else None
         out.append(KeyEntry(owner, role, str(path), kind, None, note=note, setting=named))
 
     h = config.hub
-    key("hub", "signing key", "key", h.key, [h.certificate])
+    key("hub", "signing key", "key", h.key, h.certificate)
     certs("hub", "signing certificate", "certificate", h.certificate, "chain")
-    key("hub", "next key", "next_key", h.next_key, [h.next_certificate] if h.next_certificate else [])
+    key("hub", "next key", "next_key", h.next_key, h.next_certificate)
     certs("hub", "next certificate", "next_certificate", h.next_certificate, "chain")
     certs("hub", PREVIOUS, "previous_certificate", h.previous_certificate, "chain")
     current, upcoming = _first(out, "signing certificate"), _first(out, "next certificate")
@@ -362,7 +383,7 @@ def inventory(config: "Config", trust: "TrustStore | None" = None) -> list[KeyEn
             upcoming, note=f"it expires before the signing certificate ({current.expires:%Y-%m-%d}): it cannot replace it"
         )
     for agency in config.agencies.values():
-        key(agency.id, "signing key", "signing_key", agency.signing_key, agency.certificates)
+        key(agency.id, "signing key", "signing_key", agency.signing_key, agency.certificates[0] if agency.certificates else None)
         for path in agency.certificates:
             certs(agency.id, "pinned certificate", "certificates", path)
         for path in agency.trust_anchors:

@@ -59,6 +59,11 @@ log = logging.getLogger("hub.pipeline")
 # the next line saying how many went unlogged; every refusal is in the audit log and the metrics.
 REFUSALS_LOGGED, REFUSALS_SECONDS = 20, 10.0
 
+# How much larger than the message a payload's canonical form (the duplicate check's digest) may be:
+# a character can take 5 bytes there (a tab in an attribute is "&#x9;"), and namespace declarations
+# come on top; beyond that, the form only grows by declarations repeated on element after element
+CANONICAL_RATIO = 6
+
 
 def party_of(agency: Agency) -> Party:
     return Party(identity=agency.id, country=agency.country, name=agency.name or None, ministry=agency.ministry)
@@ -215,7 +220,8 @@ class Pipeline:
         if payload is None:
             raise Rejected(Code.INVALID_MESSAGE, "Body/Content carries no document")
         s = header.subject  # a retry carries the same document for the same recipient and purpose (not sendDate)
-        digest = canonical_digest(payload, header.recipient.identity, s.document_type, s.type, s.function, s.reference, s.pre_reference)
+        digest = canonical_digest(payload, header.recipient.identity, s.document_type, s.type, s.function, s.reference, s.pre_reference,
+                                  limit=CANONICAL_RATIO * self.parser.limits.max_bytes)
         original = self.store.original(sender, message_id)
         if original is not None:
             return self._duplicate(original, digest, sender, message_id)

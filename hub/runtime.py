@@ -274,12 +274,12 @@ class Runtime:
         out = []
         now = datetime.now(timezone.utc)
         file = str(self.config.path)
-        certs = [("hub.certificate", self.config.hub.certificate, [self.signer.certificate])]
+        certs: list[tuple[str, Path | None, list[x509.Certificate]]] = [("hub.certificate", self.config.hub.certificate, [self.signer.certificate])]
         if self.signer.next_certificate is not None:
             certs.append(("hub.next_certificate", self.config.hub.next_certificate, [self.signer.next_certificate]))
         for agency in self.config.agencies.values():
-            for path in agency.certificates:
-                certs.append((f"agencies[{agency.id}].certificates", path, load_certificates(path)))
+            for file_path in agency.certificates:
+                certs.append((f"agencies[{agency.id}].certificates", file_path, load_certificates(file_path)))
         for key, path, loaded in certs:
             for cert in loaded:
                 if not in_date(cert, now):
@@ -346,6 +346,8 @@ def check(path: str | Path) -> tuple[list[str], list[str]]:
         runtime = Runtime.load(path)
     except ConfigError as exc:  # every fault of hub.toml, one line each
         return [str(fault) for fault in exc.faults], []
+    except HubError as exc:  # the store cannot be opened (StoreError) or not now (TryAgain): a fault like the others
+        return [f"{path}: hub.store: {exc}"], []
     try:
         found = runtime.problems()
     except ConfigError as exc:  # an adapter's own settings (they are read when the adapters are made)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
@@ -37,7 +38,7 @@ from signxml.exceptions import SignXMLException
 from signxml.util import namespaces as SIGNXML_NAMESPACES
 
 from .errors import Code, ConfigError, Rejected
-from .xml import fault_node
+from .xml import fault_node, hardened_parser
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0
@@ -61,13 +62,16 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 def load_private_key(path: Path, key: str = "key") -> PrivateKey:
     try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+        loaded = serialization.load_pem_private_key(data, password=None)
     except FileNotFoundError:
-        raise ConfigError(str(path), key, "the private key file does not exist (run `hub keys init`)") from None
+        hint = "" if key.startswith("--") else " (run `hub keys init`)"  # a file named on the command line is the user's own
+        raise ConfigError(str(path), key, f"the private key file does not exist{hint}") from None
     except OSError as exc:  # permissions, a directory: the hub's user must be able to read it
         raise ConfigError(str(path), key, f"cannot read the private key file: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(str(path), key, f"not a readable PEM private key: {exc}") from None
+        why = _not_pem(data, path, "pkey", b"PRIVATE KEY") or f"not a readable PEM private key: {exc}"
+        raise ConfigError(str(path), key, why) from None
     if not isinstance(loaded, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise ConfigError(str(path), key, "only RSA and EC private keys are supported")
     return loaded
@@ -75,14 +79,31 @@ def load_private_key(path: Path, key: str = "key") -> PrivateKey:
 
 def load_certificates(path: Path, key: str = "certificate") -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
+        data = path.read_bytes()
+        certs = x509.load_pem_x509_certificates(data)
     except FileNotFoundError:
         raise ConfigError(str(path), key, "the certificate file does not exist") from None
     except OSError as exc:
         raise ConfigError(str(path), key, f"cannot read the certificate file: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise ConfigError(str(path), key, f"not a readable PEM certificate: {exc}") from None
+        why = _not_pem(data, path, "x509", b"CERTIFICATE") or f"not a readable PEM certificate: {exc}"
+        raise ConfigError(str(path), key, why) from None
     return certs
+
+
+def _not_pem(data: bytes, path: Path, tool: str, label: bytes) -> str | None:
+    """Why a key or certificate file the PEM reader refused is not what it should be, in words an
+    operator can act on, when the reason is one of the usual ones; else None."""
+    if not data.strip():
+        return "the file is empty"
+    if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: DER, the binary form of the same thing
+        return f"the file holds DER (binary), not PEM: convert it with `openssl {tool} -inform der -in {path} -out {path}.pem`"
+    begin = data.find(b"-----BEGIN ")
+    if begin >= 0 and label not in data[begin:begin + 40]:
+        found = data[begin + 11:data.find(b"-----", begin + 11)].decode("ascii", "replace")
+        wanted = "a private key" if label == b"PRIVATE KEY" else "a certificate"
+        return f"the file holds a PEM {found}, not {wanted}"
+    return None
 
 
 def in_date(cert: x509.Certificate, now: datetime | None = None) -> bool:
@@ -163,12 +184,12 @@ class RootCopies:
     def _tostring(self, xml_node, **kwargs):  # type: ignore[no-untyped-def]
         if not kwargs and isinstance(xml_node, etree._Element) and xml_node.getparent() is None and xml_node.tail is None:
             return _Root(xml_node)
-        return super()._tostring(xml_node, **kwargs)  # type: ignore[misc]
+        return super()._tostring(xml_node, **kwargs)
 
     def _fromstring(self, xml_string, **kwargs):  # type: ignore[no-untyped-def]
         if isinstance(xml_string, _Root):
             return self._copy_root(xml_string.element)
-        return super()._fromstring(xml_string, **kwargs)  # type: ignore[misc]
+        return super()._fromstring(xml_string, **kwargs)
 
     def _copy_root(self, element: etree._Element) -> etree._Element:
         return copy.deepcopy(element)
@@ -181,12 +202,12 @@ class RootCopies:
         path = _clark_path(query, xpath)
         result = None if path is None else element.find(path)
         if path is None or (result is None and require):  # signxml's own way, or its own error
-            return super()._find(element, query, require=require, xpath=xpath)  # type: ignore[misc]
+            return super()._find(element, query, require=require, xpath=xpath)
         return result
 
     def _findall(self, element, query, xpath=""):  # type: ignore[no-untyped-def]
         path = _clark_path(query, xpath)
-        return super()._findall(element, query, xpath=xpath) if path is None else element.findall(path)  # type: ignore[misc]
+        return super()._findall(element, query, xpath=xpath) if path is None else element.findall(path)
 
     def _remembered(self, table: str, key, make):  # type: ignore[no-untyped-def]
         """``make()``, made once per ``key`` and kept on this signxml object (at most 64 a table)."""
@@ -239,7 +260,7 @@ class RootCopyingSigner(RootCopies, XMLSigner):
         return super().get_root(data)
 
     def _ds_tag(self, tag):  # type: ignore[no-untyped-def]
-        key = (tag, self.namespaces.get(None))  # type: ignore[call-overload]
+        key = (tag, self.namespaces.get(None))
         return self._remembered("_ds_tags", key, lambda: super(RootCopyingSigner, self)._ds_tag(tag))
 
 
@@ -408,9 +429,30 @@ def check_signing_certificate(cert: x509.Certificate, who: str, now: datetime | 
 
 def describe(der: bytes) -> str:
     try:
-        return subject_of(x509.load_der_x509_certificate(der))
+        return subject_of(read_certificate(der))
     except ValueError:
         return "an unreadable certificate"
+
+
+# What cryptography raises for bytes that are not a certificate it can read: ValueError mostly, but
+# also its own exceptions (a bad version at load; a repeated extension, an unknown name or key type
+# when a part is first read, since names, extensions and the key are parsed lazily)
+_UNREADABLE = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm)
+
+
+def read_certificate(der: bytes) -> x509.Certificate:
+    """A certificate a message carries (KeyInfo), with every part the hub reads parsed now.
+
+    Anyone can put any bytes there: a part parsed lazily by cryptography would otherwise fail
+    later, wherever the hub first reads it, with an exception nobody expects (an ERR99 for what
+    is the sender's fault). Raises ``ValueError`` with the reason."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        subject_of(cert), cert.issuer.rfc4514_string(), cert.extensions, cert.public_key()
+        cert.not_valid_before_utc, cert.not_valid_after_utc
+    except _UNREADABLE as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return cert
 
 
 _C14N_URIS = frozenset(m.value for m in CanonicalizationMethod)
@@ -419,6 +461,7 @@ _TRANSFORM_URIS = _C14N_URIS | {"http://www.w3.org/2000/09/xmldsig#enveloped-sig
 
 # what signxml is told to expect of an envelope's signature (the shape checks are ``Verifier``'s)
 ENVELOPE_SIGNATURES = SignatureConfiguration(
+    location="./",  # the root's own signature; one inside the document (a Form D's issuer's) is content
     require_x509=True,
     expect_references=1,
     signature_methods=ALLOWED_SIGNATURE_METHODS,
@@ -458,7 +501,11 @@ class Verifier:
             verifier = getattr(self._local, "verifier", None)
             if verifier is None:
                 verifier = self._local.verifier = RootCopyingVerifier()
-            result = verifier.verify(root, x509_cert=cert, expect_config=self._config)
+                self._local.parser = hardened_parser()
+            # signxml parses the signed content back from its canonical form: with the hub's parser,
+            # not signxml's default one, which refuses an xml:id that is not a name (or used twice),
+            # so a document the hub parsed would come back as nothing signed (ERR26)
+            result = verifier.verify(root, x509_cert=cert, expect_config=self._config, parser=self._local.parser)
         except InvalidDigest:
             raise Rejected(Code.SIGNATURE_INVALID, "the signed content was changed after signing (digest mismatch)") from None
         except InvalidSignature:
@@ -473,20 +520,32 @@ class Verifier:
             raise Rejected(Code.SIGNATURE_INVALID, f"the signature is not well-formed: {what}", f"line {line}") from None
         except (InvalidInput, SignXMLException, ValueError, etree.C14NError) as exc:
             raise Rejected(Code.SIGNATURE_INVALID, f"the signature cannot be processed: {exc}") from None
-        signed = result.signed_xml  # type: ignore[union-attr]
+        signed = result.signed_xml
         if signed is None or signed.tag != root.tag:
             raise Rejected(Code.SIGNATURE_WRAPPING, "the signature does not cover the whole envelope; only a signed envelope is accepted")
         return Verified(signed, cert)
 
     @staticmethod
     def _signature(root: etree._Element, who: str) -> etree._Element:
-        signatures = root.findall(f".//{{{DSIG}}}Signature")
+        # The envelope's signature is the root's child. A signature deeper down is part of what it
+        # signs (the issuing member's signature of a Form D, which formd.xsd makes room for): signxml
+        # is told to look at the root's children only (``ENVELOPE_SIGNATURES``), and the hub goes on
+        # with the signed copy of the whole envelope, so a signature inside cannot stand in for it.
+        signatures = root.findall(f"{{{DSIG}}}Signature")
         if not signatures:
-            raise Rejected(Code.SIGNATURE_MISSING, f"{who} must sign its messages; the message carries no signature")
-        if len(signatures) > 1 or signatures[0].getparent() is not root:
+            inner = next(root.iter(f"{{{DSIG}}}Signature"), None)
+            if inner is None:
+                raise Rejected(Code.SIGNATURE_MISSING, f"{who} must sign its messages; the message carries no signature")
             raise Rejected(
                 Code.SIGNATURE_WRAPPING,
-                "exactly one signature is allowed, as a child of the root element",
+                "the message's signature belongs as a child of the root element, and there is none there: the one at "
+                f"line {inner.sourceline} is inside what the message carries and signs nothing of the message itself",
+                f"line {inner.sourceline}",
+            )
+        if len(signatures) > 1:
+            raise Rejected(
+                Code.SIGNATURE_WRAPPING,
+                "exactly one signature is allowed as a child of the root element",
                 f"line {signatures[-1].sourceline}",
             )
         signature = signatures[0]

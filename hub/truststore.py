@@ -46,7 +46,7 @@ from cryptography.x509 import verification
 
 from .errors import Code, ConfigError, Rejected
 from .files import write_durably
-from .trust import check_signing_certificate, load_certificates, subject_of, weak_key
+from .trust import check_signing_certificate, load_certificates, read_certificate, subject_of, weak_key
 
 if TYPE_CHECKING:
     from .config import Agency, Config
@@ -182,7 +182,8 @@ class CrlSource:
             crl = (x509.load_pem_x509_crl if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl)(data)
         except ValueError as exc:
             return self._refuse(f"{what} is not a readable CRL: {exc}")
-        issuer = next((ca for ca in self.issuers if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())), None)
+        # a CA's key signs (RSA, EC, EdDSA): never one of the key-agreement kinds a certificate may carry
+        issuer = next((ca for ca in self.issuers if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())), None)  # type: ignore[arg-type]
         if issuer is None:
             return self._refuse(f"{what} is not signed by a CA configured for the agencies that name it ({crl.issuer.rfc4514_string()})")
         if crl.next_update_utc is None:
@@ -381,9 +382,9 @@ class TrustStore:
                 return refuse(Code.UNKNOWN_SIGNER, f"the signature carries no certificate in KeyInfo/X509Data, which {who} must send")
         else:
             try:
-                certs = [x509.load_der_x509_certificate(d) for d in embedded]
-            except ValueError:
-                return refuse(Code.SIGNATURE_INVALID, "a certificate in KeyInfo/X509Data cannot be read")
+                certs = [read_certificate(d) for d in embedded]
+            except ValueError as exc:
+                return refuse(Code.SIGNATURE_INVALID, f"a certificate in KeyInfo/X509Data cannot be read ({exc})")
         leaf = next((c for c in certs if fingerprint(c) in trust.pinned_fps), None) or next((c for c in certs if not _is_ca(c)), certs[0])
         extra = [c for c in certs if c is not leaf]
         name = subject_of(leaf)

@@ -7,6 +7,7 @@ the configuration is loaded, never per message.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import re
@@ -34,7 +35,29 @@ class Limits:
 _PROLOG_DOCTYPE = re.compile(rb"^(?:\xef\xbb\xbf)?(?>\s+|<\?.*?\?>|<!--.*?-->)*+<!DOCTYPE", re.S)
 
 
-def _hardened_parser() -> etree.XMLParser:
+# UTF-32 and UTF-16 told by their first bytes, with or without a byte order mark (XML 1.0,
+# appendix F; UTF-32's marks first: FF FE 00 00 also starts like UTF-16's FF FE)
+_WIDE_ENCODINGS = (
+    (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF32_LE, "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF16_LE, "utf-16-le"), (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
+)
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """``data`` in UTF-8 when it is in UTF-16 or UTF-32, for the prolog's DOCTYPE check to read
+    (libxml2 reads both: a DOCTYPE in them would otherwise reach the parser, which tries to load
+    an external DTD or expands entities until it gives up, and is refused as malformed XML)."""
+    for mark, codec in _WIDE_ENCODINGS:
+        if data.startswith(mark):
+            return data.decode(codec, "replace").encode("utf-8")
+    return data
+
+
+def hardened_parser() -> etree.XMLParser:
+    """A parser for bytes from outside, or of what was made of them (the signed content that
+    signxml parses back from its canonical form).
+    ``collect_ids=False``: an ``xml:id`` that is not a name, or two of one value, is a fault for
+    the schema to name, not a reason to refuse the document's bytes as XML."""
     return etree.XMLParser(
         resolve_entities=False,
         load_dtd=False,
@@ -54,7 +77,7 @@ class XmlParser:
         # True when some element sits deeper than the limit: /*/*/.../* with max_depth + 1 steps,
         # evaluated by libxml2 in one pass instead of a Python walk over every element.
         self._too_deep = etree.XPath("boolean(" + "/*" * (limits.max_depth + 1) + ")")
-        self._parser = _hardened_parser()
+        self._parser = hardened_parser()
 
     def parse(self, data: bytes) -> etree._Element:
         if len(data) > self.limits.max_bytes:
@@ -62,7 +85,7 @@ class XmlParser:
                 Code.TOO_LARGE,
                 f"the message has {len(data)} bytes; the limit is {self.limits.max_bytes}",
             )
-        if _PROLOG_DOCTYPE.match(data):
+        if _PROLOG_DOCTYPE.match(_as_utf8(data)):
             raise Rejected(Code.FORBIDDEN_DTD, "a DOCTYPE declaration is not allowed", "line 1")
         try:
             root = etree.fromstring(data, self._parser)
@@ -76,8 +99,9 @@ class XmlParser:
                     f"the message is not well-formed XML: an unescaped '&' at line {line}, column {column} (write &amp;)",
                     f"line {line}" if line else None,
                 ) from None
-            # libxml2 names an undeclared entity; with DTDs refused that is an entity attack.
-            if "Entity" in message or "entity" in message:
+            # an entity reference libxml2 cannot resolve: with DTDs refused, that is an entity attack
+            # (told by its error code: a message quoting a name such as "identity" is no entity)
+            if exc.code in _ENTITY_ERRORS:
                 raise Rejected(
                     Code.FORBIDDEN_DTD,
                     f"entity references are not allowed: {message}",
@@ -97,6 +121,13 @@ class XmlParser:
                 f"elements are nested deeper than the limit of {self.limits.max_depth}",
             )
         return root
+
+
+# libxml2's errors about entities and parameter entities (an unescaped '&' is told apart first)
+_ENTITY_ERRORS = frozenset(
+    code for name, code in vars(etree.ErrorTypes).items()
+    if name.startswith(("ERR_", "WAR_")) and ("ENTITY" in name or "PEREF" in name) and isinstance(code, int)
+)
 
 
 def _unescaped_ampersand(exc: etree.XMLSyntaxError) -> bool:
@@ -122,7 +153,7 @@ def _ampersand_column(data: bytes, line: int | None, column: int) -> int:
 def _load_file(path: Path, what: str, key: str) -> etree._ElementTree:
     """Parses a schema or stylesheet named by the configuration (local files only)."""
     try:
-        return etree.parse(str(path), _hardened_parser())
+        return etree.parse(str(path), hardened_parser())
     except OSError as exc:
         raise ConfigError(str(path), key, f"cannot read the {what}: {exc}") from None
     except etree.XMLSyntaxError as exc:
@@ -245,7 +276,7 @@ def _declared_roots(tree: etree._ElementTree) -> set[str]:
         location = imp.get("schemaLocation")
         if location and "://" not in location:
             try:
-                roots |= own(etree.parse(str(base / location), _hardened_parser()).getroot())
+                roots |= own(etree.parse(str(base / location), hardened_parser()).getroot())
             except (OSError, etree.XMLSyntaxError):
                 pass
     return roots
@@ -293,18 +324,49 @@ def qname(element: etree._Element) -> str:
     return element.tag if isinstance(element.tag, str) else ""
 
 
-def canonical_digest(element: etree._Element, *context: str | None) -> bytes:
+class _CanonicalTooLong(Exception):
+    """The canonical form went past its limit (``_Digesting``)."""
+
+
+class _Digesting:
+    """Where ``canonical_digest`` writes the canonical form: hashed as libxml2 writes it, never held
+    whole, and stopped past ``limit`` bytes."""
+
+    def __init__(self, digest: hashlib._Hash, limit: int | None) -> None:
+        self.digest, self.limit, self.written = digest, limit, 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        if self.limit is not None and self.written > self.limit:
+            raise _CanonicalTooLong
+        self.digest.update(data)
+
+
+def canonical_digest(element: etree._Element, *context: str | None, limit: int | None = None) -> bytes:
     """SHA-256 of the strings ``context`` (each length-prefixed, None told apart from "") and of
-    ``element``'s exclusive canonical form (C14N 1.0, without comments): the same for the same
-    document whatever its attribute order, quoting or namespace declarations its names do not
-    use (not across other prefixes or indentation). A document that has no canonical form (a
-    relative namespace URI) is refused."""
+    ``element``'s exclusive canonical form (C14N 1.0; comments included, though a signed document,
+    as signxml returns it, has none): the same for the same document whatever its attribute order,
+    quoting or namespace declarations its names do not use (not across other prefixes or
+    indentation). A document that has no canonical form (a relative namespace URI) is refused.
+
+    The canonical form can be far larger than the document: it declares a namespace on every
+    element that uses it and whose parent did not, so ``<a xmlns:p="(100 KB)"><p:b/><p:b/>...``
+    (6 bytes an element) becomes 100 KB an element. It is hashed as it is written, and refused
+    (ERR11) past ``limit`` bytes instead of filling the memory."""
     digest = hashlib.sha256()
     for value in context:
         data = b"\x00" if value is None else b"\x01" + value.encode()
         digest.update(len(data).to_bytes(4, "big") + data)
+    if element.getparent() is None and (element.getprevious() is not None or element.getnext() is not None):
+        element = copy.deepcopy(element)  # a root's tree would write the comments beside it too: the element alone
     try:
-        digest.update(etree.tostring(element, method="c14n", exclusive=True))
+        etree.ElementTree(element).write_c14n(_Digesting(digest, limit), exclusive=True)
     except etree.C14NError as exc:
         raise Rejected(Code.WRONG_NAMESPACE, f"the document has no canonical form (a relative namespace URI?): {exc}") from None
+    except _CanonicalTooLong:
+        raise Rejected(
+            Code.TOO_LARGE,
+            f"the document's canonical form (what the duplicate check is computed over) is more than {limit} bytes: "
+            "namespace declarations repeated on element after element?",
+        ) from None
     return digest.digest()

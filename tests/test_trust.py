@@ -732,7 +732,7 @@ def test_get_keys_during_a_rotation_reload_still_publishes_the_old_certificate()
 
 @pytest.mark.parametrize("content, said", [
     (None, "it is the current certificate (CN=Test hub,O=VN-NSW,C=VN, serial "),
-    (b"", "not a readable PEM certificate"),
+    (b"", "the file is empty"),
     (b"not a certificate\n", "not a readable PEM certificate"),
 ])
 def test_a_previous_certificate_that_is_the_current_one_or_unreadable_is_refused(tmp_path: Path, content: bytes | None, said: str) -> None:
@@ -883,3 +883,31 @@ def test_concurrent_verifications_never_mix_certificates() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert accepted == []
+
+
+def test_a_key_or_certificate_file_in_the_wrong_form_is_named_for_what_it_holds(tmp_path: Path) -> None:
+    """An empty file, the DER form, or a certificate where the key goes: the sentence says which,
+    and how to convert DER, instead of the PEM reader's "MalformedFraming"."""
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    from hub.trust import load_private_key
+
+    key = new_key("ec")
+    cert = issue(key, "Wrong form", days=1)
+    (tmp_path / "key.der").write_bytes(key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()))
+    (tmp_path / "cert.der").write_bytes(cert.public_bytes(Encoding.DER))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp_path / "empty.pem").write_bytes(b"\n")
+    cases = [
+        (load_private_key, "key.der", "DER (binary), not PEM: convert it with `openssl pkey -inform der"),
+        (load_certificates, "cert.der", "DER (binary), not PEM: convert it with `openssl x509 -inform der"),
+        (load_private_key, "cert.pem", "holds a PEM CERTIFICATE, not a private key"),
+        (load_certificates, "empty.pem", "the file is empty"),
+    ]
+    for load, name, said in cases:
+        with pytest.raises(ConfigError) as refused:
+            load(tmp_path / name)
+        assert said in str(refused.value), (name, str(refused.value))
+    with pytest.raises(ConfigError) as missing:
+        load_private_key(tmp_path / "absent.pem", "--key")  # `hub sign --key`: the user's own file
+    assert "hub keys init" not in str(missing.value)

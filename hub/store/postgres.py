@@ -259,6 +259,16 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
+def _unreachable(reason: str) -> bool:
+    """libpq's sentence for a server it could not reach (refused, no such socket, timed out, a host
+    name it cannot resolve), as opposed to one it refused to try (a bad option) or a server that
+    answered no (a password, a database that does not exist)."""
+    return ("connection to server" in reason and ("Connection refused" in reason or "No such file or directory" in reason
+                                                   or "timeout expired" in reason or "No route to host" in reason
+                                                   or "Network is unreachable" in reason)) \
+        or "timeout expired" in reason or "could not translate host name" in reason
+
+
 class PostgresStore(Store):
     def __init__(
         self,
@@ -304,6 +314,7 @@ class PostgresStore(Store):
         self._on_failure: list[Callable[[StoreError], None]] = []
         self._failure_lock = threading.Lock()
         if wait:
+            self._first_connection()
             try:
                 self._pool.open(wait=True, timeout=timeout)
             except psycopg.Error as exc:
@@ -319,9 +330,26 @@ class PostgresStore(Store):
                 self._starting = threading.Thread(target=self._migrate_when_reachable, name="store-start", daemon=True)
                 self._starting.start()
 
+    def _first_connection(self) -> None:
+        """One connection made by hand before the pool opens (``wait=True``: the one-shot commands),
+        so that a server that cannot be reached, or a URL libpq refuses (a port that is not one, an
+        unknown sslmode), is said in one line with libpq's own reason, at once, instead of the pool
+        logging each of its attempts and then saying only that it did not fill in time. A server that
+        cannot be reached is ``TryAgain`` (it may be back soon: `hub send` exits 75); the rest
+        ``StoreError``."""
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs).close()
+        except psycopg.Error as exc:
+            self._pool.close()
+            reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            said = f"cannot open the PostgreSQL store {_safe(self.url) or '(libpq defaults)'}: {reason}"
+            if _unreachable(reason):
+                raise TryAgain(said + "; try again once it is up") from exc
+            raise StoreError(said) from exc
+
     def _reachable(self) -> bool:
         try:
-            psycopg.connect(self.url, **self._connect_kwargs).close()  # type: ignore[arg-type]
+            psycopg.connect(self.url, **self._connect_kwargs).close()
             return True
         except psycopg.Error as exc:
             log.warning("PostgreSQL store %s not reachable (%s); answering 'try again' until it is", _safe(self.url), " ".join(str(exc).split()))
@@ -618,7 +646,7 @@ class PostgresStore(Store):
     def rows(self, state: State | None = None, destination: str | None = None, limit: int = 100, newest: bool = False) -> list[OutboxRow]:
         where, params = row_filter(state, destination, "%s")
         with self._tx(transaction=False) as cur:
-            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} {row_order(newest)} LIMIT %s", (*params, limit)).fetchall()  # type: ignore[call-overload]
+            rs = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox {where} {row_order(newest)} LIMIT %s", (*params, limit)).fetchall()
         return [outbox_row(r) for r in rs]
 
     def counts(self) -> dict[tuple[str, State], int]:
@@ -700,7 +728,7 @@ class PostgresStore(Store):
         delay = 0.1
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs) as conn:  # type: ignore[arg-type]
+                with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._notify_waiters()
                     delay = 0.1

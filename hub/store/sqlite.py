@@ -264,12 +264,51 @@ class _Batch:
         self.error: BaseException | None = None
 
 
-def _store_error(exc: BaseException) -> BaseException:
+def _store_error(exc: BaseException, path: str) -> BaseException:
+    """A sqlite3 error as the hub's: a fault that may pass (busy, a full disk, a file it may not
+    write now) is ``TryAgain`` (the sender is answered ERR50, nothing was recorded), any other
+    ``StoreError``; the sentence names the store and says which it is."""
     if isinstance(exc, sqlite3.OperationalError):
-        return TryAgain(f"the store is busy or unavailable: {exc}")
+        return TryAgain(_said(exc, path))
     if isinstance(exc, sqlite3.Error):
-        return StoreError(f"store operation failed: {exc}")
+        return StoreError(f"the store {path}: {exc}")
     return exc
+
+
+_CAUSES = {
+    "SQLITE_FULL": "its disk is full",
+    "SQLITE_READONLY": "it cannot be written (check the owner and mode of the file and its folder, and that the "
+                       "file system is not mounted read-only)",
+    "SQLITE_BUSY": "it is busy",
+    "SQLITE_LOCKED": "it is busy",
+    "SQLITE_CANTOPEN": "its file cannot be opened",
+}
+
+
+def _said(exc: sqlite3.Error, path: str | None = None) -> str:
+    """What went wrong, in words: SQLite's sentence after the cause (a full disk is not "busy")."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    cause = _CAUSES.get(name) or next((c for k, c in _CAUSES.items() if name.startswith(k + "_")), None)
+    if path is None:
+        return f"{cause}: {exc}" if cause else str(exc)
+    return f"the store {path} is busy or unavailable: {exc}" if cause is None else f"the store {path}: {cause}: {exc}"
+
+
+def _make_folder(path: str) -> None:
+    """The folder of the database file, made when missing; a path that cannot hold the file is said
+    as such (a file in the way of a folder, a folder where the file should be)."""
+    file = Path(path)
+    if file.is_dir():
+        raise StoreError(f"cannot open the SQLite store {path}: it is a folder; name a database file in it "
+                         f"(e.g. sqlite:///{file / 'hub.db'})")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StoreError(f"cannot open the SQLite store {path}: {exc.filename or file.parent} is a file, "
+                         "not a folder") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot open the SQLite store {path}: its folder {file.parent} cannot be made: "
+                         f"{exc.strerror or exc}") from exc
 
 
 class SQLiteStore(Store):
@@ -282,23 +321,31 @@ class SQLiteStore(Store):
         self.path = str(path)
         memory = self.path == ":memory:"
         if not memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._file_lock = None if memory else WriterLock(self.path + "-writer.lock", busy_timeout_ms / 1000)
-        # processes opening a new file together would race to switch it to WAL: one at a time
-        if self._file_lock is not None:
-            try:
-                self._file_lock.acquire()
-            except TryAgain as exc:
-                self._file_lock.close()
-                raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+            _make_folder(self.path)
+        try:
+            self._file_lock = None if memory else WriterLock(self.path + "-writer.lock", busy_timeout_ms / 1000)
+        except OSError as exc:  # a folder it may not write, a read-only file system
+            raise StoreError(f"cannot open the SQLite store {self.path}: its lock file {self.path}-writer.lock "
+                             f"cannot be opened: {exc.strerror or exc}") from exc
         try:
             self._db = self._connect(busy_timeout_ms)
-            # a database in memory exists only for its own connection: it reads through the writer
-            self._reader = self._db if memory else self._connect(busy_timeout_ms)
+            try:
+                # a reader must not wait for another process's write lock (`hub outbox list`, `hub trace`
+                # while a writer holds it, or stalls): a file already in WAL mode needs no lock to open
+                self._wal(self._db)
+                # a database in memory exists only for its own connection: it reads through the writer
+                self._reader = self._db if memory else self._connect(busy_timeout_ms)
+            except BaseException:
+                self._db.close()
+                raise
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
-        finally:
-            self._unlock_file()
+            if self._file_lock is not None:
+                self._file_lock.close()
+            raise StoreError(f"cannot open the SQLite store {self.path}: {_said(exc)}") from exc
+        except BaseException:
+            if self._file_lock is not None:
+                self._file_lock.close()
+            raise
         self._lock = threading.Lock()  # the write connection
         self._read_lock = self._lock if memory else threading.Lock()
         self._state = threading.Condition()  # group commit bookkeeping, below
@@ -306,13 +353,48 @@ class SQLiteStore(Store):
         self._joining = 0  # writers between asking for the write connection and finishing their part
         self._committing = False
 
+    def unwritable(self) -> str | None:
+        """Why this process cannot write the store, or None. SQLite opens a file it may not write
+        read-only without a word, and only the first write fails: `hub serve` would then answer every
+        sender "try again" for good, so it asks this first. The kernel judges (owner, mode, a
+        read-only mount) through access(2): never by opening the file, since closing any descriptor
+        of it would drop every POSIX lock SQLite holds on it in this process (another process could
+        then take itself for the last one and remove the WAL under this one's feet)."""
+        if self.path == ":memory:":
+            return None
+        if not os.access(self.path, os.W_OK):
+            return "the file is not writable by this process"
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.access(folder, os.W_OK | os.X_OK):  # SQLite makes and removes the -wal and -shm files there
+            return f"its folder {folder} does not let this process create the file's write-ahead log ({self.path}-wal)"
+        return None
+
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _wal(self, db: sqlite3.Connection) -> None:
+        """Puts the file in WAL mode (a setting the file keeps). Only a file not yet in WAL mode
+        (a new one) takes the lock file for it: processes opening a new file together would race to
+        switch it, so they do it one at a time."""
+        if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal" or self._file_lock is None:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        try:
+            self._file_lock.acquire()
+        except TryAgain as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        finally:
+            self._unlock_file()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -333,7 +415,7 @@ class SQLiteStore(Store):
                     cur.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                error = _store_error(exc)
+                error = _store_error(exc, self.path)
                 if error is exc:
                     raise
                 raise error from exc
@@ -350,7 +432,7 @@ class SQLiteStore(Store):
             try:
                 return self._reader.execute(sql, args).fetchone()
             except sqlite3.Error as exc:
-                raise _store_error(exc) from exc
+                raise _store_error(exc, self.path) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
@@ -393,7 +475,7 @@ class SQLiteStore(Store):
                 if failure is None:
                     raise
         if failure is not None:
-            error = _store_error(failure)
+            error = _store_error(failure, self.path)
             if error is failure:
                 raise failure
             raise error from failure
@@ -464,10 +546,9 @@ class SQLiteStore(Store):
                 self._state.notify_all()
         self._raise(batch)
 
-    @staticmethod
-    def _raise(batch: _Batch) -> None:
+    def _raise(self, batch: _Batch) -> None:
         if batch.error is not None:
-            error = _store_error(batch.error)
+            error = _store_error(batch.error, self.path)
             raise error from batch.error
 
     def _append_audit(self, cur: sqlite3.Cursor, events: Sequence[AuditEvent], at: float) -> None:
@@ -481,6 +562,12 @@ class SQLiteStore(Store):
     # -- interface ------------------------------------------------------------------------------
 
     def migrate(self) -> int:
+        """Brings the schema to the last version. A schema already there is only read: opening the
+        store for a command that reads (`hub trace`, `hub outbox list`) waits for no writer."""
+        current = self._version()
+        check_version(current, MIGRATIONS)
+        if current == MIGRATIONS[-1][0]:
+            return current
         with self._tx() as cur:
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -494,6 +581,17 @@ class SQLiteStore(Store):
                     cur.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                     current = version
         return current
+
+    def _version(self) -> int:
+        """The schema version the file holds (0: none yet), read without the write lock."""
+        with self._read_lock:
+            try:
+                row = self._reader.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                    return 0
+                raise _store_error(exc, self.path) from exc
+        return (row[0] if row else None) or 0
 
     def accept(self, acceptance: Acceptance) -> Accepted:
         a = acceptance
@@ -519,7 +617,8 @@ class SQLiteStore(Store):
                 "created_at, updated_at, payload) VALUES (?,?,?,?,'pending',0,?,?,?,?)",
                 [(a.message_id, a.sender, i.destination, i.route, a.received_at, a.received_at, a.received_at, i.payload) for i in pending],
             )
-            for i in held_items if hold is not None else ():  # leased to this node's dispatcher (``Hold``)
+            for i in held_items:  # leased to this node's dispatcher (``Hold``)
+                assert hold is not None  # held items come from a hold
                 until = time.time() + hold.lease_for  # from the write: waiting for the store does not shorten it
                 cur.execute(
                     "INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, "
