@@ -29,7 +29,8 @@ def adapter_class(alias: str, file: str = "hub.toml", key: str = "adapter") -> t
         extra = f"; did you mean '{hint[0]}'?" if hint else f"; known adapters: {', '.join(sorted(ADAPTERS))}"
         raise ConfigError(file, key, f"unknown adapter {alias!r}{extra}")
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    cls: type[Adapter] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def create_adapter(agency: Agency, settings: AdapterSettings) -> Adapter:

@@ -7,11 +7,14 @@ dispatcher applies the route's retry policy.
 
 from __future__ import annotations
 
+import re
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from hub.config import Agency
 from hub.errors import ConfigError
@@ -48,6 +51,57 @@ class Delivery:
 class Result:
     outcome: Outcome
     detail: str
+    # RETRY only: seconds the partner asked the hub to wait (HTTP Retry-After); the dispatcher
+    # waits at least that long, never beyond the route's ``max_delay``
+    retry_after: float | None = None
+
+
+# control characters (C0, DEL, C1) and the Unicode marks that reorder what a terminal shows (bidi)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str | bytes, limit: int = 500) -> str:
+    """What a partner said (or an error quoting it), fit for a one-line log entry, an outbox row's
+    last error and an operator's terminal: decoded, whitespace runs made one space, any other
+    control character shown as an escape (a partner's answer could otherwise break the lines of
+    ``hub outbox list`` or send escape sequences to the terminal that shows it), cut at ``limit``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def without_credentials(url: str) -> str:
+    """A URL as details and logs may show it: ``user:password@`` removed (they reach the store too)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, host + (f":{port}" if port else ""), parts.path, parts.query, parts.fragment))
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` value (delay-seconds or an HTTP-date, RFC 9110
+    10.2.3); None when absent or unreadable. A date in the past is 0; an absurd value is returned
+    as it is, for the caller to cap (the dispatcher never waits beyond the route's ``max_delay``)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 # 408 Request Timeout, 425 Too Early, 429 Too Many Requests: the partner may take the same request later

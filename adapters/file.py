@@ -1,9 +1,17 @@
 """``file``: delivers into a folder with an atomic rename; reads an inbox folder.
 
 Delivery writes ``<sender>_<message id>.xml`` into the agency's ``endpoint`` folder: first to a
-hidden temporary file of its own, fsync, then ``os.replace`` and an fsync of the folder
-(``hub.files.write_durably``). A repeated delivery
-of the same message replaces the same file, so a retry never leaves two copies.
+hidden temporary file of its own, fsync, then a hard link under its name and an fsync of the
+folder, so the agency never sees a partial file, and a crash or a full disk leaves at most a
+hidden ``.part`` (removed when the write fails). The link never replaces a file already there:
+a repeated delivery whose file is still there with the same content is delivered without
+touching it (the agency may be reading it), and a different file under that name (two
+destinations that share a folder, a file the agency edited) is never overwritten: the row is
+dead-lettered saying so. Where the file system has no hard links the name is checked, then the
+file renamed onto it. The folder is created if missing, except where it has gone with the file
+system it was on: once a delivery went into a mounted file system (a share), deliveries wait
+while that file system is not mounted rather than write into the empty folder underneath, where
+nobody would look and where the files would vanish when it is mounted again.
 
 Inbound (``options.inbox``): each ``*.xml`` file dropped there is submitted as coming from this
 agency (the folder is the agency's own channel). Hidden files (``.name.xml``) are left alone, so
@@ -23,6 +31,7 @@ refused once, unread, with a NACK in ack/ and moved to rejected/ (``FolderInbox`
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -33,12 +42,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from hub.config import Agency
 from hub.envelope import Ack
 from hub.errors import Code, ConfigError, Rejected, TryAgain
-from hub.files import write_durably
+from hub.files import fsync_folder, write_durably
 from hub.xml import Limits
 
-from .base import Adapter, Delivery, InboundSource, Outcome, Result, Submit, seconds
+from .base import Adapter, AdapterSettings, Delivery, InboundSource, Outcome, Result, Submit, seconds
 
 log = logging.getLogger("hub.adapters.file")
 
@@ -54,17 +64,34 @@ class FileAdapter(Adapter):
     alias = "file"
     option_names = frozenset({"inbox", "poll_interval"})
 
+    def __init__(self, agency: Agency, settings: AdapterSettings) -> None:
+        super().__init__(agency, settings)
+        self._mount: Path | None = None  # the mount point that held the folder at the last delivery
+
     @property
     def folder(self) -> Path:
         return self.settings.path(self.agency.endpoint)
 
     def deliver(self, delivery: Delivery) -> Result:
-        name = f"{delivery.sender}_{delivery.message_id}.xml"
+        folder = self.folder
+        unmounted = self._unmounted()
+        if unmounted:
+            return Result(Outcome.RETRY, unmounted)
         try:
-            path = write_durably(self.folder / name, delivery.payload)
+            result = place(folder / f"{delivery.sender}_{delivery.message_id}.xml", delivery.payload, delivery.row_id)
         except OSError as exc:
-            return Result(Outcome.RETRY, f"cannot write into {self.folder}: {exc.strerror or exc}")
-        return Result(Outcome.DELIVERED, f"written to {path}")
+            return Result(Outcome.RETRY, f"cannot write into {folder}: {exc.strerror or exc}")
+        if self._mount is None:
+            self._mount = _mount_point(folder)
+        return result
+
+    def _unmounted(self) -> str | None:
+        """Why not to write now: the file system that held the folder is no longer mounted."""
+        mount = self._mount
+        if mount is None or mount == Path(mount.anchor) or os.path.ismount(mount):
+            return None
+        return (f"{mount} is no longer mounted (the folder {self.folder} was on it): deliveries wait until it is mounted "
+                "again, rather than go into the folder underneath, where nobody would see them")
 
     def check(self) -> list[str]:
         faults = [] if self.agency.endpoint else ["endpoint: a folder is required for the file adapter"]
@@ -92,6 +119,84 @@ class FileAdapter(Adapter):
         if self.settings.nack is None:  # the runtime always gives it (``Runtime.create_adapters``)
             raise TypeError("a folder inbox needs the hub's NACK (AdapterSettings.nack) to answer what it refuses unread")
         return self.settings.nack
+
+
+def place(target: Path, data: bytes, row: int = 0) -> Result:
+    """Puts ``data`` under ``target`` whole, never over another file (see the module's docstring):
+    delivered when it is written or already there with the same bytes, failed when a different
+    file holds the name (``row``: the outbox row, named in what to do). ``OSError`` when it cannot
+    be written, with no file left behind."""
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f".{target.name}.{uuid.uuid4().hex}.part"
+    # created as open() creates files (the umask and the folder's default ACL apply): the agency's
+    # pickup process may run under another account
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    result = Result(Outcome.DELIVERED, f"written to {target}")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(part, target)  # unlike a rename, never replaces what holds the name
+        except FileExistsError:
+            result = _already_there(target, data, row)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                raise
+            if os.path.lexists(target):  # no hard links here: look first, then rename
+                result = _already_there(target, data, row)
+            else:
+                os.replace(part, target)
+    finally:
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass
+    fsync_folder(folder)  # also a file an attempt that crashed had linked: delivered means on disk
+    return result
+
+
+def _already_there(target: Path, data: bytes, row: int) -> Result:
+    """The outcome when a file already holds ``target``'s name: delivered if it is this very
+    document (a repeated delivery), left as it is and failed otherwise."""
+    why = "it is not a regular file"
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        fd = -1  # a link, or something that cannot be opened: not this document
+    if fd >= 0:
+        try:
+            kept = os.fstat(fd)
+            if stat.S_ISREG(kept.st_mode):
+                if kept.st_size == len(data) and _read(fd, len(data) + 1) == data:
+                    return Result(Outcome.DELIVERED, f"already in {target} with this content (a repeated delivery; left as it was)")
+                why = f"it holds {kept.st_size} bytes of something else"
+        finally:
+            os.close(fd)
+    return Result(Outcome.FAILED, f"{target} is already there and {why}: not replaced. Move it away (`hub outbox show "
+                                  f"{row} --payload` shows this row's document), then resend the row")
+
+
+def _read(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd``, fewer only at its end."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _mount_point(folder: Path) -> Path:
+    """The mount point of the file system that holds ``folder``."""
+    path = folder.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 class FolderInbox(InboundSource):

@@ -148,7 +148,7 @@ class MqttConnection:
 
     def _new_client(self, generation: int) -> mqtt.Client:
         o = self.options
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=o.protocol,
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTProtocolVersion(o.protocol),
                              clean_session=None if self.v5 else self.session_expiry == 0, manual_ack=True, reconnect_on_failure=False)
         client.on_connect = lambda c, u, flags, reason, props: self._on_connect(c, generation, reason)
         client.on_disconnect = lambda c, u, flags, reason, props: self._on_disconnect(generation, reason)

@@ -127,7 +127,7 @@ class MqttInbox(InboundSource):
             if self._stop.is_set():
                 return  # not acknowledged: the broker delivers it again to the next session
             try:
-                ack = self.submit(message.payload, self.agency)
+                ack = self.submit(bytes(message.payload), self.agency)
                 break
             except TryAgain as exc:  # the store is down: keep the message, try again (a bug goes up to _run)
                 log.warning("mqtt inbox %s: message on %s not taken yet: %s", self.agency, message.topic, exc)
@@ -145,7 +145,7 @@ class MqttInbox(InboundSource):
         assert self._connection is not None
         props = getattr(message, "properties", None)
         topic = getattr(props, "ResponseTopic", None)
-        unusable = bool(topic) and any(c in topic for c in "+#\0")
+        unusable = isinstance(topic, str) and any(c in topic for c in "+#\0")
         if topic and (unusable or not topic.startswith(self.response_prefixes)):
             why = "a reply cannot be published there" if unusable else f"not under options.response_topics {list(self.response_prefixes)}"
             log.warning("mqtt inbox %s: ignoring the Response Topic %r of a message on %s: %s", self.agency, topic, message.topic, why)

@@ -20,28 +20,38 @@ zeep reaches nothing but the configured places: the WSDL's URL (or the folder of
 and the endpoint (``GuardedTransport``); its parser refuses DTDs, entities, huge trees and
 external references. One zeep client per dispatcher thread, built on first use (a ministry whose
 WSDL URL is down at start-up is retried, not fatal).
+
+Every request (the call, the WSDL and what it imports) ends within ``timeout`` as a whole, however
+slowly the ministry drips its status line, headers or body (``requests`` bounds each read only): a
+deadline shuts the connection down. An answer that came but cannot be taken (no SOAP, a DTD, an
+element the WSDL does not allow) is retried with what was wrong, like an answer that does not parse.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import requests
+import requests.adapters
 import zeep
-from zeep.exceptions import Fault, TransportError, ValidationError, XMLSyntaxError
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ProtocolError
+from zeep.exceptions import Error as ZeepError, Fault, TransportError, ValidationError, XMLSyntaxError
 from zeep.transports import Transport
 
 from hub.config import Agency
 from hub.errors import ConfigError, Rejected
-from hub.httpio import TooLarge, read_capped
+from hub.httpio import DEADLINES, TooLarge, read_capped
 from hub.xml import XmlParser
 
-from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, retryable_status, seconds
+from .base import Adapter, AdapterSettings, Delivery, Outcome, Result, one_line, retry_after, retryable_status, seconds, without_credentials
 
 CLIENT_FAULTS = frozenset({"Client", "Sender", "VersionMismatch", "MustUnderstand", "DataEncodingUnknown"})
 
@@ -60,8 +70,45 @@ def _is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
+class WatchedAdapter(requests.adapters.HTTPAdapter):
+    """A ``requests`` adapter that notes the connection its current request runs on (one session,
+    so one adapter, per delivery thread), so that a deadline can shut it down: ``requests`` bounds
+    each read, not a whole answer, and a partner dripping its headers would hold a thread for ever."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None  # the urllib3 connection of the request under way
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _noted(HTTPConnectionPool, self),
+                                                   "https": _noted(HTTPSConnectionPool, self)}
+
+    def end(self) -> None:
+        """Shuts the current request's connection down: its blocked read returns at once."""
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _noted(pool: type[HTTPConnectionPool], adapter: WatchedAdapter) -> type[HTTPConnectionPool]:
+    """``pool`` telling ``adapter`` which connection each request takes."""
+
+    class Noted(pool):  # type: ignore[valid-type, misc]
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            adapter.connection = super()._get_conn(timeout)
+            return adapter.connection
+
+    Noted.__name__ = Noted.__qualname__ = pool.__name__  # urllib3's errors name the pool's class
+    return Noted
+
+
 class GuardedTransport(Transport):
-    """A zeep transport limited to the given origins and to local files under one folder."""
+    """A zeep transport limited to the given origins and to local files under one folder, each
+    request ended at its deadline."""
 
     def __init__(
         self, origins: frozenset[str], folder: Path | None, timeout: float, session: requests.Session, max_bytes: int
@@ -69,6 +116,30 @@ class GuardedTransport(Transport):
         super().__init__(timeout=timeout, operation_timeout=timeout, session=session)
         self.origins, self.folder, self.max_bytes = origins, folder, max_bytes
         self.last_status = 0  # HTTP status of the last call (one transport per thread)
+        self.last_retry_after: float | None = None  # and its Retry-After, in seconds
+        self.watched = WatchedAdapter()
+        session.mount("http://", self.watched)
+        session.mount("https://", self.watched)
+
+    @contextmanager
+    def _deadline(self, seconds: float, what: str) -> Iterator[None]:
+        """The block's request ended after ``seconds`` as a whole: ``requests.Timeout`` then,
+        whatever the cut left behind (an error, or headers cut short that parse as ended)."""
+        expired = threading.Event()
+
+        def end() -> None:
+            expired.set()
+            self.watched.end()
+
+        with DEADLINES.deadline(seconds, end):
+            try:
+                yield
+            except Exception:
+                if expired.is_set():
+                    raise requests.Timeout(f"no complete answer from {without_credentials(what)} within {seconds:g} s") from None
+                raise
+        if expired.is_set():
+            raise requests.Timeout(f"no complete answer from {without_credentials(what)} within {seconds:g} s")
 
     def _check(self, url: str) -> None:
         if _is_url(url):
@@ -81,26 +152,31 @@ class GuardedTransport(Transport):
 
     def load(self, url: str) -> bytes:
         self._check(url)
-        return super().load(url)  # type: ignore[no-any-return]
+        data: bytes = super().load(url)
+        return data
 
     # Every request below goes only where ``_check`` allows (no redirect elsewhere) and reads at
     # most ``max_bytes`` of the answer within the time-out (``_bounded``).
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         self._check(address)
-        self.last_status = 0
-        response = self._bounded(self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout,
-                                                   stream=True, allow_redirects=False), self.operation_timeout)
+        self.last_status, self.last_retry_after = 0, None
+        with self._deadline(self.operation_timeout, address):
+            response = self._bounded(self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout,
+                                                       stream=True, allow_redirects=False), self.operation_timeout)
         self.last_status = response.status_code
+        self.last_retry_after = retry_after(response.headers.get("Retry-After"))
         return response
 
     def get(self, address: str, params: Any, headers: Any) -> requests.Response:
         self._check(address)
-        return self._bounded(self.session.get(address, params=params, headers=headers, timeout=self.operation_timeout,
-                                              stream=True, allow_redirects=False), self.operation_timeout)
+        with self._deadline(self.operation_timeout, address):
+            return self._bounded(self.session.get(address, params=params, headers=headers, timeout=self.operation_timeout,
+                                                  stream=True, allow_redirects=False), self.operation_timeout)
 
     def _load_remote_data(self, url: str) -> bytes:  # a WSDL or XSD named by URL (checked by ``load``)
-        response = self._bounded(self.session.get(url, timeout=self.load_timeout, stream=True, allow_redirects=False), self.load_timeout)
+        with self._deadline(self.load_timeout, url):
+            response = self._bounded(self.session.get(url, timeout=self.load_timeout, stream=True, allow_redirects=False), self.load_timeout)
         response.raise_for_status()
         return response.content
 
@@ -118,13 +194,30 @@ def fault_outcome(code: str | None) -> Outcome:
     return Outcome.FAILED if local in CLIENT_FAULTS else Outcome.RETRY
 
 
-def _http_result(status: int, text: str) -> Result:
+def _http_result(status: int, text: str, wait: float | None = None) -> Result:
     """An answer zeep could not take as a reply or a fault, judged by its HTTP status as for any
     HTTP partner, except 200: a 200 that lands here is an unreadable answer (XML that does not
     parse, a fault without a code), and unreadable answers are retried. Another 2xx lands here
-    with a body that is no SOAP answer, or with none where zeep needs one (204), and fails."""
+    with a body that is no SOAP answer, or with none where zeep needs one (204), and fails.
+    ``wait``: the Retry-After of a 429 or 503, waited out by the dispatcher."""
     retry = retryable_status(status) or status == 200
-    return Result(Outcome.RETRY if retry else Outcome.FAILED, f"HTTP {status}: {text}")
+    said = f": {text}" if text else ": an empty answer"
+    note = f"; the ministry asks to wait {wait:.0f} s (Retry-After)" if wait and retryable_status(status) else ""
+    return Result(Outcome.RETRY if retry else Outcome.FAILED, f"HTTP {status}{said}{note}",
+                  retry_after=wait if retry and retryable_status(status) else None)
+
+
+def _broken(operation: str, exc: requests.RequestException) -> str:
+    """What a connection error means for the call: never connected, or broken once the request
+    went out (the ministry may have it: the repeat carries the same message id)."""
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, ProtocolError):  # urllib3: the request went out, no whole answer came back
+        inner = cause.args[1] if len(cause.args) > 1 else cause
+        if isinstance(inner, http.client.BadStatusLine) and not isinstance(inner, ConnectionError):
+            return f"the {operation} endpoint answered something that is not HTTP ({type(inner).__name__}: {_text(inner, 120)})"
+        return (f"the connection to the {operation} endpoint broke before a complete answer ({type(inner).__name__}: "
+                f"{_text(inner, 120)}); the ministry may have received the call, so it is made again with the same message id")
+    return f"cannot reach the {operation} endpoint: {_text(exc)}"
 
 
 def _text(value: Any, limit: int = 300) -> str:
@@ -132,8 +225,7 @@ def _text(value: Any, limit: int = 300) -> str:
         return ""
     if isinstance(value, bytes):
         value = re.sub(r"^\s*<\?xml[^>]*\?>", "", value.decode("utf-8", "replace"))
-    text = " ".join("".join(value.itertext()).split()) if hasattr(value, "itertext") else " ".join(str(value).split())
-    return text[:limit]
+    return one_line("".join(value.itertext()) if hasattr(value, "itertext") else str(value), limit)
 
 
 class SoapAdapter(Adapter):
@@ -202,39 +294,58 @@ class SoapAdapter(Adapter):
         try:
             proxy = self._proxy()
         except (Refused, ValidationError, AttributeError, KeyError, StopIteration) as exc:
-            return Result(Outcome.FAILED, f"the WSDL {self.wsdl} does not fit the configuration: {type(exc).__name__}: {exc}")
-        except (requests.RequestException, TransportError, XMLSyntaxError, OSError) as exc:
-            return Result(Outcome.RETRY, f"cannot load the WSDL {self.wsdl}: {type(exc).__name__}: {_text(exc)}")
+            return Result(Outcome.FAILED, f"the WSDL {without_credentials(self.wsdl)} does not fit the configuration: {type(exc).__name__}: {exc}")
+        except (requests.RequestException, ZeepError, OSError) as exc:  # unreachable, slow, or not (yet) a WSDL
+            return Result(Outcome.RETRY, f"cannot load the WSDL {without_credentials(self.wsdl)}: {type(exc).__name__}: {_text(exc)}")
         try:
             element = self._parser.parse(delivery.payload)
         except Rejected as exc:
             return Result(Outcome.FAILED, f"the stored envelope does not parse: {exc}")
+        transport: GuardedTransport = self._local.transport
+        transport.last_status = 0  # set again once the ministry answers: what fails after that is its answer
         try:
             answer = getattr(proxy, self.operation)(**{self.argument: element})
         except Fault as fault:
             detail = _text(fault.detail)
             if fault.code is None:  # an answer that is no SOAP fault (an HTML error page): judge by HTTP
-                return _http_result(self._local.transport.last_status, detail)
+                said = detail or _text(fault.message) or "a SOAP fault without a code or a reason"
+                return _http_result(transport.last_status, said, transport.last_retry_after)
             # a real fault: its code decides, not the HTTP status (SOAP 1.1 sends every fault with
             # 500): a Client/Sender fault is the ministry refusing this envelope, which sending it
             # again cannot change (dead); a Server/Receiver fault is transient (retried)
             text = f"SOAP fault {fault.code}: {fault.message}" + (f" ({detail})" if detail else "")
             return Result(fault_outcome(fault.code), text)
         except TransportError as exc:
-            return _http_result(exc.status_code or 0, _text(exc.content) or _text(exc.message))
+            return _http_result(exc.status_code or 0, _text(exc.content) or _text(exc.message), transport.last_retry_after)
         except requests.Timeout as exc:
-            return Result(Outcome.RETRY, f"time-out calling {self.operation}: {type(exc).__name__}")
+            return Result(Outcome.RETRY, f"time-out calling {self.operation}: {_text(exc) or type(exc).__name__}")
         except TooLarge as exc:  # before the requests errors: it is no network failure
             return Result(Outcome.RETRY, f"unreadable answer to {self.operation}: {exc}")
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            return Result(Outcome.RETRY, _broken(self.operation, exc))
         except requests.RequestException as exc:
             return Result(Outcome.RETRY, f"cannot reach the {self.operation} endpoint: {_text(exc)}")
         except XMLSyntaxError as exc:
             return Result(Outcome.RETRY, f"unreadable answer to {self.operation}: {_text(exc)}")
         except Refused as exc:
             return Result(Outcome.FAILED, f"refused: {exc}; set the agency's endpoint")
-        except (ValidationError, TypeError) as exc:
-            return Result(Outcome.FAILED, f"the envelope does not fit operation {self.operation}: {_text(exc)}")
+        except (ZeepError, TypeError, ValueError, LookupError, AttributeError) as exc:
+            if transport.last_status:  # the ministry answered: its answer is what zeep could not take
+                return self._unreadable(transport.last_status, exc)
+            if isinstance(exc, (ValidationError, TypeError)):
+                return Result(Outcome.FAILED, f"the envelope does not fit operation {self.operation}: {_text(exc)}")
+            raise
         return Result(Outcome.DELIVERED, f"SOAP {self.operation}: {_text(answer, 200) or 'answered'}")
+
+    def _unreadable(self, status: int, exc: Exception) -> Result:
+        """An answer that came but that zeep cannot take (a DTD or entity it refuses, an element the
+        WSDL does not allow there, a SOAP Body without the answer): retried, like one that does not
+        parse, with what was wrong; the ministry discards the repeat by its message id."""
+        what = {"DTDForbidden": "it holds a DTD, which the hub refuses",
+                "EntitiesForbidden": "it declares entities, which the hub refuses",
+                "ExternalReferenceForbidden": "it refers to an external resource, which the hub refuses"}.get(type(exc).__name__)
+        said = what or f"{type(exc).__name__}: {_text(exc) or 'no answer element where the WSDL expects one'}"
+        return Result(Outcome.RETRY, f"unreadable answer to {self.operation} (HTTP {status}): {said}")
 
     def check(self) -> list[str]:
         if _is_url(self.wsdl):

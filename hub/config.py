@@ -522,6 +522,10 @@ def load_config(path: str | Path) -> Config:
             t.done()
             if agency_names.unknown(dest.agency):
                 t.fault("agency", f"unknown agency {dest.agency!r}" + _did_you_mean(dest.agency, agencies))
+            elif dest.agency is not _FAULTY and any(d.agency == dest.agency for d in destinations):
+                # two rows under one (sender, message id): the partner would take the second for a duplicate
+                t.fault("agency", f"agency {dest.agency!r} is named twice in this route: both copies would carry one "
+                                  "message id (give it one destination, or a second route)")
             for name in () if dest.mappings is _FAULTY else dest.mappings:
                 if mapping_names.unknown(name):
                     t.fault("mapping", f"unknown mapping {name!r}")

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Sequence
 
 from adapters import Adapter, Delivery, Outcome, Result
+from adapters.base import one_line
 
 from .config import DispatcherSettings
 from .errors import HubError, TransitionError, TryAgain
@@ -367,18 +368,21 @@ class Dispatcher:
     def _settle(self, row: OutboxRow, result: Result, started: float) -> None:
         now = self.clock()
         policy = self.policies.get(row.route, self.default_policy)
+        # what an adapter says often quotes the partner: kept on one line, without control characters
+        detail = one_line(result.detail, 1000)
 
         def complete(state: State, detail: str, next_at: float | None = None) -> None:
             self._complete(row, state, detail, started, now, next_at)
 
         if result.outcome is Outcome.DELIVERED:
-            complete(State.DELIVERED, result.detail)
+            complete(State.DELIVERED, detail)
         elif result.outcome is Outcome.FAILED or policy.exhausted(row.attempts):
             why = "permanent failure" if result.outcome is Outcome.FAILED else f"gave up after {row.attempts} attempts"
-            complete(State.DEAD, f"{why}: {result.detail}")
+            complete(State.DEAD, f"{why}: {detail}")
             log.warning("row %s to %s (message %s): dead-lettered, %s: %s; `hub outbox resend %s` sends it again",
-                        row.id, row.destination, row.message_id, why, result.detail, row.id)
+                        row.id, row.destination, row.message_id, why, detail, row.id)
         else:
-            delay = policy.delay(row.attempts)
-            complete(State.PENDING, result.detail, now + delay)
-            log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempts, result.detail, delay)
+            delay = policy.delay(row.attempts, asked=result.retry_after)
+            complete(State.PENDING, detail, now + delay)
+            log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempts, detail, delay)
+

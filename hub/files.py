@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Makes a link, rename or removal in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -44,5 +45,5 @@ def write_durably(target: Path, data: bytes, mode: int | None = None, folder_mod
         except OSError:
             pass
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return target

@@ -385,3 +385,12 @@ def test_read_from_is_loopback_by_default_and_parsed_and_checked_as_metrics_from
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == "hub.read_from" and "has host bits set; did you mean '10.0.0.0/8'?" in info.value.reason
+
+
+def test_a_route_naming_one_agency_twice_is_refused(tmp_path: Path) -> None:
+    """Two destinations of one agency would be two rows under one (sender, message id): an HTTP
+    partner drops the second as a duplicate, the file adapter refuses to overwrite the first."""
+    path = edit(write_config(tmp_path), '{ agency = "TH-ASW"', '{ agency = "TH-ASW" }, { agency = "TH-ASW"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "routes[0].deliver[1].agency" and "named twice in this route" in info.value.reason
