@@ -12,7 +12,9 @@ itself; an agency without one is a configuration error (the hub never sends an u
 
 Status events reach the portal through the durable outbox (``hub.events``): an agency with
 ``options.events`` gets one ``@events`` row per event, delivered here as ``application/json``
-with ``X-Hub-Event`` set to the event's kind.
+with ``X-Hub-Event`` set to the event's kind and ``X-Hub-Event-Id`` to its ``event_id`` (a portal
+that drops redeliveries does so by this id: ``X-Message-Id`` is the same for every event of a
+message).
 """
 
 from __future__ import annotations
@@ -83,5 +85,8 @@ class WebhookAdapter(HttpAdapter):
         headers[HEADER] = sign(self._secret, delivery.payload)
         if delivery.route == EVENTS_ROUTE:
             headers["Content-Type"] = "application/json"
-            headers["X-Hub-Event"] = str(event_of(delivery.payload).get("event", ""))
+            event = event_of(delivery.payload)
+            headers["X-Hub-Event"] = str(event.get("event", ""))
+            # every event of a message carries its X-Message-Id: this is what tells one event from another
+            headers["X-Hub-Event-Id"] = str(event.get("event_id", ""))
         return headers

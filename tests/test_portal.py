@@ -55,6 +55,8 @@ class Portal:
                     if status == 200:
                         event = json.loads(body)
                         portal.events[event["event_id"]] = event
+                        if self.headers.get("X-Hub-Event-Id") != event["event_id"]:
+                            portal.bad_signatures += 1  # the header a portal dedupes on names another event
                 answer = b"ok" if status == 200 else b"portal: cannot take callbacks now"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
