@@ -7,15 +7,19 @@ receipt or NACK comes back byte for byte inside SubmitResponse (a NACK is an ans
 
 Faults, in the request's SOAP version (1.2 if the root or Content-Type says so):
 
-    not XML, DTD, too large or deep, no Body, not one Submit, no hub Envelope  -> Client / Sender
+    not XML, DTD, too large or deep, not one Body (two Bodies, two Headers, a Header after the
+    Body, anything but Header and Body before it or, in SOAP 1.2, after it), not one Submit,
+    no hub Envelope, a body that did not arrive within body_timeout (HTTP 408), a
+    multipart (MTOM) request                                                   -> Client / Sender
     a header block with mustUnderstand                                         -> MustUnderstand
     an Envelope in neither SOAP namespace                                      -> VersionMismatch
     the store cannot record the message now (TryAgain)                         -> Server / Receiver, Retry-After
     anything unexpected                                                        -> Server / Receiver
 
 HTTP status: SOAP 1.1 faults are 500 (WS-I Basic Profile R1126); SOAP 1.2 Sender faults are 400,
-all others 500 (SOAP 1.2 part 2, 7.5.1.2). The fault detail carries the hub's error code
-(``HubFault/code``: ERR02, ERR10, ERR11, ..., ERR50).
+all others 500 (SOAP 1.2 part 2, 7.5.1.2); a body that did not arrive in time is a 408 whatever
+the version (the sender's HTTP stack then sends it again, as for any 408). The fault detail
+carries the hub's error code (``HubFault/code``: ERR02, ERR10, ERR11, ..., ERR50).
 
 A NACK's line numbers are the request's: the hub envelope goes to the pipeline on the line where
 it stood in the request (``_on_its_lines``).
@@ -31,11 +35,11 @@ from xml.sax.saxutils import escape
 from lxml import etree
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
-from hub.httpio import read_bounded
+from hub.httpio import CLOSE, BodyNotRead, read_bounded
 from hub.xml import Limits, XmlParser
 
 from .base import Run, Submit
@@ -116,10 +120,45 @@ def _fault_body(ns: str, fault: Fault) -> bytes:
     return f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{ns}"><s:Body><s:Fault>{inner}</s:Fault></s:Body></s:Envelope>'.encode()
 
 
-def fault_response(ns: str, fault: Fault) -> Response:
-    status = 400 if ns == SOAP12 and fault.sender and fault.special is None else 500
-    headers = {"Retry-After": "1"} if fault.code == Code.TRY_AGAIN.value else None
+def fault_response(ns: str, fault: Fault, status: int | None = None, headers: dict[str, str] | None = None) -> Response:
+    """The fault with its HTTP status by the rule above (or ``status``), and ``headers``."""
+    if status is None:
+        status = 400 if ns == SOAP12 and fault.sender and fault.special is None else 500
+    headers = {**(headers or {}), **({"Retry-After": "1"} if fault.code == Code.TRY_AGAIN.value else {})}
     return Response(_fault_body(ns, fault), status_code=status, media_type=MEDIA[ns], headers=headers)
+
+
+MULTIPART = ("MIME multipart requests (MTOM, attachments) are not taken: send the SOAP envelope itself, "
+             "as text/xml (SOAP 1.1) or application/soap+xml (SOAP 1.2)")
+
+
+def is_multipart(media: str) -> bool:
+    """Whether the Content-Type ``media`` is MIME multipart (MTOM/XOP, SOAP with attachments)."""
+    return media.strip().lower().startswith("multipart/")
+
+
+def misshapen(root: etree._Element) -> str | None:
+    """Why the SOAP envelope ``root`` is not an optional Header then one Body (SOAP 1.1 allows
+    more elements after the Body, 1.2 none), or None. With two Bodies a reader might take either
+    one; a header block in a second Header would escape the mustUnderstand check."""
+    ns = etree.QName(root).namespace
+    # the envelope's elements: "Header", "Body" for the SOAP ones, the Clark name of any other
+    names = [etree.QName(e).localname if etree.QName(e).namespace == ns else str(etree.QName(e)) for e in root if isinstance(e.tag, str)]
+    bodies, headers = names.count("Body"), names.count("Header")
+    if bodies == 0:
+        return "the SOAP envelope has no Body"
+    if bodies > 1:
+        return f"the SOAP envelope holds {bodies} Body elements; it must hold exactly one"
+    if headers > 1:
+        return f"the SOAP envelope holds {headers} Header elements; it may hold one"
+    before, after = names[: names.index("Body")], names[names.index("Body") + 1:]
+    if "Header" in after:
+        return "the SOAP envelope holds its Header after its Body; the Header comes first"
+    if before not in ([], ["Header"]):
+        return f"the SOAP envelope holds {', '.join(n for n in before if n != 'Header')} before its Body; only a Header may stand there"
+    if after and ns == SOAP12:
+        return f"the SOAP 1.2 envelope holds {', '.join(after)} after its Body; nothing may follow it"
+    return None
 
 
 def _success(ns: str, ack_xml: bytes) -> Response:
@@ -146,13 +185,15 @@ class SoapEndpoint:
             raise Fault(True, Code.WRONG_NAMESPACE.value, f"the request is not a SOAP envelope: root element {root.tag}",
                         "VersionMismatch" if q.localname == "Envelope" else None)
         ns = q.namespace
+        wrong = misshapen(root)
+        if wrong is not None:
+            raise Fault(True, Code.INVALID_MESSAGE.value, wrong)
         header = root.find(f"{{{ns}}}Header")
         for block in header if header is not None else ():
             if isinstance(block.tag, str) and block.get(f"{{{ns}}}mustUnderstand") in ("1", "true"):
                 raise Fault(True, Code.INVALID_MESSAGE.value, f"header block {block.tag} is not understood", "MustUnderstand")
         body = root.find(f"{{{ns}}}Body")
-        if body is None:
-            raise Fault(True, Code.INVALID_MESSAGE.value, "the SOAP envelope has no Body")
+        assert body is not None  # misshapen: exactly one
         operations = [e for e in body if isinstance(e.tag, str)]
         if len(operations) != 1 or operations[0].tag != f"{{{NS}}}Submit":
             names = ", ".join(str(e.tag) for e in operations) or "nothing"
@@ -163,10 +204,16 @@ class SoapEndpoint:
         return ns, _on_its_lines(inner[0], self.limits.max_bytes)
 
     async def post(self, request: Request) -> Response:
-        ns = SOAP12 if "application/soap+xml" in request.headers.get("content-type", "") else SOAP11
-        data = await read_bounded(request, self.parser.read_limits)
+        media = request.headers.get("content-type", "")
+        ns = SOAP12 if "application/soap+xml" in media else SOAP11
+        if is_multipart(media):  # refused unread: its parts would only be "not well-formed XML"
+            return fault_response(ns, Fault(True, Code.INVALID_MESSAGE.value, MULTIPART), headers=CLOSE)
+        try:
+            data = await read_bounded(request, self.parser.read_limits)
+        except BodyNotRead as exc:  # (a client gone never reads it)
+            return fault_response(ns, Fault(True, Code.INVALID_MESSAGE.value, exc.sentence), exc.status, CLOSE)
         if data is None:
-            return fault_response(ns, Fault(True, Code.TOO_LARGE.value, self.parser.too_large()))
+            return fault_response(ns, Fault(True, Code.TOO_LARGE.value, self.parser.too_large()), headers=CLOSE)
         try:
             ns, envelope = await self.run(self.unwrap, data, ns)
         except Fault as fault:
@@ -183,7 +230,7 @@ class SoapEndpoint:
 
     async def get(self, request: Request) -> Response:
         if "wsdl" not in {k.lower() for k in request.query_params}:
-            return Response("POST SOAP requests here; GET /soap?wsdl for the WSDL\n", status_code=400, media_type="text/plain")
+            return JSONResponse({"error": "POST SOAP requests here; GET /soap?wsdl for the WSDL"}, status_code=400)
         address = str(request.url.replace(query="", fragment=""))
         return Response(wsdl(address), media_type="text/xml; charset=utf-8")
 

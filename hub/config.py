@@ -516,7 +516,7 @@ def load_config(path: str | Path) -> Config:
 
     routes: list[Route] = []
     for r in top.tables("routes"):
-        destinations = []
+        destinations: list[Destination] = []
         for t in r.tables("deliver"):
             dest = Destination(agency=t.str("agency"), mappings=t.list("mapping", ()))
             t.done()

@@ -1,4 +1,11 @@
-"""Reading request bodies on the hub's listeners, bounded before they are held in memory."""
+"""Reading request bodies on the hub's listeners, bounded before they are held in memory.
+
+A body that does not arrive whole is ``BodyNotRead``: each endpoint answers it in its own form (a
+NACK, a SOAP fault, a signed eb:Error), with ``Connection: close`` (``CLOSE``) as every answer
+given before the whole body was read: the connection is not kept for the rest of a body nobody
+reads, which a sender trickling bytes would otherwise hold open for ever. A client that closed
+its connection mid-body gets no answer (there is nobody to read it) and logs no traceback: it is
+the client's doing, and nothing was accepted."""
 
 from __future__ import annotations
 
@@ -10,8 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import anyio
 import anyio.to_thread
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .xml import Limits
 
@@ -31,10 +37,23 @@ class Gate:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
+CLOSE = {"Connection": "close"}  # the headers of an answer given before the whole body was read
+
+
+class BodyNotRead(Exception):
+    """The request body did not arrive whole: too slowly (HTTP ``status`` 408), or the client
+    closed the connection (``gone``: nobody is left to answer). ``sentence`` says which."""
+
+    def __init__(self, status: int, sentence: str, gone: bool = False) -> None:
+        super().__init__(sentence)
+        self.status, self.sentence, self.gone = status, sentence, gone
+
+
 async def read_bounded(request: Request, limits: Limits) -> bytes | None:
-    """The body, or None as soon as it is known to be larger than ``limits.max_bytes``; a body
-    that takes longer than ``limits.body_seconds`` to arrive is answered 408 (a sender trickling
-    bytes would otherwise hold its connection and its part of the body for ever)."""
+    """The body, or None as soon as it is known to be larger than ``limits.max_bytes``;
+    ``BodyNotRead`` for a body that takes longer than ``limits.body_seconds`` to arrive (a sender
+    trickling bytes would otherwise hold its connection and its part of the body for ever) or
+    whose client went away before it ended."""
     limit = limits.max_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -48,7 +67,10 @@ async def read_bounded(request: Request, limits: Limits) -> bytes | None:
                     return None
                 chunks.append(chunk)
     except TimeoutError:
-        raise HTTPException(408, f"the request body did not arrive within {limits.body_seconds:g} s") from None
+        raise BodyNotRead(408, f"the request body did not arrive within {limits.body_seconds:g} s; nothing was accepted: "
+                               "send it again") from None
+    except ClientDisconnect:
+        raise BodyNotRead(400, "the client closed the connection before the whole request body arrived", gone=True) from None
     return b"".join(chunks)
 
 

@@ -9,6 +9,9 @@ XML = {"application/xml": {"schema": {"type": "string", "description": "a hub en
 
 
 _NOT_A_READER = {"description": "the client's address is not in [hub] read_from (loopback only by default)"}
+_BAD_KEY = {"description": "a key no message can have (a character XML cannot carry); for the receipt also a sender "
+                           "given empty or more than once", "content": {"application/json": {}}}
+_STORE_DOWN = {"description": "the store cannot be read now: ask again after Retry-After", "content": {"application/json": {}}}
 
 def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
@@ -69,7 +72,10 @@ def openapi_document(party_id: str) -> dict[str, Any]:
             "version": "1",
             "description": "Submit envelopes, follow their status and conversations. Every accepted message is "
             "durably recorded before its receipt is returned. Status changes are pushed to subscribed "
-            "agencies as signed webhooks (see `webhooks`) or MQTT events.",
+            "agencies as signed webhooks (see `webhooks`) or MQTT events. Any route may answer, in JSON "
+            "`{\"error\": sentence}`: 503 with Retry-After past [hub] max_connections (on /soap a SOAP fault), 408 "
+            "for a request head that did not arrive within [hub] body_timeout, 431 for one larger than 64 KiB, 400 for "
+            "a request that is not HTTP/1.1, 404 and 405 for a path or method not served.",
         },
         "paths": {
             "/messages": {"post": {
@@ -78,6 +84,7 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "signed receipt (function 99); a duplicate gets the original receipt", "content": XML},
                     "400": {"description": "signed NACK (function 00) with an ErrorList: code and reason", "content": XML},
+                    "408": {"description": "NACK ERR00: the body did not arrive within [hub] body_timeout; send it again", "content": XML},
                     "413": {"description": "NACK ERR11: larger than the limit", "content": XML},
                     "503": {"description": "NACK ERR50: not recorded, send the same message again later", "content": XML},
                 },
@@ -86,12 +93,13 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "summary": "A message's trace: every destination, attempt and audit entry",
                 "parameters": [_message_id()],
                 "responses": {"200": {"description": "the trace", "content": {"application/json": {"schema": {"type": "object"}}}},
-                              "404": {"description": "no such message"}, "403": _NOT_A_READER},
+                              "404": {"description": "no such message"}, "403": _NOT_A_READER, "400": _BAD_KEY, "503": _STORE_DOWN},
             }},
             "/messages/{message_id}/status": {"get": {
                 "summary": "A message's status",
                 "parameters": [_message_id()],
-                "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"}, "403": _NOT_A_READER},
+                "responses": {"200": {"description": "the status", "content": _json("Status")}, "404": {"description": "no such message"},
+                              "403": _NOT_A_READER, "400": _BAD_KEY, "503": _STORE_DOWN},
             }},
             "/messages/{message_id}/receipt": {"get": {
                 "summary": "The signed receipt the hub answered with when it accepted the message, byte for byte",
@@ -101,7 +109,8 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "parameters": [_message_id(), {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"},
                                                "description": "the agency that sent the message"}],
                 "responses": {"200": {"description": "the receipt (function 99)", "content": XML},
-                              "404": {"description": "no such message, or it was not accepted (a NACK is no receipt)"}, "403": _NOT_A_READER},
+                              "404": {"description": "no such message, or it was not accepted (a NACK is no receipt)"}, "403": _NOT_A_READER,
+                              "400": _BAD_KEY, "503": _STORE_DOWN},
             }},
             "/conversations/{key}": {"get": {
                 "summary": "The messages of one conversation",
@@ -112,7 +121,7 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "the conversation, oldest message first", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"conversation": {"type": "string"},
                                                      "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Status"}}}}}}},
-                              "404": {"description": "no such conversation"}, "403": _NOT_A_READER},
+                              "404": {"description": "no such conversation"}, "403": _NOT_A_READER, "400": _BAD_KEY, "503": _STORE_DOWN},
             }},
             "/health": {"get": {"summary": "Liveness and outbox counts", "responses": {"200": {"description": "ok"}}}},
             "/soap": {
@@ -121,7 +130,9 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                         "responses": {"200": {"description": "WSDL 1.1 with SOAP 1.1 and 1.2 bindings", "content": {"text/xml": {}}}}},
                 "post": {"summary": "SOAP 1.1 / 1.2 operation Submit: an envelope in, the receipt or NACK out",
                          "responses": {"200": {"description": "SubmitResponse"}, "400": {"description": "SOAP 1.2 Sender fault"},
-                                       "500": {"description": "SOAP fault (1.1: any; 1.2: Receiver)"}}},
+                                       "408": {"description": "SOAP fault, detail ERR00: the body did not arrive within [hub] body_timeout"},
+                                       "500": {"description": "SOAP fault (1.1: any; 1.2: Receiver)"},
+                                       "503": {"description": "SOAP Server/Receiver fault, detail ERR50: more connections than [hub] max_connections"}}},
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/keys": {"get": {"summary": "The hub's current certificate, then the next one published ahead of a rotation, "
@@ -141,6 +152,8 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                     {"name": "X-Hub-Signature", "in": "header", "required": True, "schema": {"type": "string"},
                      "description": "t=<unix seconds>,sha256=<hex HMAC-SHA256(secret, \"<t>.\" + raw body)>; refuse old t"},
                     {"name": "X-Hub-Event", "in": "header", "schema": {"type": "string"}},
+                    {"name": "X-Hub-Event-Id", "in": "header", "description": "the event's event_id: what tells a redelivery from another event of the message",
+                     "schema": {"type": "string"}},
                     {"name": "X-Message-Id", "in": "header", "schema": {"type": "string"}},
                 ],
                 "requestBody": {"content": _json("StatusEvent")},

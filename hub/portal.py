@@ -18,10 +18,16 @@ destinations and delivery details: only clients in ``[hub] read_from`` (loopback
 same syntax as ``metrics_from``) get them, others a 403 (``readers_only``). What they return
 carries no absolute file system path of the hub (``without_paths``: e.g. the file adapter's
 "written to /srv/..." becomes "written to …/NAME.xml"); ``hub trace`` keeps the full text.
+
+A key in the URL that no stored message can have (``refused_key``: a character XML cannot carry,
+which PostgreSQL's text cannot hold either) and a ``sender`` given empty or more than once are
+400s; a store that cannot be read now is a 503 with Retry-After (``store_answers``). Every
+refusal is JSON ``{"error": sentence}``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -31,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .config import HubSettings, Network
+from .errors import StoreError, TryAgain
 from .events import EVENTS_ROUTE
 from .metrics import scraper_allowed
 from .openapi import openapi_document
@@ -38,7 +45,43 @@ from .store import MessageRecord, State, Store, Trace
 from .tracing import ts
 
 
+log = logging.getLogger("hub.portal")
+
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+# what no XML 1.0 document carries: C0 controls but tab, LF and CR; U+FFFE, U+FFFF; surrogates
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def refused_key(**keys: str | None) -> Response | None:
+    """A 400 for the first of ``keys`` (a message id, conversation key or sender from the URL)
+    that no stored message can have, else None. Every one the hub stored came from an XML
+    document, so a character XML cannot carry names nothing; it is refused before the store is
+    asked (PostgreSQL's text cannot even hold a NUL: asked for one, the store failed, a 500)."""
+    for name, value in keys.items():
+        found = _NOT_IN_XML.search(value or "")
+        if found:
+            return JSONResponse({"error": f"{name.replace('_', ' ')} holds the character U+{ord(found.group()):04X}, "
+                                          f"which no message can carry"}, status_code=400)
+    return None
+
+
+def store_answers(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` whose store faults are answers, not a bare 500 with a traceback: a store that
+    cannot be reached now (``TryAgain``: e.g. PostgreSQL down) is a 503 with Retry-After, as
+    ``GET /health`` says "not ready"; another store failure a 500 that says so (logged)."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except TryAgain as exc:
+            return JSONResponse({"error": f"the hub cannot read its store now; ask again later ({exc})"},
+                                status_code=503, headers={"Retry-After": "1"})
+        except StoreError as exc:
+            log.error("GET %s: %s", request.url.path, exc)
+            return JSONResponse({"error": "the hub failed to read its store (an internal error, logged); ask again later"}, status_code=500)
+
+    return guarded
 
 
 def receipt_of(store: Store, message_id: str, sender: str | None = None) -> bytes | None:
@@ -122,6 +165,9 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
 
     async def status(request: Request) -> Response:
         message_id = request.path_params["message_id"].lower()
+        refused = refused_key(message_id=message_id)
+        if refused is not None:
+            return refused
         found = message_status(await run_in_threadpool(store.trace, message_id))
         if found is None:
             return JSONResponse({"error": f"no message {message_id}"}, status_code=404)
@@ -138,7 +184,15 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
         return {"conversation": records[0].conversation, "messages": messages}
 
     async def receipt(request: Request) -> Response:
-        message_id, sender = request.path_params["message_id"].lower(), request.query_params.get("sender")
+        message_id, senders = request.path_params["message_id"].lower(), request.query_params.getlist("sender")
+        if len(senders) > 1:
+            return JSONResponse({"error": f"sender is given {len(senders)} times: name one agency"}, status_code=400)
+        sender = senders[0] if senders else None
+        if sender == "":
+            return JSONResponse({"error": "sender is empty: name the agency that sent the message, or leave sender out"}, status_code=400)
+        refused = refused_key(message_id=message_id, sender=sender)
+        if refused is not None:
+            return refused
         found = await run_in_threadpool(receipt_of, store, message_id, sender)
         if found is None:  # never seen, or refused: a NACK is no receipt
             whose = f" from {sender}" if sender else ""
@@ -147,6 +201,9 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
 
     async def conversation(request: Request) -> Response:
         key = request.path_params["key"]
+        refused = refused_key(conversation_key=key)
+        if refused is not None:
+            return refused
         found = await run_in_threadpool(conversation_of, key)
         if found is None:
             return JSONResponse({"error": f"no conversation {key}"}, status_code=404)
@@ -156,8 +213,8 @@ def portal_routes(store: Store, party_id: str, read_from: Iterable[Network] | No
         return JSONResponse(document)
 
     return [
-        Route("/messages/{message_id}/status", readers_only(readers, status), methods=["GET"]),
-        Route("/messages/{message_id}/receipt", readers_only(readers, receipt), methods=["GET"]),
-        Route("/conversations/{key}", readers_only(readers, conversation), methods=["GET"]),
+        Route("/messages/{message_id}/status", readers_only(readers, store_answers(status)), methods=["GET"]),
+        Route("/messages/{message_id}/receipt", readers_only(readers, store_answers(receipt)), methods=["GET"]),
+        Route("/conversations/{key}", readers_only(readers, store_answers(conversation)), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

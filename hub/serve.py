@@ -27,6 +27,24 @@ Two hubs never share a port: the listen address is claimed before anything start
 and a port held by another hub or program stops ``hub serve`` with one line (``PortInUse``, exit
 status 1), before the store is opened or the dispatcher started.
 
+What a client can hold of the listener is bounded (``ListenerProtocol``: uvicorn's own HTTP
+protocol, with these changes):
+
+- a request's head (request line and headers) must arrive within ``[hub] body_timeout`` of the
+  connection's opening or of its first byte, else the connection is closed (with a 408 once part
+  of a head came). uvicorn waited for ever for the first request of a connection, so
+  ``max_connections`` idle sockets held the listener (a 503 for everyone else) as long as their
+  sender liked;
+- a request's head, chunk lines and trailers together may not pass ``HEAD_BYTES`` (a 431, and the
+  connection closed): uvicorn and httptools gathered a header or a URL of any size in memory,
+  copying it again at each packet;
+- past ``max_connections`` the 503 says why, in JSON (a SOAP fault on /soap), with Retry-After;
+- a request that is not HTTP/1.1 is a 400 with a sentence in JSON;
+- an Upgrade to a protocol the hub does not speak (h2c) is ignored, instead of ending the request
+  before its body.
+
+The warning lines these events log, which a client causes at will, are throttled (``Tally``).
+
 A store that can never be used (``Store.when_failed``: e.g. a PostgreSQL schema newer than this
 code, or no permission to create it, found once the database came up) stops ``hub serve`` with
 exit status 78 (``EXIT_UNUSABLE``, EX_CONFIG) and the reason in the log.
@@ -34,8 +52,10 @@ exit status 78 (``EXIT_UNUSABLE``, EX_CONFIG) and the reason in the log.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import json
 import logging
 import os
 import select
@@ -44,14 +64,20 @@ import socket
 import sys
 import threading
 import time
+from http import HTTPStatus
 
+import httptools
 import uvicorn
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import ConfigError, HubError, StoreError
+from .errors import Code, ConfigError, HubError, StoreError
 from .metrics import Counters
 from .retention import RetentionJob
 from .runtime import Runtime
 from .server import create_app
+from .throttle import Tally
 
 log = logging.getLogger("hub.serve")
 
@@ -124,6 +150,7 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             lifespan="off",
             timeout_graceful_shutdown=10,
             limit_concurrency=h.max_connections,
+            http=listener_protocol(h.limits.body_seconds),
         )
     )
     # uvicorn re-raises the signal it caught once it has stopped; with these handlers in place the
@@ -168,6 +195,208 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
         else:
             log.info("hub %s stopped cleanly", h.party_id)
     return EXIT_UNUSABLE if store_failed else 0
+
+
+def listener_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
+    """``ListenerProtocol`` with a request head's deadline of ``head_seconds``."""
+    return type("ListenerProtocol", (ListenerProtocol,), {"head_seconds": head_seconds})
+
+
+HEAD_BYTES = 64 * 1024  # a request's line, headers, chunk lines and trailers, together
+
+
+class ListenerProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol (httptools) with the hub's bounds on what a client holds (see the
+    module's docstring). A connection waits for a head from its opening, and again after each
+    answer once a byte of the next request (or of the rest of a body no route read) comes:
+    between requests uvicorn's own keep-alive time-out closes an idle connection."""
+
+    head_seconds = 60.0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._app, self._limit = self.app, self.limit_concurrency
+        self.limit_concurrency = None  # checked here, to answer it in the hub's words
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._waiting_head = True  # no request of this connection is being read or answered
+        self._head_began = False  # a byte of the awaited head came
+        self._overhead = 0  # bytes of the request being read that were not its body (``HEAD_BYTES``)
+        self._message_open = False  # a request began and has not ended (its head or body being read)
+        self._tail = b""  # the last bytes of the head so far: its blank line may span two packets
+        self._body_bytes, self._completed, self._headed = 0, False, False  # of the packet being parsed
+        self._ignoring_upgrade = False  # the head just read asks for an Upgrade the hub does not speak
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting_head:
+            self._head_began = True
+            if self._head_timer is None:
+                self._arm()
+        in_head = not self._message_open
+        if in_head:  # counted before it is parsed: httptools would hold all of it
+            self._overhead += self._head_part(data)
+            if self._overhead > HEAD_BYTES:
+                self._too_much()
+                return
+        self._body_bytes, self._completed, self._headed = 0, False, False
+        self._feed(data)
+        if self.transport.is_closing():
+            return
+        if self._completed or self._headed:  # the rest of the packet is the body, or a next request's head
+            self._overhead = 0
+        elif not in_head:  # chunk lines and trailers: what is not body
+            self._overhead += len(data) - self._body_bytes
+            if self._overhead > HEAD_BYTES:
+                self._too_much()
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, except that an Upgrade the hub does not speak (h2c; a
+        WebSocket, which no route takes) is ignored, as RFC 9110 lets a server do: httptools ends
+        such a request at its head and takes what follows for the new protocol, so uvicorn lost
+        the body (``curl --http2`` posting a valid message got ERR02 "Document is empty"). Its
+        head is parsed again without the Upgrade header, then the body."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            _log_throttled(_INVALID, "listener: %s request(s) that were not valid HTTP/1.1 answered 400")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade as exc:
+            if self._ignoring_upgrade:
+                self._without_upgrade(data[exc.args[0]:])
+            elif self._should_upgrade():  # a WebSocket, where a library for it is installed: uvicorn's way
+                self.handle_websocket_upgrade()
+            elif self.cycle is not None:  # CONNECT: answered as any request (405); the parser reads no more
+                self.cycle.keep_alive = False
+
+    def _without_upgrade(self, rest: bytes) -> None:
+        """Parses the request whose head was just read again, without its Upgrade header, and ``rest``."""
+        self._ignoring_upgrade = False
+        head = b"%s %s HTTP/%s\r\n" % (self.parser.get_method(), self.url, self.parser.get_http_version().encode("ascii"))
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in self.headers if name != b"upgrade") + b"\r\n"
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own parser
+        self._feed(head + rest)
+
+    def _head_part(self, data: bytes) -> int:
+        """How many bytes of ``data`` belong to the head being read: up to its blank line."""
+        seen = self._tail + data
+        end = seen.find(b"\r\n\r\n")
+        self._tail = seen[-3:]
+        return len(data) if end < 0 else max(0, end + 4 - (len(seen) - len(data)))
+
+    def _too_much(self) -> None:
+        self._disarm()
+        self._close_with(431, f"more than {HEAD_BYTES} bytes of request line, headers, chunk lines or trailers came; "
+                              "the connection is closed")
+
+    def on_message_begin(self) -> None:
+        self._message_open = True
+        super().on_message_begin()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._ignoring_upgrade:  # not a request yet: parsed again (``_without_upgrade``)
+            return
+        self._message_open, self._completed = False, True
+        super().on_message_complete()
+
+    def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade() and not self._should_upgrade() and any(name == b"upgrade" for name, _ in self.headers):
+            self._ignoring_upgrade = True  # nothing starts: the head is parsed again without it
+            return
+        self._disarm()
+        self._waiting_head = self._head_began = False
+        self._headed, self._tail = True, b""
+        limit = self._limit
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):  # uvicorn's own test
+            self.app = _overloaded(limit)
+            _log_throttled(_OVERLOADED, "listener: %s request(s) refused with 503: more than [hub] max_connections = %s at once", limit)
+        else:
+            self.app = self._app
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        if not self.pipeline:  # else the next request's head has come already
+            self._waiting_head = True
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        self._close_with(400, "the request is not valid HTTP/1.1 (its request line, a header, Content-Length, Transfer-Encoding "
+                              "or chunked body); nothing was read")
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.head_seconds, self._head_late)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._waiting_head:
+            return
+        if self._head_began:
+            _log_throttled(_LATE, "listener: %s connection(s) closed: a request head did not arrive within %s s", f"{self.head_seconds:g}")
+            self._close_with(408, f"the request head did not arrive within {self.head_seconds:g} s; the connection is closed")
+        else:  # nothing came: nobody to tell
+            self.transport.close()
+
+    def _close_with(self, status: int, sentence: str) -> None:
+        """Answers ``status`` with ``sentence`` and closes the connection; only closes it while an
+        answer of the route's is being written (nothing may be written into it)."""
+        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        body = json.dumps({"error": sentence}).encode()
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def _overloaded(limit: int) -> ASGIApp:
+    """The answer past ``max_connections`` (an ASGI app): a SOAP fault on POST /soap, else JSON;
+    503 with Retry-After, and the connection closed. Nothing is signed or recorded: a flood
+    costs the hub as little as can be."""
+    sentence = f"the hub is serving as many connections as it takes ([hub] max_connections = {limit}); send the request again later"
+    headers = {"Retry-After": "1", "Connection": "close"}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/soap" and scope["method"] == "POST":
+            from adapters.soap_listener import SOAP11, SOAP12, Fault, fault_response
+
+            media = dict(scope["headers"]).get(b"content-type", b"")
+            ns = SOAP12 if b"application/soap+xml" in media else SOAP11
+            answer = fault_response(ns, Fault(False, Code.TRY_AGAIN.value, sentence), 503, headers)
+        else:
+            answer = JSONResponse({"error": sentence}, status_code=503, headers=headers)
+        await answer(scope, receive, send)
+
+    return app
+
+
+# warning lines a client causes at will: at most one a minute of each kind, with the count since the last
+_OVERLOADED, _LATE, _INVALID = Tally(60.0), Tally(60.0), Tally(60.0)
+
+
+def _log_throttled(tally: Tally, message: str, *args: object) -> None:
+    since = tally.add()
+    if since:
+        log.warning(message, since, *args)
 
 
 def _wakeup_pipe() -> tuple[int, int]:
@@ -378,9 +607,9 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
             break
         except InterruptedError:
             continue
-        index = pids.pop(pid, None)
-        if index is None:
+        if pid not in pids:
             continue
+        index = pids.pop(pid)
         code = os.waitstatus_to_exitcode(code)
         if stopping:
             status = status or (code if code > 0 else 0)

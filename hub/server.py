@@ -10,6 +10,12 @@
                           clients in [hub] read_from only)
     GET  /keys, /metrics  the hub's published certificates (hub.keys), Prometheus metrics (hub.metrics)
     ...                   plus each adapter's own endpoints (e.g. POST /as4 for ASEAN gateways)
+
+Every refusal is the hub's own answer: a signed NACK on POST /messages (also for a body that does
+not arrive within ``body_timeout``: 408, ERR00), a SOAP fault on /soap, a signed eb:Error on /as4,
+and JSON ``{"error": sentence}`` elsewhere, including a path nothing is served at (404) and a
+method a route does not take (405, with ``Allow``). A store that cannot be read now is a 503 with
+Retry-After on every route (``hub.portal.store_answers``), never a bare 500.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -26,8 +33,8 @@ from starlette.routing import BaseRoute, Route
 from adapters.soap_listener import soap_routes
 
 from .errors import TRY_AGAIN_TEXT, Code, Rejected, TryAgain
-from .httpio import Gate, read_bounded
-from .portal import portal_routes, readers_only, without_paths
+from .httpio import CLOSE, BodyNotRead, Gate, read_bounded
+from .portal import portal_routes, readers_only, refused_key, store_answers, without_paths
 from .pipeline import Pipeline
 from .store import Store
 from .tracing import trace_dict
@@ -43,10 +50,16 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
     in_pipeline = (gate or Gate(pipeline.settings.pipeline_threads)).run
 
     async def submit(request: Request) -> Response:
-        data = await read_bounded(request, pipeline.settings.limits)
+        try:
+            data = await read_bounded(request, pipeline.settings.limits)
+        except BodyNotRead as exc:
+            if exc.gone:  # nobody to answer: no NACK is signed
+                return Response(status_code=exc.status)
+            nack = await run_in_threadpool(pipeline.nack, Rejected(Code.INVALID_MESSAGE, exc.sentence), None)
+            return Response(nack.xml, status_code=exc.status, media_type=XML, headers=CLOSE)
         if data is None:  # signed and recorded off the event loop, as every NACK
             nack = await run_in_threadpool(pipeline.nack, Rejected(Code.TOO_LARGE, f"the message is larger than the limit of {limit} bytes"), None)
-            return Response(nack.xml, status_code=413, media_type=XML)
+            return Response(nack.xml, status_code=413, media_type=XML, headers=CLOSE)
         try:
             ack = await in_pipeline(pipeline.submit, data, None)
         except TryAgain as exc:
@@ -61,6 +74,9 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
 
     async def trace(request: Request) -> Response:
         message_id = request.path_params["message_id"].lower()
+        refused = refused_key(message_id=message_id)
+        if refused is not None:
+            return refused
         found = await run_in_threadpool(store.trace, message_id)
         if found.message is None and not found.audit:
             return JSONResponse({"error": f"no message {message_id}"}, status_code=404)
@@ -79,10 +95,31 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
     return Starlette(
         routes=[
             Route("/messages", submit, methods=["POST"]),
-            Route("/messages/{message_id}", readers_only(pipeline.settings.read_from, trace), methods=["GET"]),
+            Route("/messages/{message_id}", readers_only(pipeline.settings.read_from, store_answers(trace)), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             *portal_routes(store, pipeline.settings.party_id, pipeline.settings.read_from),
             *soap_routes(pipeline.submit, pipeline.settings.limits, run=in_pipeline),
             *extra_routes,
-        ]
+        ],
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A fault inside the hub that no route caught (a bug): a 500 that says so in the hub's JSON
+    answer; Starlette still raises it on, so the log has its traceback."""
+    return JSONResponse({"error": "a fault inside the hub (an internal error, logged); try again later"}, status_code=500)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route at this path, a method the route does not take) as the
+    hub's JSON answer with a sentence, instead of a bare "Not Found"."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        sentence = f"nothing is served at {request.url.path}: GET /openapi.json lists what this listener serves"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        sentence = f"{request.method} is not allowed on {request.url.path}; it takes {allowed}"
+    else:
+        sentence = exc.detail
+    return JSONResponse({"error": sentence}, status_code=exc.status_code, headers=exc.headers)

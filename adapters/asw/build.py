@@ -27,7 +27,8 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4()}"
 
 
-def _eb(parent: etree._Element, local: str, text: str | None = None, **attrs: str) -> etree._Element:
+def _eb(parent: etree._Element, local: str, text: str | None = None, **attrs: str | None) -> etree._Element:
+    """An eb: element under ``parent``; attributes given None are left out."""
     element = etree.SubElement(parent, f"{{{EB}}}{local}", {k: v for k, v in attrs.items() if v is not None})
     if text is not None:
         element.text = text

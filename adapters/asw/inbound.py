@@ -12,7 +12,11 @@ duplicate: it is never delivered twice, and the partner still gets a (fresh, sig
 HTTP status: 200 receipt; 400 eb:Error (failure); 413 eb:Error (failure, ERR11) too large; 503
 eb:Error (warning) when the store cannot record the message now, and 500 eb:Error (warning) for a
 fault inside the hub (ERR99, whether the pipeline answered it or this endpoint caught it) — the
-partner resends, as for any missing receipt.
+partner resends, as for any missing receipt; 408 eb:Error (warning, ERR00) for a body that did not
+arrive within ``body_timeout``, which the partner sends again too. An envelope that is not one
+Header and one Body (``soap_listener.misshapen``: two Bodies, two Headers) is refused as an
+invalid header before its signature is looked at; a MIME multipart message (payloads as
+attachments) is refused unread, as a feature not supported (EBMS:0008).
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from adapters.base import Run, Submit
 from hub.envelope import NS as HUB_NS
 from hub.envelope import Party, new_message_id, now_iso
 from hub.errors import INTERNAL_ERROR_TEXT, TRY_AGAIN_TEXT, Code, Rejected, TryAgain
-from hub.httpio import read_bounded
+from hub.httpio import CLOSE, BodyNotRead, read_bounded
 
-from ..soap_listener import WrapperParser
+from ..soap_listener import WrapperParser, is_multipart, misshapen
 from . import build as as4
 from .errors import EbmsCode, EbmsError
 from .header import S12, UserMessage, read, read_messaging
@@ -71,13 +75,22 @@ class Inbound:
         self.by_party = {a.peer.party_id: a for a in adapters}
 
     async def endpoint(self, request: Request) -> Response:
-        data = await read_bounded(request, self.parser.read_limits)
+        if is_multipart(request.headers.get("content-type", "")):  # refused unread: the payload goes in the SOAP body
+            unsupported = EbmsError(EbmsCode.FEATURE_NOT_SUPPORTED, "MIME multipart messages (attachments) are not taken: send the "
+                                                                    "SOAP envelope alone, the payload in its body, as application/soap+xml")
+            return Response(await self.run(self.error_signal, None, unsupported), status_code=400, media_type=CONTENT_TYPE, headers=CLOSE)
+        try:
+            data = await read_bounded(request, self.parser.read_limits)
+        except BodyNotRead as exc:  # not read whole: nothing to refer to; a partner gone is not answered
+            if exc.gone:
+                return Response(status_code=exc.status)
+            late = EbmsError(EbmsCode.OTHER, f"{Code.INVALID_MESSAGE.value} {exc.sentence}", "warning")
+            return Response(await self.run(self.error_signal, None, late), status_code=exc.status, media_type=CONTENT_TYPE, headers=CLOSE)
         if data is None:  # the body is not read: nothing to refer to
             log.info("AS4 message refused: %s", self.parser.too_large())
             too_large = EbmsError(EbmsCode.INVALID_HEADER, f"{Code.TOO_LARGE.value} {self.parser.too_large()}")
-            status, body = 413, await self.run(self.error_signal, None, too_large)
-        else:
-            status, body = await self.run(self.handle, data)
+            return Response(await self.run(self.error_signal, None, too_large), status_code=413, media_type=CONTENT_TYPE, headers=CLOSE)
+        status, body = await self.run(self.handle, data)
         return Response(body, status_code=status, media_type=CONTENT_TYPE)
 
     def handle(self, data: bytes) -> tuple[int, bytes]:
@@ -119,6 +132,9 @@ class Inbound:
             raise EbmsError(EbmsCode.INVALID_HEADER, f"{exc.code.value} {exc.message}") from None
         if root.tag != f"{{{S12}}}Envelope":
             raise EbmsError(EbmsCode.INVALID_HEADER, f"an AS4 message is a SOAP 1.2 envelope; the root element is {root.tag}")
+        wrong = misshapen(root)
+        if wrong is not None:
+            raise EbmsError(EbmsCode.INVALID_HEADER, wrong)
         return root
 
     @staticmethod

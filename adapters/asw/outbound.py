@@ -22,6 +22,7 @@ from adapters.base import Delivery, Outcome, Result
 from hub.envelope import Header, Party, build, content_of, now_iso, read_header
 from hub.errors import Rejected
 from hub.httpio import TooLarge, read_capped
+from hub.keys import CurrentSigner
 from hub.trust import CertificatePolicy, Signer
 from hub.xml import XmlParser
 
@@ -39,7 +40,7 @@ def ebms_message_id(envelope_id: str, sender: str, recipient: str) -> str:
     return f"{envelope_id}.{recipient}@{sender}"
 
 
-def reissue(payload: bytes, hub: Party, peer: Peer, signer: Signer, parser: XmlParser) -> tuple[etree._Element, Header, str]:
+def reissue(payload: bytes, hub: Party, peer: Peer, signer: Signer | CurrentSigner, parser: XmlParser) -> tuple[etree._Element, Header, str]:
     """(the envelope signed in the hub's name, its header, the eb:Action)."""
     root = parser.parse(payload)
     original = read_header(root)
@@ -54,7 +55,7 @@ def reissue(payload: bytes, hub: Party, peer: Peer, signer: Signer, parser: XmlP
 
 
 class Outbound:
-    def __init__(self, peer: Peer, policy: CertificatePolicy, hub: Party, signer: Signer, parser: XmlParser) -> None:
+    def __init__(self, peer: Peer, policy: CertificatePolicy, hub: Party, signer: Signer | CurrentSigner, parser: XmlParser) -> None:
         self.peer, self.policy, self.hub, self.signer, self.parser = peer, policy, hub, signer, parser
         self._wss = WssSigner(signer)
         # answers uncompressed: a gzip chunk would be decompressed whole before the size bound counts it

@@ -173,9 +173,9 @@ def verify(envelope: etree._Element, policy: CertificatePolicy, who: str) -> Ver
     except (InvalidInput, InvalidCertificate, etree.DocumentInvalid, ValueError) as exc:
         # ValueError: a SignatureValue or DigestValue that is not base64 (binascii.Error)
         raise EbmsError(EbmsCode.FAILED_AUTHENTICATION, f"the signature cannot be processed: {exc}") from None
-    signed_info = results[0].signature_xml.find(f"{{{DS}}}SignedInfo")  # type: ignore[index]
+    signed_info = results[0].signature_xml.find(f"{{{DS}}}SignedInfo")
     references = tuple(signed_info.iterfind(f"{{{DS}}}Reference"))
-    covered = {ref.get("URI"): result.signed_xml for ref, result in zip(references, results)}  # type: ignore[union-attr]
+    covered = {ref.get("URI"): result.signed_xml for ref, result in zip(references, results)}
     if set(covered) != set(wanted):
         raise EbmsError(EbmsCode.POLICY_NONCOMPLIANCE, f"the signature must cover exactly eb:Messaging and the SOAP body; it covers {sorted(covered)}")
     signed = {wanted[uri]: element for uri, element in covered.items()}
