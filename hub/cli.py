@@ -304,13 +304,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     h = load_config(args.config).hub
     problem = _listen_problem(h.listen_host, h.listen_port)
     if problem is not None:
-        print(f"error: cannot listen on {_address(h.listen_host, h.listen_port)} ([hub] listen in {args.config}): {problem}", file=sys.stderr)
+        print(f"error: cannot listen on {h.listen_address} ([hub] listen in {args.config}): {problem}", file=sys.stderr)
         return 1
     return serve(args.config, dispatch=not args.no_dispatch, workers=args.workers)
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _listen_problem(host: str, port: int) -> str | None:

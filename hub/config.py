@@ -61,6 +61,11 @@ class HubSettings:
     # client addresses allowed to GET a message's trace, its status and conversations (403 for others)
     read_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in READ_FROM)
 
+    @property
+    def listen_address(self) -> str:
+        """``host:port`` as a URL writes it: an IPv6 address in brackets."""
+        return f"[{self.listen_host}]:{self.listen_port}" if ":" in self.listen_host else f"{self.listen_host}:{self.listen_port}"
+
 
 @dataclass(frozen=True)
 class DispatcherSettings:

@@ -75,7 +75,7 @@ def run_demo(config_path: str) -> int:
         return 1
     dispatcher = runtime.dispatcher()
     dispatcher.start()
-    url = f"http://{h.listen_host}:{h.listen_port}/messages"
+    url = f"http://{h.listen_address}/messages"
     gateway_url = urlparse(config.agencies[GATEWAY].endpoint)
     gateway = Receiver(gateway_url.hostname or "127.0.0.1", gateway_url.port or 80)
     hub_cert = load_certificates(h.certificate)[0]

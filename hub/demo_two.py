@@ -49,7 +49,7 @@ class _Hub:
     def __init__(self, path: Path) -> None:
         self.runtime = Runtime.load(path)
         h = self.runtime.config.hub
-        self.url = f"http://{h.listen_host}:{h.listen_port}"
+        self.url = f"http://{h.listen_address}"
         app = create_app(self.runtime.pipeline, self.runtime.store, self.runtime.listener_routes(), self.runtime.gate)
         self.server = uvicorn.Server(uvicorn.Config(app, host=h.listen_host, port=h.listen_port, log_level="warning",
                                                     access_log=False, lifespan="off"))

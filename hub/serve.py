@@ -172,8 +172,8 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
     for source in sources:
         source.start()
     reload_by = f"worker {worker} of parent {os.getppid()} (SIGHUP to the parent reloads every worker)" if in_worker else "SIGHUP reloads keys and trust"
-    log.info("hub %s listening on http://%s:%s (dispatcher %s); pid %s, %s",
-             h.party_id, h.listen_host, h.listen_port, dispatcher.owner if dispatcher else "off", os.getpid(), reload_by)
+    log.info("hub %s listening on http://%s (dispatcher %s); pid %s, %s",
+             h.party_id, h.listen_address, dispatcher.owner if dispatcher else "off", os.getpid(), reload_by)
     try:
         server.run(sockets=[sock])
     finally:
@@ -597,8 +597,8 @@ def _supervise(config_path: str, dispatch: bool, count: int) -> int:
     signal.signal(signal.SIGHUP, reload)
     for index in range(count):
         spawn(index)
-    log.info("hub %s: %s workers on http://%s:%s; pid %s, SIGHUP reloads keys and trust in every worker",
-             h.party_id, count, h.listen_host, h.listen_port, parent)
+    log.info("hub %s: %s workers on http://%s; pid %s, SIGHUP reloads keys and trust in every worker",
+             h.party_id, count, h.listen_address, parent)
     status = 0
     while pids:
         try:

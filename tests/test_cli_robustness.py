@@ -306,7 +306,7 @@ def test_hub_keys_judges_each_key_by_the_certificate_it_goes_with(made: Path, tm
     key = next(e for e in entries if e.role == "signing key" and e.owner == "hub")
     cert = next(e for e in entries if e.role == "signing certificate")
     assert key.problem is None and key.status(now, 30) == "ok"
-    assert cert.status(now, 30) == "PROBLEM" and "not a readable PEM certificate" in (cert.problem or "")
+    assert cert.status(now, 30) == "PROBLEM" and cert.problem == "the file holds a PEM PRIVATE KEY, not a certificate"
     from cryptography.hazmat.primitives import serialization
 
     hub_key = serialization.load_pem_private_key((keys / "hub.key").read_bytes(), None)

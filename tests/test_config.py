@@ -394,3 +394,13 @@ def test_a_route_naming_one_agency_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == "routes[0].deliver[1].agency" and "named twice in this route" in info.value.reason
+
+
+def test_an_ipv6_listen_address_is_written_in_brackets(tmp_path: Path) -> None:
+    """As a URL writes it: the log's "listening on http://[::1]:8480", the demo's URLs."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    listen = next(line for line in text.splitlines() if line.startswith("listen = "))
+    path.write_text(text.replace(listen, 'listen = "[::1]:8480"'))
+    hub = load_config(path).hub
+    assert (hub.listen_host, hub.listen_port, hub.listen_address) == ("::1", 8480, "[::1]:8480")
