@@ -423,12 +423,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 def _no_agency(option: str, given: str, config) -> str:  # type: ignore[no-untyped-def]
     """An agency named on the command line that the configuration does not have: the mistake is the
     argument's (not "configuration error"), so the sentence names the option and what it may be."""
-    import difflib
+    from .config import did_you_mean
 
     known = sorted(config.agencies)
-    hint = difflib.get_close_matches(given, known, n=1)
-    return (f"{option} {given!r}: no such agency in {config.path}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-            + f" (its agencies: {', '.join(known)})")
+    return f"{option} {given!r}: no such agency in {config.path}{did_you_mean(given, known)} (its agencies: {', '.join(known)})"
 
 
 def _post(url: str, raw: bytes, limits) -> int:  # type: ignore[no-untyped-def]

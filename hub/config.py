@@ -274,10 +274,11 @@ class _Table:
         """Refuses keys that nothing read: a typo must not fall back to a default silently."""
         for key in self.data:
             if key not in self._read:
-                self.fault(key, "unknown key" + _did_you_mean(key, sorted(self._read)))
+                self.fault(key, "unknown key" + did_you_mean(key, sorted(self._read)))
 
 
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'X'?" for the known name closest to ``name``, or nothing."""
     hint = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean '{hint[0]}'?" if hint else ""
 
@@ -526,7 +527,7 @@ def load_config(path: str | Path) -> Config:
             dest = Destination(agency=t.str("agency"), mappings=t.list("mapping", ()))
             t.done()
             if agency_names.unknown(dest.agency):
-                t.fault("agency", f"unknown agency {dest.agency!r}" + _did_you_mean(dest.agency, agencies))
+                t.fault("agency", f"unknown agency {dest.agency!r}" + did_you_mean(dest.agency, agencies))
             elif dest.agency is not _FAULTY and any(d.agency == dest.agency for d in destinations):
                 # two rows under one (sender, message id): the partner would take the second for a duplicate
                 t.fault("agency", f"agency {dest.agency!r} is named twice in this route: both copies would carry one "
@@ -553,11 +554,11 @@ def load_config(path: str | Path) -> Config:
         if schema_names.unknown(route.schema):
             r.fault("schema", f"names no schema in [schemas]: {route.schema!r}")
         if route.sender != WILDCARD and agency_names.unknown(route.sender):
-            r.fault("from", f"unknown agency {route.sender!r}" + _did_you_mean(route.sender, agencies))
+            r.fault("from", f"unknown agency {route.sender!r}" + did_you_mean(route.sender, agencies))
         # a recipient is an agency or the hub itself: any other name is a typo the route would never match
         if route.recipient not in (WILDCARD, hub.party_id) and hub.party_id is not _FAULTY and agency_names.unknown(route.recipient):
             known = [*agencies, hub.party_id]
-            r.fault("to", f"{route.recipient!r} is neither an agency nor this hub ({hub.party_id!r})" + _did_you_mean(route.recipient, known))
+            r.fault("to", f"{route.recipient!r} is neither an agency nor this hub ({hub.party_id!r})" + did_you_mean(route.recipient, known))
         # outbox rows carry the route's name, and a retry takes its policy from it
         if isinstance(route.name, str) and any(other.name == route.name for other in routes):
             r.fault("name", f"route name {route.name!r} is used twice; each route needs its own")

@@ -263,10 +263,10 @@ def _unreachable(reason: str) -> bool:
     """libpq's sentence for a server it could not reach (refused, no such socket, timed out, a host
     name it cannot resolve), as opposed to one it refused to try (a bad option) or a server that
     answered no (a password, a database that does not exist)."""
-    return ("connection to server" in reason and ("Connection refused" in reason or "No such file or directory" in reason
-                                                   or "timeout expired" in reason or "No route to host" in reason
-                                                   or "Network is unreachable" in reason)) \
-        or "timeout expired" in reason or "could not translate host name" in reason
+    if "timeout expired" in reason or "could not translate host name" in reason:
+        return True
+    return "connection to server" in reason and any(
+        why in reason for why in ("Connection refused", "No such file or directory", "No route to host", "Network is unreachable"))
 
 
 class PostgresStore(Store):
