@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from .bare import BareServe
 from .common import children, latency_summary, proc_cpu_seconds, proc_memory
 from .loadgen import Sample, message_id, run_closed, run_open
 from .topology import REPO, write_config
@@ -161,8 +162,10 @@ def _window(samples: list[Sample], arrivals: dict[str, float], sender: str = "VN
 
 
 def run(folder: Path, kind: str, size: str, make_messages, *, workers: int, concurrency: int, duration: float,  # type: ignore[no-untyped-def]
-        expected_rate: float, paced_rate: float | None = None, paced_duration: float = 0.0, warmup: int = 50) -> dict:
-    """One size and key: a closed-loop run at the hub's maximum, then (optionally) a paced run."""
+        expected_rate: float, paced_rate: float | None = None, paced_duration: float = 0.0, warmup: int = 50,
+        bare: bool = False) -> dict:
+    """One size and key: a closed-loop run at the hub's maximum, then (optionally) a paced run.
+    ``bare``: the same run against ``benchmarks.bare`` instead of ``hub serve`` (the end-to-end floor)."""
     receiver = ReceiverProcess()
     run_dir = Path(tempfile.mkdtemp(prefix=f"e2e-{kind}-{size}-", dir=folder))
     config = write_config(folder, kind, gateway_url=receiver.url, store=f"sqlite:///{run_dir}/hub.db", workers=workers,
@@ -170,7 +173,13 @@ def run(folder: Path, kind: str, size: str, make_messages, *, workers: int, conc
     count = int(max(expected_rate, 1) * duration * 1.3) + 20
     paced_count = int(paced_rate * paced_duration) + 10 if paced_rate else 0
     messages = make_messages(config, warmup + count + paced_count)
-    hub = HubServe(config, workers)
+    hub: HubServe | BareServe
+    if bare:
+        from hub.config import load_config
+
+        hub = BareServe(config, load_config(config).hub.listen_port, receiver.url, run_dir, workers)
+    else:
+        hub = HubServe(config, workers)
     out: dict = {"size": size, "key": kind, "workers": workers, "senders": concurrency, "inbound_bytes": len(messages[0])}
     try:
         # warm-up: every worker compiled, connected and delivering

@@ -28,6 +28,9 @@ def summary(results: dict) -> dict:
             "paced_accepted_per_s": p.get("accepted_per_s"),
             "p99_receipt_ms_at_paced_rate": p.get("receipt_latency", {}).get("p99_ms"),
             "target_msgs_per_s": target["msgs_per_s"],
+            # what a server doing only the target's work reaches with these parts on these cores
+            "floor_e2e_accepted_per_s": e.get("floor_e2e", {}).get("accepted_per_s"),
+            "hub_share_of_floor_e2e": _share(m.get("accepted_per_s"), e.get("floor_e2e", {}).get("accepted_per_s")),
             "target_met": bool(
                 (m.get("accepted_per_s") or 0) >= target["msgs_per_s"]
                 and (p.get("receipt_latency", {}).get("p99_ms") or 1e9) < target["p99_ms"]
@@ -53,6 +56,10 @@ def summary(results: dict) -> dict:
                        "rss_end_mib": round(soak["rss_end_bytes"] / 2**20, 1), "growth_percent": soak["rss_growth_percent"],
                        "msgs_per_s_first_tenth": soak.get("msgs_per_s_first_tenth"), "msgs_per_s_last_tenth": soak.get("msgs_per_s_last_tenth")}
     return out
+
+
+def _share(part: float | None, whole: float | None) -> float | None:
+    return round(part / whole, 3) if part and whole else None
 
 
 def _f(value, digits: int = 0) -> str:  # type: ignore[no-untyped-def]
@@ -117,6 +124,26 @@ def markdown(results: dict) -> str:
                 f"| {_f(r.get('p50_ms'), 1)} / {_f(r.get('p95_ms'), 1)} / {_f(r.get('p99_ms'), 1)} "
                 f"| {_f(d.get('p50_ms'), 1)} / {_f(d.get('p99_ms'), 1)} | {_f(p.get('hub_cpu', {}).get('cores_busy_while_sending'), 2)} |"
             )
+    bare = [e for e in results["e2e"] if e.get("floor_e2e")]
+    if bare:
+        lines += ["", "## The end-to-end floor: a bare server doing only the target's work", "",
+                  "| key | size | bare accepted/s | bare delivered/s | bare CPU ms/msg | hub accepted/s | hub % of bare | hub CPU ms/msg |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for e in bare:
+            b, mx = e["floor_e2e"], e.get("max", {})
+            share = _share(mx.get("accepted_per_s"), b.get("accepted_per_s"))
+            lines.append(
+                f"| {KINDS[e['key']]} | {e['size']} | {_f(b.get('accepted_per_s'))} | {_f(b.get('delivered_per_s'))} "
+                f"| {_f(b.get('hub_cpu', {}).get('cpu_ms_per_msg'), 2)} | {_f(mx.get('accepted_per_s'))} "
+                f"| {_f(share * 100) if share else '-'} | {_f(mx.get('hub_cpu', {}).get('cpu_ms_per_msg'), 2)} |"
+            )
+        lines += ["", "Bare (`benchmarks/bare.py`): the same senders, receiver, HTTP stack (uvicorn, httptools, uvloop), "
+                  f"{bare[0]['floor_e2e'].get('workers')} processes on one port, libraries, keys and signxml calls as the hub, "
+                  "doing per message on the event loop only: parse, envelope and payload schemas, verify, XSLT, sign, a "
+                  "receipt signed, one commit (WAL, synchronous=FULL, a file per process), the answer, then one POST to "
+                  "the partner and one commit. No routing, header, duplicate check, audit, output validation, trust "
+                  "policy, retries, leases or threads: not a hub, but the most one could reach with these parts on "
+                  "these cores."]
     if results["floor"]:
         lines += ["", "## The floor per message (ms, one core)", "",
                   "| key | size | parse | XSD validate | XSLT | verify | sign | durable commit | floor | verify raw | sign raw "
@@ -182,6 +209,9 @@ def markdown(results: dict) -> str:
                 f"- 10 KiB {KINDS[key]}: {_f(t['accepted_per_s'])} msg/s at most (target {t['target_msgs_per_s']}), "
                 f"p99 receipt {_f(t['p99_receipt_ms_at_paced_rate'], 1)} ms at {_f(t['paced_rate'])} msg/s asked "
                 f"({_f(t['paced_accepted_per_s'])} accepted/s): {'met' if t['target_met'] else 'NOT met'}."
+                + (f" The bare server's ceiling with these parts on these cores: {_f(t['floor_e2e_accepted_per_s'])} msg/s"
+                   + (", below the target." if t["floor_e2e_accepted_per_s"] < t["target_msgs_per_s"] else ".")
+                   if t.get("floor_e2e_accepted_per_s") else "")
             )
     if s.get("inprocess_single_vs_floor"):
         lines.append(f"- In-process >= 50 % of the floor for every size: {'yes' if s['inprocess_at_least_half_the_floor'] else 'no'} "

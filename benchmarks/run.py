@@ -197,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                     m = entry.get("max", {})
                     progress(f"  {m.get('accepted_per_s')} accepted/s, {m.get('delivered_per_s')} delivered/s, "
                              f"p99 receipt {m.get('receipt_latency', {}).get('p99_ms')} ms")
+                    progress(f"end-to-end floor (benchmarks.bare) {KINDS[k]} {s}")
+                    bare = e2e.run(
+                        work / k, k, s, lambda cfg, n: Messages(cfg).make(certificates[s], n),
+                        workers=args.workers, concurrency=args.senders if not quick else min(args.senders, 4),
+                        duration=duration, expected_rate=2.5 * (m.get("accepted_per_s") or guess), warmup=3 if quick else 50, bare=True,
+                    )
+                    entry["floor_e2e"] = {"workers": args.workers, **bare.get("max", {})}
+                    progress(f"  {entry['floor_e2e'].get('accepted_per_s')} accepted/s")
 
         if "scaleout" not in skip:
             quiet("scaleout")

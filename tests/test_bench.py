@@ -62,6 +62,9 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             assert top["hub_cpu"]["cpu_ms_per_msg"] > 0 and top["hub_cpu"]["cores_busy_while_sending"] > 0
             assert e2e["hub_memory"]["peak_rss_bytes_max"] > 0
             assert e2e["clean_stop"]
+            bare = e2e["floor_e2e"]  # the same run against benchmarks.bare: the end-to-end floor
+            assert bare["accepted"] > 0 and bare["refused_or_failed"] == 0 and bare["all_delivered"], (key, size)
+            assert bare["hub_cpu"]["cpu_ms_per_msg"] > 0 and bare["workers"] > 0
             if size == "10KiB":
                 assert e2e["paced"]["rate_asked"] > 0 and e2e["paced"]["receipt_latency"]["p99_ms"] > 0
 
@@ -81,9 +84,11 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
 
     summary = results["summary"]
     assert {"e2e_10KiB_rsa", "e2e_10KiB_ec", "inprocess_single_vs_floor"} <= set(summary)
+    assert summary["e2e_10KiB_ec"]["floor_e2e_accepted_per_s"] > 0 and summary["e2e_10KiB_ec"]["hub_share_of_floor_e2e"] > 0
 
     table = (out / "results.md").read_text()
     assert "| RSA-2048 | 10KiB |" in table and "| ECDSA P-256 | 1KiB |" in table and "## Soak" in table
+    assert "## The end-to-end floor" in table and "The bare server's ceiling" in table
     assert "## Scale-out" in table and ("| ECDSA P-256 | PostgreSQL | 3 |" in table or "skipped: no postgresql" in table)
     if importlib.util.find_spec("matplotlib") is not None:  # the optional extra `bench`
         assert (out / "chart.png").stat().st_size > 10_000
