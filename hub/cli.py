@@ -301,10 +301,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .serve import serve
 
+    from .keys import not_valid_to_sign
+    from .trust import load_certificates
+
     h = load_config(args.config).hub
     problem = _listen_problem(h.listen_host, h.listen_port)
     if problem is not None:
         print(f"error: cannot listen on {h.listen_address} ([hub] listen in {args.config}): {problem}", file=sys.stderr)
+        return 1
+    # every receipt signed with a certificate out of its dates is refused by partners (`hub check`
+    # says so too): not started, rather than running on proof nobody accepts
+    problem = not_valid_to_sign(load_certificates(h.certificate, "hub.certificate")[0])
+    if problem is not None:
+        print(f"error: cannot serve with {h.certificate} (hub.certificate in {args.config}): {problem}; renew it "
+              "(or name a valid certificate and its key) and start again", file=sys.stderr)
         return 1
     return serve(args.config, dispatch=not args.no_dispatch, workers=args.workers)
 

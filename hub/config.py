@@ -56,6 +56,8 @@ class HubSettings:
     workers: int = 1  # `hub serve` processes sharing the listening port (and the store); one or two per core
     pipeline_threads: int = 2  # messages in the pipeline at once in one process (more wait for a turn)
     max_connections: int = 512  # HTTP connections and requests at once per process; beyond them a 503
+    # seconds a request's head may take, from the connection's opening or the answer before (``hub.serve``)
+    head_timeout: float = 10.0
     # client addresses allowed to GET /metrics (403 for others); empty: no /metrics at all (404)
     metrics_from: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in METRICS_FROM)
     # client addresses allowed to GET a message's trace, its status and conversations (403 for others)
@@ -359,6 +361,25 @@ def _listen(table: _Table) -> tuple[Any, Any]:
     return host.strip("[]"), int(port)
 
 
+def _head_timeout(table: _Table, body_seconds: Any) -> Any:
+    """``[hub] head_timeout``: more than 0 (0 would close every connection at once), and no more
+    than ``body_timeout``: a head is at most 64 KiB where a body may be megabytes, and a longer
+    deadline for it would only let idle or trickling connections hold the listener longer. Not
+    given, it is 10 s, or ``body_timeout`` where that is shorter (as a head had before it existed)."""
+    given = "head_timeout" in table.data
+    value = table.float("head_timeout", HubSettings.head_timeout)
+    if not isinstance(value, float) or not isinstance(body_seconds, float):
+        return value
+    if not given:
+        return min(value, body_seconds)
+    if value <= 0:
+        return table.fault("head_timeout", "must be more than 0: it is the seconds a request head may take to arrive")
+    if value > body_seconds:
+        return table.fault("head_timeout", f"must not be more than body_timeout ({body_seconds:g} s): a request head "
+                                           "(at most 64 KiB) is not given longer than a body")
+    return value
+
+
 def _store(table: _Table) -> Any:
     """``[hub] store``, its URL checked now (pool options, libpq parameters, SQLite's
     ``lock_timeout``), not at the first connection."""
@@ -419,11 +440,11 @@ def load_config(path: str | Path) -> Config:
         listen_port=port,
         key=h.path("key"),
         certificate=h.path("certificate"),
-        limits=Limits(
+        limits=(limits := Limits(
             max_bytes=h.int("max_message_bytes", Limits.max_bytes, minimum=1),
             max_depth=h.int("max_depth", Limits.max_depth, minimum=2),
             body_seconds=h.float("body_timeout", Limits.body_seconds),
-        ),
+        )),
         require_signature=h.bool("require_signature", True),
         envelope_schema=h.path("envelope_schema", "xsd/envelope/envelope.xsd"),
         next_key=h.path("next_key", None),
@@ -432,6 +453,7 @@ def load_config(path: str | Path) -> Config:
         workers=h.int("workers", 1, minimum=1, maximum=MAX_WORKERS),
         pipeline_threads=h.int("pipeline_threads", HubSettings.pipeline_threads, minimum=1),
         max_connections=h.int("max_connections", HubSettings.max_connections, minimum=1),
+        head_timeout=_head_timeout(h, limits.body_seconds),
         metrics_from=_networks(h, "metrics_from", METRICS_FROM),
         read_from=_networks(h, "read_from", READ_FROM),
     )

@@ -430,6 +430,25 @@ def warn_expiring(entries: Sequence[KeyEntry], window_days: int, now: datetime |
     return lines
 
 
+def not_valid_to_sign(cert: x509.Certificate, now: datetime | None = None) -> str | None:
+    """Why the hub must not sign with ``cert`` now, in words naming it and its dates, or None while
+    it is valid. A receipt or NACK signed with a certificate out of its dates is refused by every
+    partner that verifies it (ERR24), so the hub could only answer with proof nobody accepts:
+    ``hub serve`` does not start with one, a reload (SIGHUP) does not bring one in, and ``GET
+    /health`` answers 503 once the one in use expires (the daily expiry warning, ``warn_expiring``,
+    says it in the log)."""
+    now = now or datetime.now(timezone.utc)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < start:
+        when = f"is not valid until {start:%Y-%m-%d %H:%M} UTC"
+    elif now > end:
+        when = f"expired on {end:%Y-%m-%d %H:%M} UTC"
+    else:
+        return None
+    return (f"the signing certificate {subject_of(cert)} (serial {cert.serial_number:x}, valid {start:%Y-%m-%d %H:%M} to "
+            f"{end:%Y-%m-%d %H:%M} UTC) {when}: partners refuse every receipt and NACK signed with it (ERR24)")
+
+
 class CurrentSigner:
     """The hub's ``Signer`` as ``hub serve`` holds it: a reload (SIGHUP) swaps in another one.
 

@@ -74,7 +74,7 @@ def openapi_document(party_id: str) -> dict[str, Any]:
             "durably recorded before its receipt is returned. Status changes are pushed to subscribed "
             "agencies as signed webhooks (see `webhooks`) or MQTT events. Any route may answer, in JSON "
             "`{\"error\": sentence}`: 503 with Retry-After past [hub] max_connections (on /soap a SOAP fault), 408 "
-            "for a request head that did not arrive within [hub] body_timeout, 431 for one larger than 64 KiB, 400 for "
+            "for a request head that did not arrive within [hub] head_timeout, 431 for one larger than 64 KiB (or a chunked body whose framing outweighs it), 400 for "
             "a request that is not HTTP/1.1, 404 and 405 for a path or method not served.",
         },
         "paths": {
@@ -123,7 +123,12 @@ def openapi_document(party_id: str) -> dict[str, Any]:
                                                      "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Status"}}}}}}},
                               "404": {"description": "no such conversation"}, "403": _NOT_A_READER, "400": _BAD_KEY, "503": _STORE_DOWN},
             }},
-            "/health": {"get": {"summary": "Liveness and outbox counts", "responses": {"200": {"description": "ok"}}}},
+            "/health": {"get": {"summary": "Whether the hub can take messages, and its outbox counts",
+                                "responses": {"200": {"description": "ok: status, party and outbox (counts per destination and state)"},
+                                              "503": {"description": "status (not ready: the store cannot be reached; cannot record: "
+                                                                     "the store refuses writes, e.g. its disk is full or read-only; "
+                                                                     "certificate not valid: the hub's signing certificate has expired "
+                                                                     "or is not valid yet), party and reason (a sentence)"}}}},
             "/soap": {
                 "get": {"summary": "The WSDL of the SOAP endpoint (`?wsdl`)",
                         "parameters": [{"name": "wsdl", "in": "query", "required": True, "allowEmptyValue": True, "schema": {"type": "string"}}],

@@ -31,7 +31,7 @@ from .events import StatusEvents
 from .httpio import Gate
 from .pipeline import Pipeline
 from .store import State, Store, open_store
-from .keys import KEY_ROLES, CurrentSigner, KeyEntry, crl_entries, inventory, published_route, warn_expiring
+from .keys import KEY_ROLES, CurrentSigner, KeyEntry, crl_entries, inventory, not_valid_to_sign, published_route, warn_expiring
 from .metrics import Counters, metrics_route
 from .trust import Signer, Verifier, in_date, load_certificates, subject_of
 from .truststore import TrustJobs, TrustStore
@@ -172,7 +172,8 @@ class Runtime:
         """Reads hub.toml again and swaps in its keys and trust (``hub serve`` on SIGHUP).
 
         Everything is loaded and checked before anything is swapped: on any fault (a config
-        error, an unreadable key, a key that does not match its certificate) the hub goes on with
+        error, an unreadable key, a key that does not match its certificate, a new signing
+        certificate that has expired or is not valid yet) the hub goes on with
         what it holds and logs why. Messages under way finish with the key and trust they started
         with; the next ones use the new ones. Outbox rows already signed stay as they are.
         Returns True when the new keys and trust are in use.
@@ -185,6 +186,11 @@ class Runtime:
                 new = load_config(file)
                 applied = with_keys_and_trust(self.config, new)
                 signer = hub_signer(applied)
+                out_of_date = not_valid_to_sign(signer.certificate)
+                if out_of_date is not None and signer.certificate != self.signer.certificate:
+                    # every receipt it signed would be refused; the one in use (even if itself out of
+                    # date: GET /health says so) does not keep the trust from being reloaded
+                    raise ConfigError(str(applied.hub.certificate), "hub.certificate", f"{out_of_date}; renew it, then reload again")
                 previous = previous_certificate(applied, signer.certificate)
                 trust = TrustStore.from_config(applied)
                 keys = inventory(applied)

@@ -30,14 +30,23 @@ status 1), before the store is opened or the dispatcher started.
 What a client can hold of the listener is bounded (``ListenerProtocol``: uvicorn's own HTTP
 protocol, with these changes):
 
-- a request's head (request line and headers) must arrive within ``[hub] body_timeout`` of the
-  connection's opening or of its first byte, else the connection is closed (with a 408 once part
-  of a head came). uvicorn waited for ever for the first request of a connection, so
-  ``max_connections`` idle sockets held the listener (a 503 for everyone else) as long as their
-  sender liked;
-- a request's head, chunk lines and trailers together may not pass ``HEAD_BYTES`` (a 431, and the
-  connection closed): uvicorn and httptools gathered a header or a URL of any size in memory,
-  copying it again at each packet;
+- a request's head (request line and headers) must arrive within ``[hub] head_timeout`` (10 s; at
+  most ``body_timeout``, its default where that is shorter) of the connection's opening or of the
+  answer to the request before, else the connection is closed: with a 408 once part of a head
+  came, silently if nothing came (an idle kept-alive connection ends so; uvicorn's own keep-alive
+  time-out, 5 s from an answer to the next request's first byte, gives way to this one deadline).
+  uvicorn waited for ever for the first request of a connection, so ``max_connections`` idle
+  sockets held the listener (a 503 for everyone else) as long as their sender liked; with
+  ``body_timeout`` as the head's deadline, a client reopening about ``max_connections``
+  connections a minute still did. The body then has ``body_timeout`` (``hub.httpio``);
+- a request's head may not pass ``HEAD_BYTES`` (a 431, and the connection closed): uvicorn and
+  httptools gathered a header or a URL of any size in memory, copying it again at each packet. The
+  framing of a chunked body (chunk lines with their extensions, the CRLF after each chunk, the
+  trailers) is held to the body it carries: at most ``HEAD_BYTES`` more than the body bytes
+  received so far, and never ``HEAD_BYTES`` in a row without a body byte (``ListenerProtocol._count``).
+  A body in many tiny chunks is taken (20,000 chunks of 5 bytes: 100 kB of framing for 100 kB of
+  body), while chunk extensions or trailers with little or no body, which httptools parses to no
+  use (and uvicorn adds the trailers to the request's headers), stop at ``HEAD_BYTES``;
 - past ``max_connections`` the 503 says why, in JSON (a SOAP fault on /soap), with Retry-After;
 - a request that is not HTTP/1.1 is a 400 with a sentence in JSON;
 - an Upgrade to a protocol the hub does not speak (h2c) is ignored, instead of ending the request
@@ -150,7 +159,7 @@ def serve(config_path: str, dispatch: bool = True, workers: int | None = None, *
             lifespan="off",
             timeout_graceful_shutdown=10,
             limit_concurrency=h.max_connections,
-            http=listener_protocol(h.limits.body_seconds),
+            http=listener_protocol(h.head_timeout),
         )
     )
     # uvicorn re-raises the signal it caught once it has stopped; with these handlers in place the
@@ -202,16 +211,18 @@ def listener_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
     return type("ListenerProtocol", (ListenerProtocol,), {"head_seconds": head_seconds})
 
 
-HEAD_BYTES = 64 * 1024  # a request's line, headers, chunk lines and trailers, together
+HEAD_BYTES = 64 * 1024  # a request's line and headers; a chunked body's framing beyond its bytes, and in a row
 
 
 class ListenerProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol (httptools) with the hub's bounds on what a client holds (see the
-    module's docstring). A connection waits for a head from its opening, and again after each
-    answer once a byte of the next request (or of the rest of a body no route read) comes:
-    between requests uvicorn's own keep-alive time-out closes an idle connection."""
+    module's docstring). A connection waits ``head_seconds`` for a head from its opening, and again
+    from each answer (a pipelined request already read is answered next): one deadline stands for
+    uvicorn's keep-alive time-out too. What a request sends is counted in parts of at most
+    ``HEAD_BYTES`` (a larger read is parsed part by part) as each part is parsed: the head before
+    it is (httptools would hold it), the framing of its body after (``_count``)."""
 
-    head_seconds = 60.0
+    head_seconds = 10.0
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -220,11 +231,16 @@ class ListenerProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._waiting_head = True  # no request of this connection is being read or answered
         self._head_began = False  # a byte of the awaited head came
-        self._overhead = 0  # bytes of the request being read that were not its body (``HEAD_BYTES``)
-        self._message_open = False  # a request began and has not ended (its head or body being read)
-        self._tail = b""  # the last bytes of the head so far: its blank line may span two packets
-        self._body_bytes, self._completed, self._headed = 0, False, False  # of the packet being parsed
+        self._reading_head = True  # no request is past its head: the next part starts (or goes on with) a head
+        self._message_open = False  # a request began and has not ended
+        self._head_bytes = 0  # of the head being read (``HEAD_BYTES``)
+        self._tail = b""  # the last bytes of the head so far: its blank line may span two parts
+        # of the body being read: its framing (chunk lines, the CRLF after each chunk, trailers), its
+        # bytes, and its framing since a part with a body byte (``_count``)
+        self._framing, self._body_seen, self._run = 0, 0, 0
+        self._body_bytes, self._completed, self._begun_after_end = 0, False, False  # of the part being parsed
         self._ignoring_upgrade = False  # the head just read asks for an Upgrade the hub does not speak
+        self._upgraded = False  # a WebSocket took the connection over: nothing more is ours to parse
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -237,24 +253,47 @@ class ListenerProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._waiting_head:
             self._head_began = True
-            if self._head_timer is None:
-                self._arm()
-        in_head = not self._message_open
+        if len(data) <= HEAD_BYTES:  # a read of one part: the usual
+            self._take(data)
+            return
+        for start in range(0, len(data), HEAD_BYTES):
+            if self.transport.is_closing() or self._upgraded:
+                return
+            self._take(data[start:start + HEAD_BYTES])
+
+    def _take(self, data: bytes) -> None:
+        """Parses ``data`` (at most ``HEAD_BYTES``) and holds the request to its bounds."""
+        in_head = self._reading_head
+        head = 0
         if in_head:  # counted before it is parsed: httptools would hold all of it
-            self._overhead += self._head_part(data)
-            if self._overhead > HEAD_BYTES:
+            head = self._head_part(data)
+            self._head_bytes += head
+            if self._head_bytes > HEAD_BYTES:
                 self._too_much()
                 return
-        self._body_bytes, self._completed, self._headed = 0, False, False
+        self._body_bytes, self._completed, self._begun_after_end = 0, False, False
         self._feed(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._upgraded or (in_head and self._reading_head and not self._completed):
+            return  # nothing more to count: a head goes on (counted above)
+        if self._begun_after_end:  # a request ended and the next began here: which bytes are whose is not known
+            self._tail = data[-3:] if self._reading_head and self._message_open else b""  # its head's blank line may begin here
             return
-        if self._completed or self._headed:  # the rest of the packet is the body, or a next request's head
-            self._overhead = 0
-        elif not in_head:  # chunk lines and trailers: what is not body
-            self._overhead += len(data) - self._body_bytes
-            if self._overhead > HEAD_BYTES:
-                self._too_much()
+        self._count(len(data) - head - self._body_bytes)
+
+    def _count(self, framing: int) -> None:
+        """Adds a part's ``framing`` (its bytes that are neither head nor body) to the body being read,
+        and refuses a body whose framing is out of proportion: more than ``HEAD_BYTES`` beyond the
+        body bytes received so far (20,000 chunks of 5 bytes are 100 kB of each; 1-byte chunks are 5
+        bytes of framing a byte, and are refused after some 16 kB), or ``HEAD_BYTES`` in a row with
+        no body byte (trailers, chunk extensions). A part with a body byte starts the run again with
+        all its framing, since where in it the body stops is not known (each part is at most
+        ``HEAD_BYTES``): the run is never less than the framing since the last body byte. A body with
+        a Content-Length has no framing; none of this costs more than a few additions a read."""
+        self._framing += framing
+        self._body_seen += self._body_bytes
+        self._run = framing if self._body_bytes else self._run + framing
+        if self._framing > HEAD_BYTES + self._body_seen or self._run > HEAD_BYTES:
+            self._too_much("of chunk lines and trailers came beyond the body bytes they carried, or in a row without one")
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, except that an Upgrade the hub does not speak (h2c; a
@@ -272,6 +311,7 @@ class ListenerProtocol(HttpToolsProtocol):
             if self._ignoring_upgrade:
                 self._without_upgrade(data[exc.args[0]:])
             elif self._should_upgrade():  # a WebSocket, where a library for it is installed: uvicorn's way
+                self._upgraded = True
                 self.handle_websocket_upgrade()
             elif self.cycle is not None:  # CONNECT: answered as any request (405); the parser reads no more
                 self.cycle.keep_alive = False
@@ -292,13 +332,12 @@ class ListenerProtocol(HttpToolsProtocol):
         self._tail = seen[-3:]
         return len(data) if end < 0 else max(0, end + 4 - (len(seen) - len(data)))
 
-    def _too_much(self) -> None:
+    def _too_much(self, what: str = "of request line and headers came") -> None:
         self._disarm()
-        self._close_with(431, f"more than {HEAD_BYTES} bytes of request line, headers, chunk lines or trailers came; "
-                              "the connection is closed")
+        self._close_with(431, f"more than {HEAD_BYTES} bytes {what}; the connection is closed")
 
     def on_message_begin(self) -> None:
-        self._message_open = True
+        self._begun_after_end, self._message_open = self._completed, True
         super().on_message_begin()
 
     def on_body(self, body: bytes) -> None:
@@ -308,7 +347,7 @@ class ListenerProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._ignoring_upgrade:  # not a request yet: parsed again (``_without_upgrade``)
             return
-        self._message_open, self._completed = False, True
+        self._completed, self._reading_head, self._message_open, self._tail = True, True, False, b""
         super().on_message_complete()
 
     def on_headers_complete(self) -> None:
@@ -316,8 +355,8 @@ class ListenerProtocol(HttpToolsProtocol):
             self._ignoring_upgrade = True  # nothing starts: the head is parsed again without it
             return
         self._disarm()
-        self._waiting_head = self._head_began = False
-        self._headed, self._tail = True, b""
+        self._waiting_head = self._head_began = self._reading_head = False
+        self._head_bytes, self._tail, self._framing, self._body_seen, self._run = 0, b"", 0, 0, 0
         limit = self._limit
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):  # uvicorn's own test
             self.app = _overloaded(limit)
@@ -327,9 +366,12 @@ class ListenerProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        if not self.pipeline:  # else the next request's head has come already
-            self._waiting_head = True
+        waiting = not self.pipeline  # else the next request's head has come already, and is answered now
         super().on_response_complete()
+        if waiting and not self.transport.is_closing():
+            self._unset_keepalive_if_required()  # uvicorn's own time-out: the head's deadline stands for it
+            self._waiting_head, self._head_began = True, self._head_bytes > 0
+            self._arm()
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()

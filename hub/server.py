@@ -3,7 +3,8 @@
     POST /messages        an envelope; 200 + signed receipt, 400 + signed NACK, 413 too large,
                           503 + "try again" NACK (ERR50) when the store cannot record it
     GET  /messages/{id}   the message's trace as JSON (clients in [hub] read_from only; no file paths)
-    GET  /health          outbox counts; 503 "not ready" while the store cannot be reached
+    GET  /health          outbox counts; 503 with the reason while the store cannot be reached or
+                          cannot record (a full disk, read-only) or the signing certificate is out of date
     POST /soap, GET /soap?wsdl            SOAP 1.1/1.2 operation Submit (adapters.soap_listener)
     GET  /messages/{id}/status, /messages/{id}/receipt, /conversations/{key}, /openapi.json
                           the portal's API (hub.portal; all but the last, as the trace, for
@@ -34,6 +35,7 @@ from adapters.soap_listener import soap_routes
 
 from .errors import TRY_AGAIN_TEXT, Code, Rejected, TryAgain
 from .httpio import CLOSE, BodyNotRead, Gate, read_bounded
+from .keys import not_valid_to_sign
 from .portal import portal_routes, readers_only, refused_key, store_answers, without_paths
 from .pipeline import Pipeline
 from .store import Store
@@ -83,10 +85,28 @@ def create_app(pipeline: Pipeline, store: Store, extra_routes: Sequence[BaseRout
         return JSONResponse(without_paths(trace_dict(found)))  # `hub trace` shows the paths to the operator
 
     async def health(request: Request) -> Response:
+        """200 "ok" with the outbox counts while the hub can take messages; else 503 with the
+        reason, so that a load balancer sends senders elsewhere and an operator reads why:
+        "not ready" (the store cannot be reached), "cannot record" (the store refused writes for a
+        reason of its own: a full disk, read-only, an I/O error; ``Store.write_fault``, judged by
+        the last write that failed and what the store can see, never by a write of its own), or
+        "certificate not valid" (the hub's signing certificate has expired or is not valid yet:
+        every receipt and NACK it signs is refused by partners, so the hub should get no traffic
+        until it is renewed and reloaded). Beyond its counts query, a probe costs one date
+        comparison and, for SQLite, a statvfs and two access(2) calls; the message path pays one
+        attribute read (``Store._note_recorded``)."""
+        party = pipeline.settings.party_id
         try:
             counts = await run_in_threadpool(store.counts)
         except TryAgain as exc:  # not ready: the store's database is unreachable (at start-up or later)
-            return JSONResponse({"status": "not ready", "party": pipeline.settings.party_id, "reason": str(exc)}, status_code=503)
+            return JSONResponse({"status": "not ready", "party": party, "reason": str(exc)}, status_code=503)
+        fault = store.write_fault(limit)
+        if fault is not None:
+            return JSONResponse({"status": "cannot record", "party": party, "reason": fault.reason}, status_code=503)
+        out_of_date = not_valid_to_sign(pipeline.signer.certificate)
+        if out_of_date is not None:
+            return JSONResponse({"status": "certificate not valid", "party": party, "reason": f"{out_of_date}; renew it and reload (SIGHUP)"},
+                                status_code=503)
         outbox: dict[str, dict[str, int]] = {}
         for (destination, state), n in counts.items():
             outbox.setdefault(destination, {})[state.value] = n

@@ -26,7 +26,7 @@ class Limits:
 
     max_bytes: int = 5 * 1024 * 1024
     max_depth: int = 64
-    body_seconds: float = 60.0  # the time a listener waits for a request's head, then for its whole body (``hub.httpio``, ``hub.serve``)
+    body_seconds: float = 60.0  # the time a listener waits for a request's whole body (``hub.httpio``, ``hub.serve``; heads: ``head_timeout``)
 
 
 # A DOCTYPE can only stand in the prolog: refuse it before libxml2 reads any declaration in it.

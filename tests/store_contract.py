@@ -6,13 +6,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Iterator
 
 import pytest
 
 from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import TransitionError, TryAgain
 from hub.store import Acceptance, Hold, OutboxItem, State, Store, sql
+from hub.tracing import trace_dict, trace_text
 
 DAY = 86400.0
 
@@ -43,6 +46,13 @@ def acceptance(message_id: str = "m-1", sender: str = "VN-MOIT", destinations: t
         items=tuple(OutboxItem(d, "r", f"payload-{d}-{message_id}".encode()) for d in destinations),
         audit=(AuditEvent(message_id, sender, "received", "r"),),
     )
+
+
+def history_of(store: Store, message_id: str, row_id: int) -> list[tuple[int, str]]:
+    """(number, outcome) of each attempt of one row in ``GET /messages/{id}``'s trace: recorded,
+    ``interrupted`` (no outcome recorded) or ``leased`` (under way)."""
+    (row,) = [d for d in trace_dict(store.trace(message_id))["deliveries"] if d["row"] == row_id]
+    return [(a["number"], a["outcome"]) for a in row["attempts"]]
 
 
 def accepted_and_delivered(store: Store, count: int, start: int = 0) -> None:
@@ -76,6 +86,37 @@ SCHEMA_3_ROWS = (
     ("INSERT INTO outbox (message_id, sender, destination, route, state, attempts, next_attempt_at, created_at, updated_at, "
      "payload) VALUES ('old-1', 'VN-MOIT', 'TH-ASW', 'r', 'delivered', 1, 1.0, 1.0, 2.0, {m})", (b"\xab\xcd",)),
 )
+
+
+@contextmanager
+def refusing_writes(store: Store) -> Iterator[None]:
+    """The store's database really refuses writes for a reason of its own, as a read-only one
+    does: SQLite's write connection set ``query_only`` (SQLITE_READONLY); PostgreSQL's database set
+    ``default_transaction_read_only``, the pool's connections made afresh (SQLSTATE 25006, as a
+    standby answers after a failover)."""
+    from hub.store.postgres import PostgresStore
+    from hub.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        store._db.execute("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            store._db.execute("PRAGMA query_only = OFF")
+        return
+    assert isinstance(store, PostgresStore), type(store)
+    import psycopg
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(store.url, autocommit=True) as admin:
+        database = pgsql.Identifier(admin.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        admin.execute(pgsql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(database))
+        store._pool.drain()
+        try:
+            yield
+        finally:
+            admin.execute(pgsql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(database))
+            store._pool.drain()
 
 
 def purged_after_migration(store: Store) -> None:
@@ -347,6 +388,80 @@ class StoreContract:
         assert [a.number for a in trace.attempts] == [1, 2]
         assert [e.event for e in trace.audit] == ["received", "retry", "delivered"]
 
+    # -- attempt numbers (hub.tracing: an attempt cut short is listed, under its own number) ----------
+
+    def test_an_attempt_whose_lease_ran_out_keeps_its_number_and_the_next_one_goes_on(self, store: Store) -> None:
+        """A node leases the row and stops mid-delivery; another takes the row once the lease has
+        run out and delivers it: the delivery is recorded as attempt 2, and the trace lists attempt
+        1 as interrupted (the partner may hold the message twice, under the same message id)."""
+        now = time.time()
+        store.accept(acceptance(at=now, destinations=("TH-ASW",)))
+        (first,) = store.lease("crashed", "TH-ASW", 1, now, 0.4)
+        steps = history_of(store, "m-1", first.id)
+        assert steps == [(1, "leased")], steps  # under way while its lease runs
+        assert "attempt 1: under way (leased by crashed until " in trace_text(store.trace("m-1"), "m-1")
+        time.sleep(0.5)
+        assert history_of(store, "m-1", first.id) == [(1, "interrupted")]  # the lease ran out, no outcome
+        (again,) = store.lease("b", "TH-ASW", 1, time.time(), 30)
+        assert again.attempts == 2 and history_of(store, "m-1", first.id) == [(1, "interrupted"), (2, "leased")]
+        with pytest.raises(TransitionError):
+            store.complete(first.id, "crashed", State.DELIVERED, "late", now, now + 1, attempt=first.attempts)
+        store.complete(again.id, "b", State.DELIVERED, "HTTP 200", now + 1, now + 2, attempt=again.attempts)
+        trace = store.trace("m-1")
+        assert [(a.number, a.outcome) for a in trace.attempts] == [(2, State.DELIVERED)]
+        assert history_of(store, "m-1", first.id) == [(1, "interrupted"), (2, "delivered")]
+        lines = [line.strip() for line in trace_text(trace, "m-1").splitlines()]
+        assert lines[-2] == ("attempt 1: interrupted: no outcome was recorded (the node stopped or lost its lease during the delivery); "
+                             "the message was sent again with the same message id")
+        assert lines[-1].startswith("attempt 2 at ") and lines[-1].endswith(": delivered: HTTP 200")
+
+    def test_leases_given_back_uncounted_take_no_number(self, store: Store) -> None:
+        """``give_back``, ``release`` and ``uncount`` undo a lease's count: no attempt number is
+        left out for them, so nothing is listed as interrupted."""
+        now = time.time()
+        store.accept(acceptance(at=now, destinations=("TH-ASW",)))
+        (row,) = store.lease("a", "TH-ASW", 1, now, 30)
+        assert store.give_back(row.id, "a", row.attempts, now)
+        store.lease("a", "TH-ASW", 1, now, 30)
+        assert store.release("a", now) == 1
+        (first,) = store.lease("a", "TH-ASW", 1, now, 0.3)
+        time.sleep(0.4)
+        (second,) = store.lease("a", "TH-ASW", 1, time.time(), 30)  # its own delivery still under way
+        assert store.uncount(second.id, "a", second.attempts)
+        assert history_of(store, "m-1", row.id) == [(1, "leased")]  # one delivery under way, under its first number
+        store.complete(first.id, "a", State.PENDING, "HTTP 503", now, now + 1, next_attempt_at=now, attempt=first.attempts)
+        assert history_of(store, "m-1", row.id) == [(1, "pending")]
+        (third,) = store.lease("a", "TH-ASW", 1, time.time(), 30)
+        store.complete(third.id, "a", State.DELIVERED, "HTTP 200", now + 2, now + 3, attempt=third.attempts)
+        assert history_of(store, "m-1", row.id) == [(1, "pending"), (2, "delivered")]
+
+    def test_attempt_numbers_go_on_across_resends_and_show_an_attempt_cut_short_after_one(self, store: Store) -> None:
+        """A resend of a dead row starts a new count (``attempts`` 0) but not new numbers: the
+        attempts after it are numbered after the last one, a gap still meaning an attempt cut
+        short; a pending row resent keeps both its count and its numbers."""
+        now = time.time()
+        store.accept(acceptance(at=now, destinations=("TH-ASW",)))
+        (row,) = store.lease("a", "TH-ASW", 1, now, 30)
+        store.complete(row.id, "a", State.DEAD, "HTTP 400", now, now + 1, attempt=row.attempts)
+        assert store.resend(row.id, "operator:test", time.time()).attempts == 0
+        assert history_of(store, "m-1", row.id) == [(1, "dead")]  # nothing cut short, nothing under way
+        store.lease("crashed", "TH-ASW", 1, time.time(), 0.3)
+        time.sleep(0.4)
+        (again,) = store.lease("b", "TH-ASW", 1, time.time(), 30)
+        assert again.attempts == 2  # the count since the resend
+        store.complete(again.id, "b", State.PENDING, "HTTP 503", now + 3, now + 4, next_attempt_at=now + 600, attempt=again.attempts)
+        assert history_of(store, "m-1", row.id) == [(1, "dead"), (2, "interrupted"), (3, "pending")]
+        store.resend(row.id, "operator:test", time.time())  # pending: the count goes on
+        (third,) = store.lease("b", "TH-ASW", 1, time.time(), 30)
+        assert third.attempts == 3
+        store.complete(third.id, "b", State.DELIVERED, "HTTP 200", now + 6, now + 7, attempt=third.attempts)
+        store.resend(row.id, "operator:test", time.time(), force=True)
+        (fourth,) = store.lease("b", "TH-ASW", 1, time.time(), 30)
+        assert fourth.attempts == 1
+        store.complete(fourth.id, "b", State.DELIVERED, "HTTP 200", now + 9, now + 10, attempt=fourth.attempts)
+        assert [a.number for a in store.trace("m-1").attempts] == [1, 3, 4, 5]
+        assert history_of(store, "m-1", row.id) == [(1, "dead"), (2, "interrupted"), (3, "pending"), (4, "delivered"), (5, "delivered")]
+
     def test_audit_chain_verifies_and_counts(self, store: Store) -> None:
         for i in range(3):
             store.accept(acceptance(f"m-{i}"))
@@ -481,3 +596,23 @@ class StoreContract:
         ids = sorted(r.id for r in rows)
         ranges = [(ids[i], ids[min(i + 2, len(ids) - 1)]) for i in range(0, len(ids), 3)]
         assert [d.split(" of ")[1] for d in added] == [f"{n} delivered outbox row(s) (ids {a}-{b})" for n, (a, b) in zip((3, 3, 3, 1), ranges)]
+
+    def test_a_write_the_store_refuses_is_reported_until_a_message_is_recorded(self, store: Store) -> None:
+        """What ``GET /health`` answers 503 on: no write of its own, only what the last writes found."""
+        assert store.write_fault() is None
+        with refusing_writes(store):
+            started = time.time()
+            with pytest.raises(TryAgain):
+                store.accept(acceptance("m-1"))
+            fault = store.write_fault(room=1000)
+            assert fault is not None and fault.kind == "read-only" and "read-only" in fault.reason, fault
+            assert started <= fault.at <= time.time()
+            assert store.original("VN-MOIT", "m-1") is None
+        assert store.write_fault() == fault  # reads and the passing of its cause unseen: still said
+        store.FAULT_HOLD = 0.0  # type: ignore[misc]  # an idle hub: once the hold is over, the next message tries
+        assert store.write_fault() is None
+        del store.FAULT_HOLD
+        assert store.write_fault() == fault
+        assert store.accept(acceptance("m-1")).created
+        assert store.write_fault() is None
+        assert not store.accept(acceptance("m-1")).created and store.write_fault() is None

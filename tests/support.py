@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 from lxml import etree
@@ -279,3 +282,37 @@ def skip_unless_present(path: Path, what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} not found at {path}; CI=true, so this is a failure")
     pytest.skip(f"{what} not found at {path}")
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` (created) with a tmpfs of ``size`` (``mount -o size=``) on it, unmounted afterwards
+    whatever happens. Mounting needs root: skipped where it cannot be done, except under CI=true,
+    where that is a failure."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                                   capture_output=True).returncode == 0
+    if not mounted:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cannot mount a tmpfs (root and CAP_SYS_ADMIN are needed); CI=true, so this is a failure")
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def sqlite_at_schema(path: Path, version: int) -> sqlite3.Connection:
+    """A SQLite store file at ``path`` with the schema of ``version`` (the first ``version``
+    migrations), as a release before the current one left it; the caller adds rows and closes it."""
+    from hub.store.sqlite import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in MIGRATIONS[:version]:
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+    return db

@@ -288,6 +288,7 @@ def test_an_agency_whose_id_is_unusable_leaves_the_routes_naming_it_unfaulted(tm
     ("delivery_timeout = 3", "delivery_timeout = inf", "dispatcher.delivery_timeout"),
     ("jitter = 0.1", "jitter = nan", "retry.jitter"),
     ("max_depth = 40", "max_depth = 40\nbody_timeout = inf", "hub.body_timeout"),
+    ("max_depth = 40", "max_depth = 40\nhead_timeout = nan", "hub.head_timeout"),
     ("jitter = 0.1", "jitter = 0.1\n[trust]\ncrl_grace_seconds = inf", "trust.crl_grace_seconds"),
 ])
 def test_a_number_of_seconds_or_a_ratio_must_be_finite(tmp_path: Path, old: str, new: str, key: str) -> None:
@@ -299,6 +300,26 @@ def test_a_number_of_seconds_or_a_ratio_must_be_finite(tmp_path: Path, old: str,
     assert [f.key for f in info.value.faults] == [key] and info.value.reason.startswith("must be a finite number, not ")
     errors, _ = check(path)
     assert len(errors) == 1 and f"{key}: must be a finite number, not " in errors[0]
+
+
+def test_head_timeout_is_10_s_at_most_body_timeout_and_more_than_0(tmp_path: Path) -> None:
+    """A request head's deadline: 10 s by default, body_timeout where that is shorter (a head had
+    body_timeout before), and given, more than 0 and no more than body_timeout."""
+    path = write_config(tmp_path)
+    assert load_config(path).hub.head_timeout == 10.0
+    edit(path, "max_depth = 40", "max_depth = 40\nbody_timeout = 2.5")
+    assert load_config(path).hub.head_timeout == 2.5
+    edit(path, "body_timeout = 2.5", "body_timeout = 30\nhead_timeout = 4")
+    assert load_config(path).hub.head_timeout == 4.0
+    for given, said in (("head_timeout = 31", "must not be more than body_timeout (30 s)"), ("head_timeout = 0", "must be more than 0"),
+                        ("head_timeout = -1", "must not be negative")):
+        edit(path, "head_timeout = 4", given)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert [f.key for f in info.value.faults] == ["hub.head_timeout"] and info.value.reason.startswith(said), info.value.reason
+        errors, _ = check(path)
+        assert len(errors) == 1 and f"hub.head_timeout: {said}" in errors[0], errors
+        edit(path, given, "head_timeout = 4")
 
 
 @pytest.mark.parametrize("options", ["[]", '""', "false", "0"])

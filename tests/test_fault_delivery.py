@@ -39,7 +39,7 @@ from hub.runtime import Runtime
 from hub.store import State, open_store
 
 from .soap_peer import HUB_NS, SOAP11, WSDL
-from .support import REPO, HubProcess, Sender, free_port, message_id_of, wait_until, write_config
+from .support import REPO, HubProcess, Sender, free_port, message_id_of, mounted_tmpfs, wait_until, write_config
 
 # -- a raw partner: each connection handled by a function, so it can break HTTP any way it likes ------------------
 
@@ -549,16 +549,9 @@ def test_a_file_already_there_is_never_overwritten_and_a_repeat_leaves_it_alone(
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (root only), unmounted afterwards whatever happens."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    """A 64 KiB tmpfs."""
+    with mounted_tmpfs(tmp_path / "small", "64k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_a_full_or_read_only_folder_is_retried_and_leaves_no_partial_file(tmpfs: Path) -> None:

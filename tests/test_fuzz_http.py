@@ -29,13 +29,15 @@ from lxml import etree
 from adapters.asw.header import S12
 from adapters.base import Delivery
 from hub.config import load_config
+from hub.envelope import read_header
 from hub.runtime import Runtime
 from hub.twohubs import MOIT, TH_CUSTOMS, TH_HUB, VN_HUB, write_pair
 
 from .pg import Cluster, pg_cluster  # noqa: F401 (the fixture)
 from .support import EXAMPLES, HubProcess, Sender, free_port, message_id_of, wait_until, write_config
 
-BODY_SECONDS = 1  # [hub] body_timeout: also the deadline of a request's head
+BODY_SECONDS = 1  # [hub] body_timeout: also the deadline of a request's head (head_timeout is not given)
+HEAD_SECONDS, SLOW_BODY_SECONDS = 1, 4  # [hub] head_timeout and body_timeout of the ``split`` hub
 MAX_CONNECTIONS = 8
 SOAP11, SOAP12 = "http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope"
 HUB_NS = "urn:sw-hub:envelope:1"
@@ -100,6 +102,16 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:
     finally:
         process.terminate()
         th.close()
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, Sender]]:
+    """A hub whose head deadline (``head_timeout``) is shorter than its body's (``body_timeout``)."""
+    path = write_config(tmp_path_factory.mktemp("head-timeout"), max_bytes=1_000_000)
+    path.write_text(path.read_text().replace("max_depth = 40\n", f"max_depth = 40\nhead_timeout = {HEAD_SECONDS}\n"
+                                                                  f"body_timeout = {SLOW_BODY_SECONDS}\n", 1))
+    with HubProcess(path, "--no-dispatch") as process:
+        yield process, Sender(load_config(path), MOIT)
 
 
 @pytest.fixture(autouse=True)
@@ -246,7 +258,8 @@ def test_a_body_that_does_not_arrive_in_time_is_refused_in_each_routes_own_form(
 def test_idle_connections_and_heads_that_never_end_are_closed(hub: Listener) -> None:
     """uvicorn waited for ever for the first request of a connection and for a head that trickles:
     a connection that says nothing, or half a request line, was held as long as the client
-    liked. Now the head has ``body_timeout``; a connection that sent part of one is told why."""
+    liked. Now the head has ``head_timeout`` (here ``body_timeout``, which is shorter than its
+    default); a connection that sent part of one is told why."""
     idle = socket.create_connection(("127.0.0.1", hub.port))
     half = socket.create_connection(("127.0.0.1", hub.port))
     kept = socket.create_connection(("127.0.0.1", hub.port))
@@ -310,6 +323,97 @@ def test_a_head_or_trailers_larger_than_the_hub_reads_are_refused(hub: Listener)
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(padded[i:i + 500]), padded[i:i + 500]) for i in range(0, len(padded), 500)) + b"0\r\n\r\n"
     status, _, body = _parts(_send(hub.port, _head("POST", "/messages", ("Transfer-Encoding", "chunked"), ("Connection", "close")) + chunked)[0])
     assert status == 200, body[-500:]
+
+
+def test_a_head_has_head_timeout_an_idle_kept_alive_connection_too_and_a_body_body_timeout(split: tuple[HubProcess, Sender]) -> None:
+    """A head shared ``body_timeout`` (60 s by default) with the body: a client reopening about
+    ``max_connections`` connections a minute held every slot with half-sent heads. Now a head has
+    ``head_timeout``, from the connection's opening or from the answer before, and a kept-alive
+    connection left idle is closed after it too (uvicorn's own 5 s gave way); a body that comes
+    slowly still has all of ``body_timeout``."""
+    process, moit = split
+    port = int(process.url.rsplit(":", 1)[1])
+    data = moit.message()
+    results: dict[str, tuple[bytes, bool, float]] = {}
+
+    def run(name: str, first: bytes, then: bytes | None = None) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(first)
+            if then is not None:  # answered and kept alive; then ``then``, or nothing
+                assert _parts(_one_answer(sock))[0] == 200
+                if then:
+                    sock.sendall(then)
+            started = time.monotonic()
+            answer, closed = _read(sock, SLOW_BODY_SECONDS + 8)
+            results[name] = answer, closed, time.monotonic() - started
+
+    cases = {"half a head": (b"GET /health HTTP/1.1\r\nHost: hub\r\nX-Slow: ",),
+             "idle after an answer": (_head("GET", "/health"), b""),
+             "half a head after an answer": (_head("GET", "/health"), b"GET /hea"),
+             "half a body": (_head("POST", "/messages", ("Content-Type", "application/xml"), ("Content-Length", len(data))) + data[:500],)}
+    threads = [threading.Thread(target=run, args=(name, *args)) for name, args in cases.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("half a head", "half a head after an answer"):
+        answer, closed, took = results[name]
+        status, headers, body = _parts(answer)
+        assert (status, headers["connection"], closed) == (408, "close", True), (name, answer[:300])
+        assert f"head did not arrive within {HEAD_SECONDS} s" in _error_text(body)
+        assert took < SLOW_BODY_SECONDS - 1.5, (name, took)  # the head's deadline, not the body's
+    answer, closed, took = results["idle after an answer"]
+    assert (answer, closed) == (b"", True) and took < SLOW_BODY_SECONDS - 1.5, took  # nothing came: nobody to tell
+    answer, closed, took = results["half a body"]
+    status, headers, body = _parts(answer)
+    assert (status, headers["connection"], closed) == (408, "close", True), answer[:300]
+    assert f"did not arrive within {SLOW_BODY_SECONDS} s" in (etree.fromstring(body).findtext(f".//{{{HUB_NS}}}ErrorMessage") or "")
+    assert took > SLOW_BODY_SECONDS - 1, took  # all of body_timeout, not head_timeout
+    assert "a request head did not arrive within 1 s" in process.log.read_text()
+
+
+def _chunked(data: bytes, size: int) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size]) for i in range(0, len(data), size))
+
+
+def test_a_body_in_tiny_chunks_is_taken_and_framing_out_of_proportion_is_not(hub: Listener, split: tuple[HubProcess, Sender]) -> None:
+    """Chunk lines counted with the head against 64 KiB: a valid message sent in 20,000 chunks of
+    5 bytes (100 kB of framing for 100 kB of body, as a client streaming small writes sends it)
+    got a 431. Framing is now held to the body it carries: 64 KiB beyond its bytes, and 64 KiB in a
+    row without one; chunk extensions or trailers with little or no body are still refused (and
+    a read holding the head is counted too: chunk extensions sent with it were not)."""
+    process, moit = split
+    data = moit.message()
+    padded = data.replace(b"?>", b"?>" + b" " * (100_000 - len(data)), 1)  # white space before the root
+    request = _head("POST", "/messages", ("Transfer-Encoding", "chunked"), ("Connection", "close")) + _chunked(padded, 5) + b"0\r\n\r\n"
+    assert request.count(b"\r\n5\r\n") >= 19_999
+    with socket.create_connection(("127.0.0.1", int(process.url.rsplit(":", 1)[1])), timeout=20) as sock:
+        try:
+            for at in range(0, len(request), 16_384):  # written as it is made, in reads of their own
+                sock.sendall(request[at:at + 16_384])
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):  # refused half-way: the answer says why
+            pass
+        status, _, body = _parts(_read(sock, 20)[0])
+    assert status == 200, body[-500:]
+    receipt = etree.fromstring(body)
+    assert read_header(receipt).subject.reference == message_id_of(data) and receipt.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+
+    chunked = _head("POST", "/messages", ("Transfer-Encoding", "chunked"))
+    floods = {  # each just past its bound in its last bytes: the hub has read all of it when it answers
+        "chunk extensions, a byte of body each": [chunked + b"".join(b"1;e=" + b"e" * 1100 + b"\r\nx\r\n" for _ in range(60))],
+        "a chunk extension and no body": [chunked + b"0;e=" + b"e" * 65_600],
+        "trailers after a body": [chunked + _chunked(b" " * 100_000, 1000), b"0\r\n" + b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 1000) for i in range(66))],
+    }
+    for name, parts in floods.items():
+        with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as sock:
+            for part in parts:
+                sock.sendall(part)
+                time.sleep(0.2)  # a read of its own
+            answer, closed = _read(sock, 10)
+        status, headers, body = _parts(answer)
+        assert (status, headers["connection"], closed) == (431, "close", True), (name, answer[:300])
+        assert "more than 65536 bytes of chunk lines and trailers" in _error_text(body), name
 
 
 def test_an_upgrade_the_hub_does_not_speak_is_ignored_not_taken_as_the_end_of_the_request(hub: Listener) -> None:

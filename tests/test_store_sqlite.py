@@ -10,9 +10,10 @@ import pytest
 from hub.audit import AuditEvent, AuditGap, verify_chain
 from hub.errors import ConfigError, TryAgain
 from hub.store import Store, open_store
+from hub.store.sqlite import MIGRATIONS
 
 from .store_contract import SCHEMA_3_ROWS, StoreContract, accept_once_it_can, accepted_and_delivered, acceptance, purged_after_migration
-from .support import LockHolder, write_config
+from .support import LockHolder, sqlite_at_schema, write_config
 
 
 def _messages(store: Store) -> list:  # type: ignore[type-arg]
@@ -135,14 +136,7 @@ def test_closing_a_store_while_a_write_waits_for_the_lock(tmp_path: Path) -> Non
 
 
 def test_a_store_of_the_previous_schema_is_migrated_and_its_messages_stay_duplicates(tmp_path: Path) -> None:
-    from hub.store.sqlite import MIGRATIONS
-
-    db = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
-    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version, script in MIGRATIONS[:2]:  # the schema of the release before the digest was kept
-        for statement in filter(str.strip, script.split(";")):
-            db.execute(statement)
-        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    db = sqlite_at_schema(tmp_path / "hub.db", 2)  # the schema of the release before the digest was kept
     db.execute("INSERT INTO messages (sender, message_id, received_at, document_type, function, route, receipt, conversation) "
                "VALUES ('VN-MOIT', 'old-1', 1.0, 'CO-FORMD', '9', 'r', x'00', 'old-1')")
     db.close()
@@ -157,20 +151,13 @@ def test_a_store_of_the_previous_schema_is_migrated_and_its_messages_stay_duplic
 def test_a_store_of_schema_3_is_migrated_and_its_delivered_rows_can_be_purged(tmp_path: Path) -> None:
     """Schema 4 adds ``outbox.purged_at`` and the partial index outbox_unpurged: rows written
     before are kept (not purged) and indexed, so the first purge finds them."""
-    from hub.store.sqlite import MIGRATIONS
-
-    db = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
-    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version, script in MIGRATIONS[:3]:
-        for statement in filter(str.strip, script.split(";")):
-            db.execute(statement)
-        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    db = sqlite_at_schema(tmp_path / "hub.db", 3)
     for statement, values in SCHEMA_3_ROWS:
         db.execute(statement.format(m="?"), values)
     db.close()
     store = open_store("sqlite:///hub.db", tmp_path)
     try:
-        assert store.migrate() == 4
+        assert store.migrate() == MIGRATIONS[-1][0]
         purged_after_migration(store)
     finally:
         store.close()
@@ -231,7 +218,6 @@ def test_a_failed_write_does_not_hold_the_database(tmp_path: Path) -> None:
 
 def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     from hub.errors import StoreError
-    from hub.store.sqlite import MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "hub.db")
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")

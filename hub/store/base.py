@@ -20,6 +20,7 @@ A row may also be written already leased, at acceptance, to the accepting node's
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
@@ -137,6 +138,9 @@ class OutboxRow:
     updated_at: float
     payload: bytes  # empty once purged
     purged_at: float | None = None  # when retention dropped the payload (``Store.purge``)
+    # attempts the row had before the resend that started its count anew (``Store.resend``): its
+    # attempt ``attempts`` is attempt ``attempt_base + attempts`` of its whole history (``Attempt.number``)
+    attempt_base: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,15 @@ class PurgeReport:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One recorded attempt of an outbox row. ``number`` is the attempt's place in the row's whole
+    history: the row's attempt count under the lease it ran in, plus the attempts before the last
+    resend that started the count anew (``OutboxRow.attempt_base``), so the numbers go on across
+    resends. A lease whose delivery recorded no outcome (the node stopped, or lost the lease, during
+    it) leaves its number out: a gap between two numbers, or a count ahead of the last number, is
+    such an attempt (``hub.tracing``). Leases given back uncounted (``release``, ``give_back``,
+    ``uncount``) take no number. Attempts recorded before schema 5 keep the numbers they had (one
+    after the other, with no gap for an attempt without an outcome)."""
+
     row_id: int
     number: int
     owner: str
@@ -178,6 +191,20 @@ class MessageRecord:
 
 
 @dataclass(frozen=True)
+class WriteFault:
+    """A write the store refused for a reason of its own, not of the call: its disk is full
+    (``full``), it is read-only (``read-only``: a file system mounted read-only, a PostgreSQL
+    standby), or its disk failed (``io``). ``reason`` is the store's sentence, as the sender's
+    "try again" was logged; ``at`` when it last happened (epoch seconds); ``free``: the bytes free
+    in the store's folder then (SQLite), to tell when space has been made since."""
+
+    kind: str
+    reason: str
+    at: float
+    free: int | None = None
+
+
+@dataclass(frozen=True)
 class Trace:
     message: MessageRecord | None
     rows: tuple[OutboxRow, ...]
@@ -187,6 +214,38 @@ class Trace:
 
 class Store(ABC):
     """A durable store. Every method is one transaction; every method is safe across threads."""
+
+    # How long a write fault is reported (``write_fault``) after it last happened when the store
+    # cannot see for itself whether its cause has passed: then the next message tries (and, if the
+    # fault is still there, brings it back), so a hub behind a load balancer that takes it out on
+    # 503 is not left out for good once its store can write again with no one left to write.
+    FAULT_HOLD = 30.0
+
+    _write_fault: WriteFault | None = None  # the last write fault, until a message is recorded
+
+    def _note_fault(self, fault: WriteFault) -> None:
+        """A write failed for a reason of the store's (the backends' write error paths): one
+        attribute store, only when a write fails."""
+        self._write_fault = fault
+
+    def _note_recorded(self) -> None:
+        """A message was recorded (``accept`` created it): whatever write fault was noted has
+        passed. One attribute read on the message path."""
+        if self._write_fault is not None:
+            self._write_fault = None
+
+    def write_fault(self, room: int = 0) -> WriteFault | None:
+        """Why the store cannot record messages now, or None (``GET /health``: 503 while it is
+        not None). Costs no write and no query: the last write that failed for a reason of the
+        store's (``WriteFault``) is kept until a message is recorded again, and reported while its
+        cause holds; here, for ``FAULT_HOLD`` seconds after it last happened (a backend that can
+        see whether the cause has passed, e.g. the free space of its disk, says so instead).
+        ``room``: the bytes one message of the largest size the hub takes needs
+        (``[hub] max_message_bytes``). Each process judges by its own writes (and what it sees)."""
+        fault = self._write_fault
+        if fault is None or time.time() - fault.at >= self.FAULT_HOLD:
+            return None
+        return fault
 
     @abstractmethod
     def migrate(self) -> int:
@@ -264,7 +323,9 @@ class Store(ABC):
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         """An operator's explicit new attempt, due at ``now``: of a dead row (a new count of
         attempts), of a pending row waiting out its backoff (the count goes on), or with ``force``
-        of a delivered one. A leased row is being delivered: ``TransitionError``."""
+        of a delivered one. A leased row is being delivered: ``TransitionError``. A new count keeps
+        the numbering of the row's attempts going: ``attempt_base`` becomes the number of its last
+        attempt, so the next one is numbered after it (``Attempt``)."""
 
     @abstractmethod
     def purge(self, before: float, *, dry_run: bool = False, actor: str = "hub", stop: threading.Event | None = None) -> PurgeReport:
@@ -289,7 +350,9 @@ class Store(ABC):
         """Number of rows per (destination, state)."""
 
     @abstractmethod
-    def trace(self, message_id: str) -> Trace: ...
+    def trace(self, message_id: str) -> Trace:
+        """The message, its rows, their recorded attempts (numbered as ``Attempt`` says) and its
+        audit entries."""
 
     @abstractmethod
     def conversation(self, key: str, limit: int = 500) -> list[MessageRecord]:
@@ -363,4 +426,5 @@ __all__: Sequence[str] = (
     "State",
     "Store",
     "Trace",
+    "WriteFault",
 )

@@ -62,15 +62,18 @@ from .base import (
     State,
     Store,
     Trace,
+    WriteFault,
     check_outcome,
     check_version,
     held_by,
 )
 from .sql import (
+    LAST_NUMBER,
     MESSAGE_COLUMNS,
     OUTCOME_EVENTS,
     ROW_COLUMNS,
     attempts_after_resend,
+    base_after_resend,
     message_record,
     outbox_row,
     purge_rows,
@@ -187,6 +190,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX outbox_unpurged ON outbox (id) WHERE state = 'delivered' AND purged_at IS NULL;
         """,
     ),
+    (
+        5,
+        # attempt numbers that go on across resends (OutboxRow.attempt_base); a constant default
+        # is not written into the rows there are (no table rewrite), and nodes of the release
+        # before, which do not write the column, keep working beside this one
+        """
+        SET LOCAL lock_timeout = '5s';
+        ALTER TABLE outbox ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 _AUDIT_COLUMNS = "seq, at, message_id, actor, event, detail, prev_hash, hash"
@@ -257,6 +270,12 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or (
         isinstance(exc, psycopg.Error) and ((exc.sqlstate or "").startswith(("08", "40", "53", "57")) or exc.sqlstate == "25006")
     )
+
+
+# SQLSTATEs that say the database itself cannot take writes now (``WriteFault.kind``)
+_FAULT_STATES = {"53100": "full", "25006": "read-only", "58030": "io"}
+_FAULT_SAID = {"full": "its disk is full", "read-only": "it takes no writes (a standby, or a read-only setting)",
+               "io": "its disk failed to read or write (an I/O error)"}
 
 
 def _unreachable(reason: str) -> bool:
@@ -420,9 +439,21 @@ class PostgresStore(Store):
                 # The server went away (restart, failover, terminated backend): the pool drops this
                 # connection; check the idle ones now too, so the next call gets a live connection.
                 self._check_pool()
+            self._note_write_error(exc)
             if _transient(exc):
                 raise TryAgain(f"the store is unavailable: {type(exc).__name__}: {exc}".strip()) from exc
             raise StoreError(f"store operation failed: {type(exc).__name__}: {exc}") from exc
+
+    def _note_write_error(self, exc: psycopg.Error) -> None:
+        """Kept for ``write_fault`` (``GET /health``): a call the server refused for a reason of its
+        own, a full disk (53100), a read-only transaction (25006: a standby, e.g. during a failover)
+        or an I/O error (58030). Costs nothing on a call that succeeds. Each node judges by its own
+        calls; the server's disk cannot be looked at from here, so a fault is reported for
+        ``FAULT_HOLD`` seconds after it last happened, or until a message is recorded."""
+        kind = _FAULT_STATES.get(exc.sqlstate or "")
+        if kind is not None:
+            said = " ".join(str(exc).split())
+            self._note_fault(WriteFault(kind, f"the PostgreSQL store {_safe(self.url)}: {_FAULT_SAID[kind]}: {said}", time.time()))
 
     def _check_pool(self) -> None:
         try:
@@ -505,6 +536,7 @@ class PostgresStore(Store):
                 ).fetchall())
                 held = [hold.row(ids[i.destination], a, i, until) for i in held_items]
             self._append_audit(cur, a.audit, a.received_at)
+        self._note_recorded()
         return Accepted(True, a.receipt, tuple(held))
 
     def original(self, sender: str, message_id: str) -> Original | None:
@@ -567,8 +599,11 @@ class PostgresStore(Store):
                 "WITH done AS (UPDATE outbox SET state = %s, lease_owner = NULL, lease_until = NULL, "
                 "last_error = COALESCE(%s, last_error), next_attempt_at = COALESCE(%s, next_attempt_at), updated_at = %s "
                 f"WHERE id = %s AND state = 'leased' AND lease_owner = %s AND attempts = COALESCE(%s::integer, attempts) RETURNING {ROW_COLUMNS}), "
+                # numbered by the row's count under this lease (``Attempt``); past the last number if
+                # that is ahead (attempts numbered one after the other before schema 5, or by such a node)
                 "attempt AS (INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
-                "SELECT id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = %s), %s, %s, %s, %s, %s FROM done) "
+                "SELECT id, GREATEST(attempt_base + attempts, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = %s)), "
+                "%s, %s, %s, %s, %s FROM done) "
                 "SELECT * FROM done",
                 (outcome.value, error, next_attempt_at, now, row_id, owner, attempt, row_id, owner, started_at, now, outcome.value, detail),
             ).fetchone()
@@ -622,12 +657,13 @@ class PostgresStore(Store):
 
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
+            current = cur.execute(f"SELECT {ROW_COLUMNS}, {LAST_NUMBER} FROM outbox WHERE id = %s FOR UPDATE", (row_id,)).fetchone()
             row = resendable_row(current, row_id, force)
+            assert current is not None  # resendable_row raised otherwise
             updated = cur.execute(
-                "UPDATE outbox SET state = 'pending', attempts = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s "
-                f"RETURNING {ROW_COLUMNS}",
-                (attempts_after_resend(row), now, now, row_id),
+                "UPDATE outbox SET state = 'pending', attempts = %s, attempt_base = %s, next_attempt_at = %s, updated_at = %s "
+                f"WHERE id = %s RETURNING {ROW_COLUMNS}",
+                (attempts_after_resend(row), base_after_resend(row, current[-1]), now, now, row_id),
             ).fetchone()
             cur.execute(f"NOTIFY {CHANNEL}")
             self._append_audit(cur, (resend_event(row, actor),), now)

@@ -16,8 +16,10 @@ from .base import MessageRecord, OutboxRow, PurgeReport, State
 MESSAGE_COLUMNS = "sender, message_id, received_at, document_type, function, route, receipt, reference, pre_reference, conversation"
 ROW_COLUMNS = (
     "id, message_id, sender, destination, route, state, attempts, next_attempt_at, lease_owner, "
-    "lease_until, last_error, created_at, updated_at, payload, purged_at"
+    "lease_until, last_error, created_at, updated_at, payload, purged_at, attempt_base"
 )
+# the number of a row's last recorded attempt (0: none), as a column of a query on ``outbox``
+LAST_NUMBER = "(SELECT COALESCE(MAX(a.number), 0) FROM attempts a WHERE a.row_id = outbox.id)"
 
 # the audit log's word for each outcome of an attempt (``Store.complete``)
 OUTCOME_EVENTS = {State.DELIVERED: "delivered", State.PENDING: "retry", State.DEAD: "dead-lettered"}
@@ -46,6 +48,7 @@ def outbox_row(r: tuple) -> OutboxRow:
         updated_at=r[12],
         payload=bytes(r[13]),
         purged_at=r[14],
+        attempt_base=r[15],
     )
 
 
@@ -91,6 +94,17 @@ def attempts_after_resend(row: OutboxRow) -> int:
     """A pending row sent now keeps its count (its retry budget goes on); a dead or delivered one
     starts a new count."""
     return row.attempts if row.state is State.PENDING else 0
+
+
+def base_after_resend(row: OutboxRow, last_number: int) -> int:
+    """``OutboxRow.attempt_base`` once ``row`` is resent, ``last_number`` being the number of its
+    last recorded attempt: a count that goes on keeps it; a new count starts after every attempt
+    numbered so far (its last attempt recorded an outcome, as every dead or delivered row's did;
+    the larger of the two covers rows numbered before schema 5 too), so attempt numbers never
+    repeat and a resend leaves no gap that could be taken for an interrupted attempt."""
+    if row.state is State.PENDING:
+        return row.attempt_base
+    return max(row.attempt_base + row.attempts, last_number)
 
 
 # ``Store.audit_gaps``: records whose audit entry is missing (anti-joins on the index audit_message).

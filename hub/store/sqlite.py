@@ -37,15 +37,18 @@ from .base import (
     State,
     Store,
     Trace,
+    WriteFault,
     check_outcome,
     check_version,
     held_by,
 )
 from .sql import (
+    LAST_NUMBER,
     MESSAGE_COLUMNS,
     OUTCOME_EVENTS,
     ROW_COLUMNS,
     attempts_after_resend,
+    base_after_resend,
     message_record,
     outbox_row,
     purge_rows,
@@ -135,6 +138,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """
         ALTER TABLE outbox ADD COLUMN purged_at REAL;
         CREATE INDEX outbox_unpurged ON outbox (id) WHERE state = 'delivered' AND purged_at IS NULL;
+        """,
+    ),
+    (
+        5,
+        # attempt numbers that go on across resends (OutboxRow.attempt_base); rows written before
+        # start at 0, which adding the column with its default gives them without rewriting them
+        """
+        ALTER TABLE outbox ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
         """,
     ),
 )
@@ -282,7 +293,12 @@ _CAUSES = {
     "SQLITE_BUSY": "it is busy",
     "SQLITE_LOCKED": "it is busy",
     "SQLITE_CANTOPEN": "its file cannot be opened",
+    "SQLITE_IOERR": "its disk failed to read or write (an I/O error)",
 }
+
+# SQLite's errors that say the store itself cannot take writes now (``WriteFault.kind``), as
+# opposed to a busy file or a fault of one call: ``GET /health`` reports them (``write_fault``)
+_FAULT_KINDS = {"SQLITE_FULL": "full", "SQLITE_READONLY": "read-only", "SQLITE_IOERR": "io", "SQLITE_CANTOPEN": "io"}
 
 
 def _said(exc: sqlite3.Error, path: str | None = None) -> str:
@@ -367,6 +383,53 @@ class SQLiteStore(Store):
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.access(folder, os.W_OK | os.X_OK):  # SQLite makes and removes the -wal and -shm files there
             return f"its folder {folder} does not let this process create the file's write-ahead log ({self.path}-wal)"
+        return None
+
+    def _free_bytes(self) -> int | None:
+        """Bytes free for this process on the file system of the store's folder (statvfs: no file
+        opened, nothing written); None for a store in memory or a folder it cannot look at."""
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return None
+        return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize  # root may use the reserved blocks
+
+    def _note_write_error(self, exc: BaseException) -> None:
+        """A write failed: kept for ``write_fault`` when SQLite's reason is the store's own (a full
+        disk, a file or file system it may not write, an I/O error), with the space free then.
+        Costs nothing on a write that succeeds."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        kind = _FAULT_KINDS.get(name) or next((k for prefix, k in _FAULT_KINDS.items() if name.startswith(prefix + "_")), None)
+        if kind is not None and isinstance(exc, sqlite3.Error):
+            self._note_fault(WriteFault(kind, _said(exc, self.path), time.time(), self._free_bytes()))
+
+    def write_fault(self, room: int = 0) -> WriteFault | None:
+        """Why this store cannot record messages now, or None. Beyond the last write fault
+        (``Store.write_fault``), SQLite sees two causes for itself, at the cost of one statvfs and
+        two access(2) calls (no write, no query): a disk with less than ``room`` bytes free, and a
+        file or folder this process may not write (``unwritable``; e.g. its file system remounted
+        read-only). So every process on the host (``--workers``) says the same of them, whether or
+        not it was the one whose write failed, and a full disk is reported until space is made
+        (with none made since the fault, it stays reported, however long ago it was), then at once
+        no longer, with no write needed to find out (the next message is the proof)."""
+        noted = self._write_fault
+        free = self._free_bytes()
+        short = free is not None and free < room
+        unwritable = self.unwritable()
+        if noted is not None:
+            if (noted.kind == "full" and short) or (noted.kind == "read-only" and unwritable is not None):
+                return noted
+            made_room = noted.kind == "full" and free is not None and noted.free is not None and free > noted.free
+            held = None if made_room else super().write_fault(room)
+            if held is not None:
+                return held
+        if unwritable is not None:
+            return WriteFault("read-only", f"the store {self.path} cannot be written by this process: {unwritable}", time.time())
+        if short:
+            return WriteFault("full", f"the store {self.path}: its disk has {free} bytes free, less than one message of the largest "
+                                      f"size the hub takes may need ({room} bytes, [hub] max_message_bytes)", time.time(), free)
         return None
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -471,10 +534,12 @@ class SQLiteStore(Store):
         if batch is not None:
             try:
                 self._wait_durable(batch)
-            except BaseException:
+            except BaseException as exc:
+                self._note_write_error(exc.__cause__ or exc)  # _raise: the hub's error from SQLite's
                 if failure is None:
                     raise
         if failure is not None:
+            self._note_write_error(failure)
             error = _store_error(failure, self.path)
             if error is failure:
                 raise failure
@@ -628,6 +693,7 @@ class SQLiteStore(Store):
                 )
                 held.append(hold.row(cur.lastrowid, a, i, until))  # type: ignore[arg-type]
             self._append_audit(cur, a.audit, a.received_at)
+        self._note_recorded()
         return Accepted(True, a.receipt, tuple(held))
 
     def original(self, sender: str, message_id: str) -> Original | None:
@@ -696,10 +762,12 @@ class SQLiteStore(Store):
                 "next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (outcome.value, error, next_attempt_at if next_attempt_at is not None else row.next_attempt_at, now, row_id),
             )
-            number = cur.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE row_id = ?", (row_id,)).fetchone()[0]
+            # numbered by the row's count under this lease (``Attempt``), in the INSERT itself; past
+            # the last number if that is ahead (attempts numbered one after the other before schema 5)
             cur.execute(
-                "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) VALUES (?,?,?,?,?,?,?)",
-                (row_id, number, owner, started_at, now, outcome.value, detail),
+                "INSERT INTO attempts (row_id, number, owner, started_at, finished_at, outcome, detail) "
+                "SELECT ?, MAX(?, COALESCE(MAX(number), 0) + 1), ?, ?, ?, ?, ? FROM attempts WHERE row_id = ?",
+                (row_id, row.attempt_base + row.attempts, owner, started_at, now, outcome.value, detail, row_id),
             )
             if enqueue:
                 cur.executemany(
@@ -742,11 +810,11 @@ class SQLiteStore(Store):
 
     def resend(self, row_id: int, actor: str, now: float, force: bool = False) -> OutboxRow:
         with self._tx() as cur:
-            current = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            current = cur.execute(f"SELECT {ROW_COLUMNS}, {LAST_NUMBER} FROM outbox WHERE id = ?", (row_id,)).fetchone()
             row = resendable_row(current, row_id, force)
             cur.execute(
-                "UPDATE outbox SET state = 'pending', attempts = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (attempts_after_resend(row), now, now, row_id),
+                "UPDATE outbox SET state = 'pending', attempts = ?, attempt_base = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (attempts_after_resend(row), base_after_resend(row, current[-1]), now, now, row_id),
             )
             self._append_audit(cur, (resend_event(row, actor),), now)
             updated = cur.execute(f"SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?", (row_id,)).fetchone()
