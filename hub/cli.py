@@ -299,9 +299,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .serve import serve
-
     from .keys import not_valid_to_sign
+    from .serve import serve
     from .trust import load_certificates
 
     h = load_config(args.config).hub
