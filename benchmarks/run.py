@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             for k in kinds:
                 for s in sizes:
                     progress(f"floor {KINDS[k]} {s}")
-                    floors[(k, s)] = floor.measure(configs[k], k, s, samples[(k, s)], quick=quick)
-                    results["floor"].append(floors[(k, s)])
+                    floors[(k, s)] = alone = floor.measure(configs[k], k, s, samples[(k, s)], quick=quick)
+                    # the same primitives one message after another, over as many messages as the in-process run
+                    warm = 2 if quick else 5
+                    alone["chained"] = floor.chained(configs[k], makers[k].make(certificates[s], _scaled(count, s, 4 if quick else 40) + warm), warm)
+                    results["floor"].append(alone)
+                    progress(f"  {alone['floor_msgs_per_s']} msg/s alone, {alone['chained']['msgs_per_s']} msg/s chained")
 
         inproc: dict[tuple[str, str], dict] = {}
         if "inprocess" not in skip:
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     f = floors.get((k, s))
                     if f:
                         entry["single_vs_floor"] = round(entry["single"]["msgs_per_s"] / f["floor_msgs_per_s"], 3)
+                        if f.get("chained"):
+                            entry["single_vs_floor_chained"] = round(entry["single"]["msgs_per_s"] / f["chained"]["msgs_per_s"], 3)
                         entry["all_cores_vs_floor_all_cores"] = round(
                             entry["processes_shared_db"]["msgs_per_s"] / (f["floor_msgs_per_s"] * cores), 3
                         )

@@ -45,11 +45,15 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             for primitive in ("parse", "validate", "xslt", "verify", "sign", "commit", "verify_raw", "sign_raw"):
                 assert floor["ms"][primitive] > 0, (key, size, primitive)
             assert floor["floor_msgs_per_s"] > 0
+            chained = floor["chained"]  # the same primitives one message after another
+            assert chained["messages"] >= 4 and chained["msgs_per_s"] > 0
+            assert all(chained["ms"][p] > 0 for p in ("parse", "validate", "verify", "xslt", "sign", "commit"))
+            assert sum(chained["ms"].values()) <= chained["ms_per_msg"] * 1.01  # its parts, timed inside the message's time
 
             inproc = one(results["inprocess"], key, size)
             for variant in ("single", "processes_shared_db", "processes_own_db", "threads"):
                 assert inproc[variant]["msgs_per_s"] > 0 and inproc[variant]["cpu_ms_per_msg"] > 0, (key, size, variant)
-            assert inproc["single_vs_floor"] > 0
+            assert inproc["single_vs_floor"] > 0 and inproc["single_vs_floor_chained"] > 0
             assert inproc["memory_one_message"]["peak_rss_bytes"] > 0 and "copies_of_the_message" in inproc["memory_one_message"]
 
             e2e = one(results["e2e"], key, size)
@@ -83,12 +87,13 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             assert run["refused_or_failed"] == 0 and run["receipt_latency"]["p99_ms"] > 0
 
     summary = results["summary"]
-    assert {"e2e_10KiB_rsa", "e2e_10KiB_ec", "inprocess_single_vs_floor"} <= set(summary)
+    assert {"e2e_10KiB_rsa", "e2e_10KiB_ec", "inprocess_single_vs_floor", "inprocess_single_vs_floor_chained"} <= set(summary)
     assert summary["e2e_10KiB_ec"]["floor_e2e_accepted_per_s"] > 0 and summary["e2e_10KiB_ec"]["hub_share_of_floor_e2e"] > 0
 
     table = (out / "results.md").read_text()
     assert "| RSA-2048 | 10KiB |" in table and "| ECDSA P-256 | 1KiB |" in table and "## Soak" in table
     assert "## The end-to-end floor" in table and "The bare server's ceiling" in table
+    assert "The same primitives chained" in table and "50 % of the floor chained" in table
     assert "## Scale-out" in table and ("| ECDSA P-256 | PostgreSQL | 3 |" in table or "skipped: no postgresql" in table)
     if importlib.util.find_spec("matplotlib") is not None:  # the optional extra `bench`
         assert (out / "chart.png").stat().st_size > 10_000
