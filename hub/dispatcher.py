@@ -306,9 +306,10 @@ class Dispatcher:
                 # as many leases as allowed before this one, and none of them settled the row: each
                 # ended without an outcome (a node stopped, or lost its store, during the delivery or
                 # before it began). A message whose delivery stops the node must not do it for ever.
-                detail = (f"gave up before attempt {row.attempts}: {row.attempts - 1} attempts were started and at most "
-                          f"{allowed} are allowed (an attempt counts from its lease, also when a node stopped or lost "
-                          "its store before it ended)")
+                since = " since the last resend" if row.attempt_base else ""
+                detail = (f"gave up before attempt {row.attempt_base + row.attempts}: {row.attempts - 1} attempts were started"
+                          f"{since} and at most {allowed} are allowed (an attempt counts from its lease, also when a node "
+                          "stopped or lost its store before it ended)")
                 log.warning("row %s to %s: %s", row.id, row.destination, detail)
                 self._complete(row, State.DEAD, detail, started, self.clock())
                 return
@@ -377,12 +378,14 @@ class Dispatcher:
         if result.outcome is Outcome.DELIVERED:
             complete(State.DELIVERED, detail)
         elif result.outcome is Outcome.FAILED or policy.exhausted(row.attempts):
-            why = "permanent failure" if result.outcome is Outcome.FAILED else f"gave up after {row.attempts} attempts"
+            since = " since the last resend" if row.attempt_base else ""
+            why = "permanent failure" if result.outcome is Outcome.FAILED else f"gave up after {row.attempts} attempts{since}"
             complete(State.DEAD, f"{why}: {detail}")
             log.warning("row %s to %s (message %s): dead-lettered, %s: %s; `hub outbox resend %s` sends it again",
                         row.id, row.destination, row.message_id, why, detail, row.id)
         else:
             delay = policy.delay(row.attempts, asked=result.retry_after)
             complete(State.PENDING, detail, now + delay)
-            log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempts, detail, delay)
+            log.info("row %s to %s: attempt %s failed (%s); next in %.1fs", row.id, row.destination, row.attempt_base + row.attempts,
+                     detail, delay)
 

@@ -12,7 +12,7 @@ import pytest
 from hub.receiver import Receiver
 from hub.retry import RetryPolicy
 from hub.runtime import Runtime
-from hub.store import State
+from hub.store import OutboxRow, State
 
 from .support import Sender, free_port, wait_until, write_config
 
@@ -132,6 +132,47 @@ def test_a_row_whose_deliveries_never_end_is_dead_lettered_not_retried_for_ever(
     # an operator's resend gives it a new budget
     runtime.store.resend(row.id, "operator:test", time.time())
     assert_delivered_once(runtime, receiver)
+
+
+def test_after_a_resend_the_dead_letter_names_the_attempt_by_its_number_in_the_trace(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sentence of a row dead-lettered again after a resend counts its attempts since the
+    resend, and names attempts by the numbers ``hub trace`` gives them, which go on across resends."""
+    receiver.status = 503
+    runtime, moit = build(tmp_path, receiver.start(), max_attempts=2, initial_delay=0.01, max_delay=0.02)
+    runtime.pipeline.submit(moit.message())
+
+    def drain() -> OutboxRow:
+        dispatcher = runtime.dispatcher()
+        dispatcher.drain(20)
+        dispatcher.stop()
+        (row,) = runtime.store.rows(destination="TH-ASW")
+        assert row.state is State.DEAD
+        return row
+
+    row = drain()  # attempts 1 and 2, both HTTP 503
+    assert (row.last_error or "").startswith("gave up after 2 attempts: ")
+    runtime.store.resend(row.id, "operator:test", time.time())
+    with caplog.at_level(logging.INFO, logger="hub.dispatcher"):
+        row = drain()  # attempts 3 and 4
+    assert (row.last_error or "").startswith("gave up after 2 attempts since the last resend: ")
+    assert any("attempt 3 failed" in r.getMessage() for r in caplog.records)  # the log says the trace's number
+    numbers = [a.number for a in runtime.store.trace(row.message_id).attempts if a.row_id == row.id]
+    assert numbers == [1, 2, 3, 4]
+
+    runtime.store.resend(row.id, "operator:test", time.time())
+    for i in range(3):  # three nodes took it and died during the delivery: attempts 5 to 7, without an outcome
+        runtime.store.lease(f"crashed-{i}", "TH-ASW", 10, time.time(), 0.01)
+        time.sleep(0.02)
+    row = drain()
+    said = "gave up before attempt 8: 3 attempts were started since the last resend and at most 3 are allowed"
+    assert (row.last_error or "").startswith(said)
+    trace = runtime.store.trace(row.message_id)
+    last = [a for a in trace.attempts if a.row_id == row.id][-1]
+    assert last.number == 8 and last.detail.startswith(said)
+    assert any(e.event == "dead-lettered" and said in e.detail for e in trace.audit)
+    runtime.close()
 
 
 def assert_delivered_once(runtime: Runtime, receiver: Receiver) -> None:
